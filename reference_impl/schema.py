@@ -1,0 +1,231 @@
+"""Relational schema of the reference CRM, shared by the fixture generator and the loader.
+
+Each table lists its columns in storage order; fixture Parquet files carry exactly these
+columns, in this order. Timestamps are ISO-8601 UTC strings (``2025-03-01T12:00:00Z``),
+which sort correctly as text on every backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["id", "int", "float", "text", "bool", "ts", "json"]
+Dialect = Literal["sqlite", "postgresql"]
+
+TIERS = ("strategic", "vip", "key", "normal")
+OPPORTUNITY_STAGES = (
+    "prospecting",
+    "qualification",
+    "proposal",
+    "negotiation",
+    "closed_won",
+    "closed_lost",
+)
+OPEN_STAGES = OPPORTUNITY_STAGES[:4]
+LEAD_STATUSES = ("open", "contacted", "qualified", "disqualified", "converted")
+ACTIVITY_TYPES = ("call", "email", "meeting", "note", "visit")
+EVENT_TYPES = ("page_view", "email_open", "download", "support_call", "pricing_view", "purchase")
+REP_ROLES = ("rep", "manager", "director")
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    kind: Kind
+    nullable: bool = False
+    references: str | None = None
+    on_delete: Literal["cascade", "set null"] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = ("id",)
+    indexes: tuple[tuple[str, ...], ...] = ()
+    fixture: bool = True
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def has_identity(self) -> bool:
+        return self.primary_key == ("id",) and self.columns[0].kind == "id"
+
+
+def _c(name: str, kind: Kind, nullable: bool = False, ref: str | None = None,
+       on_delete: Literal["cascade", "set null"] | None = None) -> Column:
+    return Column(name, kind, nullable, ref, on_delete)
+
+
+TABLES: tuple[Table, ...] = (
+    Table("regions", (_c("id", "id"), _c("name", "text"), _c("country", "text"))),
+    Table(
+        "reps",
+        (
+            _c("id", "id"), _c("name", "text"), _c("email", "text"), _c("phone", "text"),
+            _c("region_id", "int", ref="regions"), _c("role", "text"),
+        ),
+        indexes=(("region_id",),),
+    ),
+    Table(
+        "products",
+        (
+            _c("id", "id"), _c("sku", "text"), _c("name", "text"), _c("category", "text"),
+            _c("unit_price", "float"),
+        ),
+    ),
+    Table(
+        "inventory",
+        (
+            _c("product_id", "int", ref="products"), _c("region_id", "int", ref="regions"),
+            _c("quantity", "int"),
+        ),
+        primary_key=("product_id", "region_id"),
+    ),
+    Table(
+        "customers",
+        (
+            _c("id", "id"), _c("name", "text"), _c("name_key", "text"), _c("industry", "text"),
+            _c("region_id", "int", ref="regions"), _c("tier", "text"),
+            _c("owner_rep_id", "int", ref="reps"), _c("employees", "int"),
+            _c("annual_revenue", "float"), _c("website", "text", nullable=True),
+            _c("consent_marketing", "bool"), _c("consent_profiling", "bool"),
+            _c("created_at", "ts"), _c("updated_at", "ts"),
+        ),
+        indexes=(("name_key",), ("region_id",), ("tier",), ("owner_rep_id",)),
+    ),
+    Table(
+        "customer_tags",
+        (_c("customer_id", "int", ref="customers", on_delete="cascade"), _c("tag", "text")),
+        primary_key=("customer_id", "tag"),
+        indexes=(("tag", "customer_id"),),
+    ),
+    Table(
+        "contacts",
+        (
+            _c("id", "id"), _c("customer_id", "int", ref="customers", on_delete="cascade"),
+            _c("first_name", "text"), _c("last_name", "text"), _c("title", "text", nullable=True),
+            _c("email", "text", nullable=True), _c("phone", "text", nullable=True),
+            _c("created_at", "ts"), _c("updated_at", "ts"),
+        ),
+        indexes=(("customer_id",),),
+    ),
+    Table(
+        "orders",
+        (
+            _c("id", "id"), _c("customer_id", "int", ref="customers", on_delete="cascade"),
+            _c("ordered_at", "ts"), _c("status", "text"), _c("currency", "text"),
+            _c("total_amount", "float"),
+        ),
+        indexes=(("customer_id", "ordered_at"),),
+    ),
+    Table(
+        "order_lines",
+        (
+            _c("order_id", "int", ref="orders", on_delete="cascade"), _c("line_no", "int"),
+            _c("product_id", "int", ref="products"), _c("quantity", "int"),
+            _c("unit_price", "float"), _c("amount", "float"),
+        ),
+        primary_key=("order_id", "line_no"),
+    ),
+    Table(
+        "opportunities",
+        (
+            _c("id", "id"), _c("customer_id", "int", ref="customers", on_delete="cascade"),
+            _c("owner_rep_id", "int", ref="reps"), _c("name", "text"), _c("stage", "text"),
+            _c("amount", "float"), _c("expected_close", "text"),
+            _c("created_at", "ts"), _c("updated_at", "ts"),
+        ),
+        indexes=(("customer_id",), ("stage",)),
+    ),
+    Table(
+        "opportunity_stage_changes",
+        (
+            _c("id", "id"),
+            _c("opportunity_id", "int", ref="opportunities", on_delete="cascade"),
+            _c("from_stage", "text"), _c("to_stage", "text"), _c("changed_at", "ts"),
+        ),
+        indexes=(("opportunity_id",),),
+        fixture=False,
+    ),
+    Table(
+        "leads",
+        (
+            _c("id", "id"),
+            _c("customer_id", "int", nullable=True, ref="customers", on_delete="set null"),
+            _c("company_name", "text"), _c("contact_name", "text"),
+            _c("email", "text", nullable=True), _c("phone", "text", nullable=True),
+            _c("source", "text"), _c("status", "text"), _c("region_id", "int", ref="regions"),
+            _c("owner_rep_id", "int", nullable=True, ref="reps"),
+            _c("product_interest", "json"), _c("created_at", "ts"), _c("updated_at", "ts"),
+        ),
+        indexes=(("status",), ("customer_id",), ("owner_rep_id",)),
+    ),
+    Table(
+        "activities",
+        (
+            _c("id", "id"), _c("customer_id", "int", ref="customers", on_delete="cascade"),
+            _c("contact_id", "int", nullable=True, ref="contacts", on_delete="set null"),
+            _c("rep_id", "int", nullable=True, ref="reps"), _c("type", "text"),
+            _c("subject", "text"), _c("occurred_at", "ts"), _c("created_at", "ts"),
+        ),
+        indexes=(("customer_id", "occurred_at"),),
+    ),
+    Table(
+        "events",
+        (
+            _c("id", "id"), _c("customer_id", "int", ref="customers", on_delete="cascade"),
+            _c("type", "text"), _c("occurred_at", "ts"), _c("properties", "json"),
+        ),
+        indexes=(("customer_id", "occurred_at"),),
+    ),
+)
+
+TABLES_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
+FIXTURE_TABLES: tuple[Table, ...] = tuple(t for t in TABLES if t.fixture)
+
+_SQL_TYPES: dict[Dialect, dict[Kind, str]] = {
+    "sqlite": {
+        "id": "INTEGER", "int": "INTEGER", "float": "REAL", "text": "TEXT",
+        "bool": "INTEGER", "ts": "TEXT", "json": "TEXT",
+    },
+    "postgresql": {
+        "id": "BIGINT", "int": "BIGINT", "float": "DOUBLE PRECISION", "text": "TEXT",
+        "bool": "BOOLEAN", "ts": "TEXT", "json": "TEXT",
+    },
+}
+
+
+def create_table_sql(table: Table, dialect: Dialect) -> str:
+    """DDL for one table, without secondary indexes (they are built after bulk loads)."""
+    types = _SQL_TYPES[dialect]
+    parts: list[str] = []
+    for col in table.columns:
+        if col.kind == "id" and table.has_identity:
+            if dialect == "sqlite":
+                parts.append(f"{col.name} INTEGER PRIMARY KEY")
+            else:
+                parts.append(f"{col.name} BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
+            continue
+        spec = f"{col.name} {types[col.kind]}"
+        if not col.nullable:
+            spec += " NOT NULL"
+        if col.references:
+            spec += f" REFERENCES {col.references}(id)"
+            if col.on_delete:
+                spec += f" ON DELETE {col.on_delete.upper()}"
+        parts.append(spec)
+    if not table.has_identity:
+        parts.append(f"PRIMARY KEY ({', '.join(table.primary_key)})")
+    return f"CREATE TABLE IF NOT EXISTS {table.name} ({', '.join(parts)})"
+
+
+def create_index_sql(table: Table) -> list[str]:
+    return [
+        f"CREATE INDEX IF NOT EXISTS ix_{table.name}_{'_'.join(cols)} "
+        f"ON {table.name} ({', '.join(cols)})"
+        for cols in table.indexes
+    ]
