@@ -193,8 +193,9 @@ _SQL_TYPES: dict[Dialect, dict[Kind, str]] = {
         "bool": "INTEGER", "ts": "TEXT", "json": "TEXT",
     },
     "postgresql": {
-        "id": "BIGINT", "int": "BIGINT", "float": "DOUBLE PRECISION", "text": "TEXT",
-        "bool": "BOOLEAN", "ts": "TEXT", "json": "TEXT",
+        # Binary collation: the same order (and prefix ranges) as SQLite.
+        "id": "BIGINT", "int": "BIGINT", "float": "DOUBLE PRECISION", "text": 'TEXT COLLATE "C"',
+        "bool": "BOOLEAN", "ts": 'TEXT COLLATE "C"', "json": "TEXT",
     },
 }
 

@@ -1,0 +1,1 @@
+"""Fixture generation: deterministic Parquet profiles of the reference CRM data."""

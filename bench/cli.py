@@ -1,0 +1,149 @@
+"""Command line of crmbench: parses, calls, prints. Progress goes to stderr, data to stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from bench import __version__
+from bench.errors import CrmBenchError, UserError
+
+err = Console(stderr=True, soft_wrap=True)
+
+app = typer.Typer(
+    name="crmbench",
+    help="Benchmark harness and capability test suite for CRM platforms.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+fixtures_app = typer.Typer(help="Generate and inspect fixture datasets.", no_args_is_help=True)
+app.add_typer(fixtures_app, name="fixtures")
+
+DEFAULT_FIXTURES = Path("fixtures/data/default")
+
+
+class Locale(StrEnum):
+    en_US = "en_US"
+    zh_CN = "zh_CN"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"crmbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Benchmark harness and capability test suite for CRM platforms."""
+
+
+@fixtures_app.command("generate")
+def fixtures_generate(
+    customers: Annotated[int, typer.Option(help="Number of customers; every table scales.")] = (
+        100_000
+    ),
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 42,
+    locale: Annotated[Locale, typer.Option(help="Faker locale of names.")] = Locale.en_US,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = DEFAULT_FIXTURES,
+    force: Annotated[bool, typer.Option(help="Regenerate even if the folder is current.")] = (
+        False
+    ),
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest on stdout.")] = (
+        False
+    ),
+) -> None:
+    """Generate a fixture profile as Parquet files with a manifest.json."""
+    from bench.datagen.generate import generate, is_current
+
+    if not force and is_current(out, customers=customers, seed=seed, locale=locale.value):
+        err.print(f"[green]fixtures in {out} are current[/] (use --force to regenerate)")
+        manifest = json.loads((out / "manifest.json").read_text())
+    else:
+        start = time.perf_counter()
+        with err.status(f"generating {customers:,} customers into {out}") as status:
+
+            def progress(table: str, done: int, total: int) -> None:
+                status.update(f"generating fixtures: {table} ({done}/{total})")
+
+            result = generate(
+                out, customers=customers, seed=seed, locale=locale.value, progress=progress
+            )
+        manifest = dict(result)
+        rows = sum(int(t["rows"]) for t in manifest["tables"].values())
+        err.print(
+            f"[green]wrote {rows:,} rows in {len(manifest['tables'])} tables to {out} "
+            f"in {time.perf_counter() - start:.1f} s[/]"
+        )
+    if json_out:
+        typer.echo(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+@app.command()
+def serve(
+    db: Annotated[
+        str | None,
+        typer.Option(
+            help="Database URL: sqlite:///FILE (default: reference.sqlite3 in the data "
+            "folder) or postgresql://user@host:port/db.",
+            envvar="CRMBENCH_DATABASE_URL",
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Fixture folder to load (from 'fixtures generate').")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+    reset: Annotated[
+        bool, typer.Option(help="Drop what the database holds and load the fixtures anew.")
+    ] = False,
+    load_only: Annotated[
+        bool, typer.Option(help="Load the fixtures, report the time and exit.")
+    ] = False,
+) -> None:
+    """Run the reference CRM over HTTP (token from CRMBENCH_API_TOKEN, else generated)."""
+    from reference_impl.server import default_db_url, load, resolve_token
+    from reference_impl.server import serve as run_server
+
+    if data is not None and not (data / "manifest.json").is_file():
+        raise UserError(
+            f"{data} holds no fixture profile (manifest.json missing); "
+            f"run: crmbench fixtures generate --out {data}"
+        )
+    url = db or default_db_url(data)
+    info = load(url, data, reset=reset, say=lambda msg: err.print(msg))
+    if info.loaded_now:
+        total = sum(info.rows.values())
+        err.print(f"[green]loaded {total:,} rows in {info.seconds:.1f} s[/]")
+    if load_only:
+        return
+    token, generated = resolve_token()
+    err.print(f"reference CRM on http://{host}:{port}  (OpenAPI: /openapi.json)")
+    if generated:
+        err.print(f"API token (set CRMBENCH_API_TOKEN to choose one): {token}")
+    run_server(url, host, port, token)
+
+
+def main() -> None:
+    """Console entry point: user errors are printed without a traceback."""
+    try:
+        app()
+    except CrmBenchError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)

@@ -1,0 +1,273 @@
+"""Database backends behind one small async interface: SQLite (WAL) and PostgreSQL (asyncpg).
+
+SQL is written once with ``?`` placeholders; the PostgreSQL backend rewrites them to
+``$n``. SQLite runs in the event-loop thread: indexed point queries take tens of
+microseconds, less than a hop to a worker thread would. Reads use their own connection so
+they only ever see committed data; writes are serialised by one lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from bench.errors import DatabaseError, UserError
+from reference_impl.schema import Dialect
+
+Row = dict[str, Any]
+Params = Sequence[Any]
+
+
+class IntegrityViolation(Exception):
+    """A constraint of the database refused a write."""
+
+
+class Executor(Protocol):
+    """Statements that run inside or outside a transaction."""
+
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None: ...
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]: ...
+    async def fetch_val(self, sql: str, params: Params = ()) -> Any: ...
+    async def execute(self, sql: str, params: Params = ()) -> int: ...
+
+
+class Database(Executor, Protocol):
+    dialect: Dialect
+    url_for_display: str
+
+    async def connect(self) -> None: ...
+    async def close(self) -> None: ...
+    def transaction(self) -> Any: ...
+    async def bulk_insert(
+        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None: ...
+    async def run_script(self, statements: Sequence[str]) -> None: ...
+    async def reset_identity(self, table: str) -> None: ...
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def open_database(url: str, pool_size: int = 10) -> Database:
+    """Pick the backend for a URL: ``sqlite:///path``, ``postgresql://...``."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "sqlite":
+        path = url.split("://", 1)[1]
+        # sqlite:///relative/file and sqlite:////absolute/file, as elsewhere.
+        if path.startswith("/"):
+            path = path[1:]
+        if not path:
+            raise UserError(f"database URL {url!r} names no file: use sqlite:///path/to/file")
+        return SqliteDatabase(Path(path) if path != ":memory:" else Path(":memory:"))
+    if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
+        return PostgresDatabase(url.replace("postgresql+asyncpg://", "postgresql://"), pool_size)
+    raise UserError(
+        f"unsupported database URL scheme {scheme!r}: use sqlite:///FILE or postgresql://..."
+    )
+
+
+class _SqliteExecutor:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        cur = self._conn.execute(sql, params)
+        row = cur.fetchone()
+        return dict(row) if row is not None else None
+
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        return [dict(r) for r in self._conn.execute(sql, params).fetchall()]
+
+    async def fetch_val(self, sql: str, params: Params = ()) -> Any:
+        row = self._conn.execute(sql, params).fetchone()
+        return None if row is None else row[0]
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        try:
+            return self._conn.execute(sql, params).rowcount
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityViolation(str(exc)) from exc
+
+
+class SqliteDatabase(_SqliteExecutor):
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.url_for_display = f"sqlite:///{path}"
+        self._write: sqlite3.Connection | None = None
+        self._read: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            str(self.path), isolation_level=None, check_same_thread=False, timeout=30
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA cache_size=-65536")
+        conn.execute("PRAGMA mmap_size=1073741824")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        return conn
+
+    async def connect(self) -> None:
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._write = self._open()
+            self._read = self._write if str(self.path) == ":memory:" else self._open()
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        self._conn = self._read
+
+    async def close(self) -> None:
+        for conn in {id(c): c for c in (self._read, self._write) if c is not None}.values():
+            conn.close()
+        self._read = self._write = None
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        async with self.transaction() as tx:
+            return await tx.execute(sql, params)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_SqliteExecutor]:
+        assert self._write is not None, "database not connected"
+        async with self._lock:
+            self._write.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteExecutor(self._write)
+            except BaseException:
+                self._write.execute("ROLLBACK")
+                raise
+            self._write.execute("COMMIT")
+
+    async def bulk_insert(
+        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None:
+        assert self._write is not None
+        marks = ", ".join("?" * len(columns))
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        async with self._lock:
+            self._write.execute("BEGIN")
+            try:
+                self._write.executemany(sql, rows)
+            except BaseException:
+                self._write.execute("ROLLBACK")
+                raise
+            self._write.execute("COMMIT")
+
+    async def run_script(self, statements: Sequence[str]) -> None:
+        async with self.transaction() as tx:
+            for stmt in statements:
+                await tx.execute(stmt)
+
+    async def reset_identity(self, table: str) -> None:
+        return None
+
+
+@lru_cache(maxsize=4096)
+def _pg_sql(sql: str) -> str:
+    counter = iter(range(1, 10_000))
+    return re.sub(r"\?", lambda _m: f"${next(counter)}", sql)
+
+
+class _PgExecutor:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        row = await self._conn.fetchrow(_pg_sql(sql), *params)
+        return dict(row) if row is not None else None
+
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        return [dict(r) for r in await self._conn.fetch(_pg_sql(sql), *params)]
+
+    async def fetch_val(self, sql: str, params: Params = ()) -> Any:
+        return await self._conn.fetchval(_pg_sql(sql), *params)
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        import asyncpg
+
+        try:
+            status: str = await self._conn.execute(_pg_sql(sql), *params)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise IntegrityViolation(str(exc)) from exc
+        tail = status.rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+
+class PostgresDatabase:
+    dialect: Dialect = "postgresql"
+
+    def __init__(self, url: str, pool_size: int) -> None:
+        self.url = url
+        self.url_for_display = _redact(url)
+        self.pool_size = pool_size
+        self._pool: Any = None
+
+    async def connect(self) -> None:
+        import asyncpg
+
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=self.pool_size, timeout=10
+            )
+        except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+            raise DatabaseError(
+                f"cannot connect to PostgreSQL at {self.url_for_display}: {exc}"
+            ) from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        row = await self._pool.fetchrow(_pg_sql(sql), *params)
+        return dict(row) if row is not None else None
+
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        return [dict(r) for r in await self._pool.fetch(_pg_sql(sql), *params)]
+
+    async def fetch_val(self, sql: str, params: Params = ()) -> Any:
+        return await self._pool.fetchval(_pg_sql(sql), *params)
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        async with self.transaction() as tx:
+            return await tx.execute(sql, params)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_PgExecutor]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield _PgExecutor(conn)
+
+    async def bulk_insert(
+        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.copy_records_to_table(table, records=list(rows), columns=list(columns))
+
+    async def run_script(self, statements: Sequence[str]) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            for stmt in statements:
+                await conn.execute(stmt)
+
+    async def reset_identity(self, table: str) -> None:
+        await self._pool.execute(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+            f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+        )

@@ -1,0 +1,141 @@
+"""Schema creation and bulk loading of a generated fixture profile into a database.
+
+Tables are created without secondary indexes, filled in foreign-key order (SQLite
+``executemany`` in one transaction, PostgreSQL ``COPY``), then indexed and analysed.
+The loaded profile's manifest hash is recorded; a database that holds other data is
+refused rather than mixed. A load that was cut off is detected and redone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from bench.datagen.generate import manifest_hash, read_manifest
+from bench.errors import DatabaseError, FixtureError
+from reference_impl.db import Database
+from reference_impl.schema import (
+    FIXTURE_TABLES,
+    TABLES,
+    create_index_sql,
+    create_table_sql,
+)
+
+Progress = Callable[[str], None]
+
+META_TABLE = "crmbench_meta"
+
+
+@dataclass(frozen=True)
+class LoadInfo:
+    fixture_hash: str | None
+    loaded_now: bool
+    seconds: float
+    rows: dict[str, int]
+
+
+async def _table_exists(db: Database, name: str) -> bool:
+    if db.dialect == "sqlite":
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return await db.fetch_val(sql, (name,)) is not None
+    return await db.fetch_val("SELECT to_regclass(?) IS NOT NULL", (name,)) is True
+
+
+async def _meta(db: Database) -> dict[str, str]:
+    if not await _table_exists(db, META_TABLE):
+        return {}
+    rows = await db.fetch_all(f"SELECT key, value FROM {META_TABLE}")
+    return {r["key"]: r["value"] for r in rows}
+
+
+async def _set_meta(db: Database, **values: str) -> None:
+    async with db.transaction() as tx:
+        for key, value in values.items():
+            await tx.execute(f"DELETE FROM {META_TABLE} WHERE key = ?", (key,))
+            await tx.execute(f"INSERT INTO {META_TABLE} (key, value) VALUES (?, ?)", (key, value))
+
+
+async def drop_all(db: Database) -> None:
+    cascade = " CASCADE" if db.dialect == "postgresql" else ""
+    await db.run_script(
+        [f"DROP TABLE IF EXISTS {t.name}{cascade}" for t in reversed(TABLES)]
+        + [f"DROP TABLE IF EXISTS {META_TABLE}"]
+    )
+
+
+async def create_schema(db: Database, indexes: bool = True) -> None:
+    statements = [f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT)"]
+    statements += [create_table_sql(t, db.dialect) for t in TABLES]
+    if indexes:
+        statements += [s for t in TABLES for s in create_index_sql(t)]
+    await db.run_script(statements)
+
+
+async def _has_rows(db: Database) -> bool:
+    if not await _table_exists(db, "customers"):
+        return False
+    return await db.fetch_val("SELECT 1 FROM customers LIMIT 1") is not None
+
+
+async def prepare(
+    db: Database, data: Path | None, *, reset: bool = False, progress: Progress | None = None
+) -> LoadInfo:
+    """Make ``db`` hold the schema and, when ``data`` is given, exactly that fixture profile."""
+    say = progress or (lambda _msg: None)
+    start = time.perf_counter()
+    meta = await _meta(db)
+    if meta.get("state") == "loading":
+        say("a previous load was cut off; starting it again")
+        reset = True
+    if reset:
+        await drop_all(db)
+        meta = {}
+    if data is None:
+        await create_schema(db)
+        return LoadInfo(meta.get("fixture_hash"), False, time.perf_counter() - start, {})
+
+    manifest = read_manifest(data)
+    wanted = manifest_hash(data)
+    if meta.get("fixture_hash") == wanted:
+        await create_schema(db)
+        say(f"database already holds fixture profile {wanted[:12]}")
+        counts = {name: int(t["rows"]) for name, t in manifest["tables"].items()}
+        return LoadInfo(wanted, False, time.perf_counter() - start, counts)
+    if await _has_rows(db):
+        raise DatabaseError(
+            f"database {db.url_for_display} already holds other data "
+            f"(fixture profile {meta.get('fixture_hash', 'unknown')[:12]}); "
+            "start with --reset to replace it"
+        )
+
+    await drop_all(db)
+    await create_schema(db, indexes=False)
+    await _set_meta(db, state="loading")
+    rows: dict[str, int] = {}
+    for table in FIXTURE_TABLES:
+        entry = manifest["tables"].get(table.name)
+        if entry is None:
+            raise FixtureError(f"fixture manifest in {data} lists no table {table.name!r}")
+        frame = pl.read_parquet(data / entry["file"])
+        if tuple(frame.columns) != table.column_names:
+            raise FixtureError(
+                f"{entry['file']}: columns {frame.columns} do not match the schema "
+                f"{list(table.column_names)}; regenerate the fixtures"
+            )
+        t0 = time.perf_counter()
+        await db.bulk_insert(table.name, table.column_names, frame.iter_rows())
+        rows[table.name] = frame.height
+        say(f"loaded {table.name}: {frame.height:,} rows in {time.perf_counter() - t0:.1f} s")
+    t0 = time.perf_counter()
+    await db.run_script([s for t in TABLES for s in create_index_sql(t)])
+    for table in TABLES:
+        if table.has_identity:
+            await db.reset_identity(table.name)
+    await db.run_script(["ANALYZE"])
+    say(f"built indexes in {time.perf_counter() - t0:.1f} s")
+    await _set_meta(db, state="ready", fixture_hash=wanted)
+    return LoadInfo(wanted, True, time.perf_counter() - start, rows)

@@ -1,0 +1,418 @@
+"""Domain operations of the reference CRM over any :class:`~reference_impl.db.Database`.
+
+Every multi-row write runs in one transaction: it writes everything or nothing.
+References are checked inside the transaction so a dangling id is reported by field name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from msgspec import Struct
+
+from reference_impl import models as m
+from reference_impl.db import Database, Executor, IntegrityViolation, Row
+from reference_impl.schema import OPEN_STAGES, TABLES_BY_NAME, Kind
+
+
+class StoreError(Exception):
+    """An expected refusal, mapped to a 4xx response by the API."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+class NotFound(StoreError):
+    def __init__(self, entity: str, id_: int) -> None:
+        super().__init__(404, "not_found", f"{entity} {id_} does not exist")
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _iso(value: dt.datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Entity:
+    """How one API resource maps to its table."""
+
+    name: str
+    singular: str
+    table: str
+    create: type[Struct]
+    update: type[Struct]
+    references: dict[str, str]
+    filters: dict[str, str] = field(default_factory=dict)
+    immutable: frozenset[str] = frozenset()
+
+    @property
+    def kinds(self) -> dict[str, Kind]:
+        return {c.name: c.kind for c in TABLES_BY_NAME[self.table].columns}
+
+
+ENTITIES: dict[str, Entity] = {
+    e.name: e
+    for e in (
+        Entity(
+            "customers", "customer", "customers", m.CustomerCreate, m.CustomerUpdate,
+            {"region_id": "regions", "owner_rep_id": "reps"},
+        ),
+        Entity(
+            "contacts", "contact", "contacts", m.ContactCreate, m.ContactUpdate,
+            {"customer_id": "customers"}, {"customer_id": "int"},
+        ),
+        Entity(
+            "leads", "lead", "leads", m.LeadCreate, m.LeadUpdate,
+            {"region_id": "regions", "owner_rep_id": "reps", "customer_id": "customers"},
+            {"status": "text", "owner_rep_id": "int", "customer_id": "int", "region_id": "int"},
+        ),
+        Entity(
+            "opportunities", "opportunity", "opportunities", m.OpportunityCreate,
+            m.OpportunityUpdate, {"customer_id": "customers", "owner_rep_id": "reps"},
+            {"customer_id": "int", "stage": "text", "owner_rep_id": "int"},
+        ),
+        Entity(
+            "activities", "activity", "activities", m.ActivityCreate, m.ActivityUpdate,
+            {"customer_id": "customers", "contact_id": "contacts", "rep_id": "reps"},
+            {"customer_id": "int", "rep_id": "int"},
+        ),
+    )
+}
+
+
+def _to_db(kind: Kind, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "json":
+        return json.dumps(value, separators=(",", ":"))
+    if kind == "ts" and isinstance(value, dt.datetime):
+        return _iso(value)
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def present(entity: Entity, row: Row) -> Row:
+    """Turn a stored row into its API shape (booleans, JSON columns)."""
+    kinds = entity.kinds
+    out: Row = {}
+    for key, value in row.items():
+        kind = kinds.get(key)
+        if kind == "bool" and value is not None:
+            out[key] = bool(value)
+        elif kind == "json" and value is not None:
+            out[key] = json.loads(value)
+        elif key == "name_key":
+            continue
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Row]
+    next_after: int | None
+
+
+class Store:
+    """The reference CRM's data operations."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def _check_refs(
+        self, tx: Executor, entity: Entity, values: dict[str, Any]
+    ) -> None:
+        for fld, table in entity.references.items():
+            ref = values.get(fld)
+            if ref is None:
+                continue
+            if await tx.fetch_val(f"SELECT 1 FROM {table} WHERE id = ?", (ref,)) is None:
+                raise StoreError(
+                    422, "unknown_reference", f"{fld} {ref} does not exist in {table}", fld
+                )
+
+    async def _insert(self, tx: Executor, table: str, values: dict[str, Any]) -> int:
+        kinds = {c.name: c.kind for c in TABLES_BY_NAME[table].columns}
+        cols = list(values)
+        sql = (
+            f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+            "RETURNING id"
+        )
+        new_id = await tx.fetch_val(sql, [_to_db(kinds[c], values[c]) for c in cols])
+        return int(new_id)
+
+    async def _get(self, ex: Executor, entity: Entity, id_: int) -> Row:
+        row = await ex.fetch_one(f"SELECT * FROM {entity.table} WHERE id = ?", (id_,))
+        if row is None:
+            raise NotFound(entity.singular, id_)
+        return row
+
+    async def _tags(self, ex: Executor, customer_id: int) -> list[str]:
+        rows = await ex.fetch_all(
+            "SELECT tag FROM customer_tags WHERE customer_id = ? ORDER BY tag", (customer_id,)
+        )
+        return [r["tag"] for r in rows]
+
+    async def get(self, name: str, id_: int) -> Row:
+        entity = ENTITIES[name]
+        row = present(entity, await self._get(self.db, entity, id_))
+        if name == "customers":
+            row["tags"] = await self._tags(self.db, id_)
+        return row
+
+    async def create(self, name: str, body: Struct) -> Row:
+        entity = ENTITIES[name]
+        values = {f: getattr(body, f) for f in body.__struct_fields__}
+        ts = now_iso()
+        tags: list[str] = []
+        contacts: list[m.NestedContact] = []
+        if name == "customers":
+            tags = sorted(set(values.pop("tags")))
+            contacts = values.pop("contacts")
+            values["name_key"] = values["name"].lower()
+        if name == "activities" and values.get("occurred_at") is None:
+            values["occurred_at"] = ts
+        values["created_at"] = ts
+        if "updated_at" in entity.kinds:
+            values["updated_at"] = ts
+        try:
+            async with self.db.transaction() as tx:
+                await self._check_refs(tx, entity, values)
+                if name == "activities" and values.get("contact_id") is not None:
+                    await self._check_contact_owner(tx, values["contact_id"], values["customer_id"])
+                new_id = await self._insert(tx, entity.table, values)
+                for tag in tags:
+                    await tx.execute(
+                        "INSERT INTO customer_tags (customer_id, tag) VALUES (?, ?)", (new_id, tag)
+                    )
+                for contact in contacts:
+                    cvals = {f: getattr(contact, f) for f in contact.__struct_fields__}
+                    cvals.update(customer_id=new_id, created_at=ts, updated_at=ts)
+                    await self._insert(tx, "contacts", cvals)
+                if name == "opportunities":
+                    await self._record_stage(tx, new_id, None, values["stage"], ts)
+                row = present(entity, await self._get(tx, entity, new_id))
+                if name == "customers":
+                    row["tags"] = tags
+        except IntegrityViolation as exc:
+            raise StoreError(409, "conflict", f"write refused by a constraint: {exc}") from exc
+        return row
+
+    async def _check_contact_owner(self, tx: Executor, contact_id: int, customer_id: int) -> None:
+        owner = await tx.fetch_val("SELECT customer_id FROM contacts WHERE id = ?", (contact_id,))
+        if owner is not None and owner != customer_id:
+            raise StoreError(
+                422, "invalid_reference",
+                f"contact {contact_id} belongs to customer {owner}, not {customer_id}",
+                "contact_id",
+            )
+
+    async def _record_stage(
+        self, tx: Executor, opp_id: int, old: str | None, new: str, ts: str
+    ) -> None:
+        await tx.execute(
+            "INSERT INTO opportunity_stage_changes (opportunity_id, from_stage, to_stage, "
+            "changed_at) VALUES (?, ?, ?, ?)",
+            (opp_id, old or "", new, ts),
+        )
+
+    async def update(self, name: str, id_: int, body: Struct) -> Row:
+        entity = ENTITIES[name]
+        values = m.changed_fields(body)
+        kinds = entity.kinds
+        ts = now_iso()
+        tags = values.pop("tags", None) if name == "customers" else None
+        if name == "customers" and "name" in values:
+            values["name_key"] = str(values["name"]).lower()
+        try:
+            async with self.db.transaction() as tx:
+                current = await self._get(tx, entity, id_)
+                await self._check_refs(tx, entity, values)
+                if name == "activities" and values.get("contact_id") is not None:
+                    await self._check_contact_owner(
+                        tx, int(values["contact_id"]), int(current["customer_id"])
+                    )
+                if "updated_at" in kinds and (values or tags is not None):
+                    values["updated_at"] = ts
+                if values:
+                    cols = list(values)
+                    await tx.execute(
+                        f"UPDATE {entity.table} SET {', '.join(f'{c} = ?' for c in cols)} "
+                        "WHERE id = ?",
+                        [*(_to_db(kinds[c], values[c]) for c in cols), id_],
+                    )
+                if name == "opportunities" and values.get("stage", current["stage"]) != current[
+                    "stage"
+                ]:
+                    await self._record_stage(tx, id_, current["stage"], str(values["stage"]), ts)
+                if tags is not None:
+                    await tx.execute("DELETE FROM customer_tags WHERE customer_id = ?", (id_,))
+                    for tag in sorted(set(tags)):
+                        await tx.execute(
+                            "INSERT INTO customer_tags (customer_id, tag) VALUES (?, ?)", (id_, tag)
+                        )
+                row = present(entity, await self._get(tx, entity, id_))
+                if name == "customers":
+                    row["tags"] = await self._tags(tx, id_)
+        except IntegrityViolation as exc:
+            raise StoreError(409, "conflict", f"write refused by a constraint: {exc}") from exc
+        return row
+
+    async def delete(self, name: str, id_: int) -> None:
+        entity = ENTITIES[name]
+        try:
+            async with self.db.transaction() as tx:
+                if await tx.execute(f"DELETE FROM {entity.table} WHERE id = ?", (id_,)) == 0:
+                    raise NotFound(entity.singular, id_)
+        except IntegrityViolation as exc:
+            raise StoreError(
+                409, "conflict", f"{entity.singular} {id_} is still referenced: {exc}"
+            ) from exc
+
+    async def list_records(
+        self, name: str, filters: dict[str, Any], limit: int, after: int | None
+    ) -> Page:
+        entity = ENTITIES[name]
+        where, params = self._where(filters, after)
+        rows = await self.db.fetch_all(
+            f"SELECT * FROM {entity.table}{where} ORDER BY id LIMIT ?", [*params, limit + 1]
+        )
+        return self._page(entity, rows, limit)
+
+    @staticmethod
+    def _where(
+        filters: dict[str, Any], after: int | None, alias: str = ""
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for key, value in filters.items():
+            clauses.append(f"{alias}{key} = ?")
+            params.append(value)
+        if after is not None:
+            clauses.append(f"{alias}id > ?")
+            params.append(after)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    @staticmethod
+    def _page(entity: Entity, rows: Sequence[Row], limit: int) -> Page:
+        items = [present(entity, r) for r in rows[:limit]]
+        next_after = int(items[-1]["id"]) if len(rows) > limit else None
+        return Page(items, next_after)
+
+    async def search_customers(
+        self,
+        *,
+        name_prefix: str | None,
+        region_id: int | None,
+        tier: str | None,
+        tag: str | None,
+        owner_rep_id: int | None,
+        limit: int,
+        after: int | None,
+    ) -> Page:
+        entity = ENTITIES["customers"]
+        filters: dict[str, Any] = {}
+        if region_id is not None:
+            filters["region_id"] = region_id
+        if tier is not None:
+            filters["tier"] = tier
+        if owner_rep_id is not None:
+            filters["owner_rep_id"] = owner_rep_id
+        where, params = self._where(filters, after, "c.")
+        clauses = [where[7:]] if where else []
+        if name_prefix:
+            key = name_prefix.lower()
+            # A range on the indexed key works as a prefix match on every backend.
+            clauses.append("c.name_key >= ? AND c.name_key < ?")
+            params += [key, key + "\U0010ffff"]
+        join = ""
+        if tag is not None:
+            join = " JOIN customer_tags t ON t.customer_id = c.id AND t.tag = ?"
+            params.insert(0, tag)
+        sql = (
+            f"SELECT c.* FROM customers c{join}"
+            + (" WHERE " + " AND ".join(clauses) if clauses else "")
+            + " ORDER BY c.id LIMIT ?"
+        )
+        rows = await self.db.fetch_all(sql, [*params, limit + 1])
+        page = self._page(entity, rows, limit)
+        for item in page.items:
+            item.pop("name_key", None)
+        return page
+
+    async def customer_360(self, id_: int, orders: int = 10, activities: int = 10) -> Row:
+        db = self.db
+        customer = await self.get("customers", id_)
+        region = await db.fetch_one("SELECT * FROM regions WHERE id = ?", (customer["region_id"],))
+        owner = await db.fetch_one(
+            "SELECT id, name, email, phone, region_id, role FROM reps WHERE id = ?",
+            (customer["owner_rep_id"],),
+        )
+        contacts = await db.fetch_all(
+            "SELECT * FROM contacts WHERE customer_id = ? ORDER BY id LIMIT 100", (id_,)
+        )
+        recent = await db.fetch_all(
+            "SELECT * FROM orders WHERE customer_id = ? ORDER BY ordered_at DESC, id DESC "
+            "LIMIT ?",
+            (id_, orders),
+        )
+        if recent:
+            marks = ", ".join("?" * len(recent))
+            lines = await db.fetch_all(
+                f"SELECT l.*, p.name AS product_name, p.sku FROM order_lines l "
+                f"JOIN products p ON p.id = l.product_id WHERE l.order_id IN ({marks}) "
+                "ORDER BY l.order_id, l.line_no",
+                [o["id"] for o in recent],
+            )
+            by_order: dict[int, list[Row]] = {}
+            for line in lines:
+                by_order.setdefault(int(line["order_id"]), []).append(line)
+            for order in recent:
+                order["lines"] = by_order.get(int(order["id"]), [])
+        stats = await db.fetch_one(
+            "SELECT COUNT(*) AS orders, COALESCE(SUM(total_amount), 0) AS lifetime_value, "
+            "MAX(ordered_at) AS last_order_at FROM orders WHERE customer_id = ?",
+            (id_,),
+        )
+        marks = ", ".join("?" * len(OPEN_STAGES))
+        opps = await db.fetch_all(
+            f"SELECT * FROM opportunities WHERE customer_id = ? AND stage IN ({marks}) "
+            "ORDER BY id",
+            (id_, *OPEN_STAGES),
+        )
+        acts = await db.fetch_all(
+            "SELECT * FROM activities WHERE customer_id = ? ORDER BY occurred_at DESC, id DESC "
+            "LIMIT ?",
+            (id_, activities),
+        )
+        return {
+            "customer": customer,
+            "region": region,
+            "owner": owner,
+            "contacts": contacts,
+            "recent_orders": recent,
+            "order_stats": stats,
+            "open_opportunities": opps,
+            "recent_activities": acts,
+        }
+
+    async def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for table in ("customers", "contacts", "leads", "opportunities", "orders", "activities"):
+            out[table] = int(await self.db.fetch_val(f"SELECT COUNT(*) FROM {table}") or 0)
+        return out

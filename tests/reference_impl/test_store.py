@@ -1,0 +1,117 @@
+"""Storage layer on both backends: atomic writes, loading, identity after bulk loads."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.errors import DatabaseError, UserError
+from reference_impl import models as m
+from reference_impl.db import _pg_sql, _redact, open_database
+from reference_impl.loader import prepare
+from reference_impl.store import Store
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_placeholders_are_rewritten_for_postgresql() -> None:
+    assert _pg_sql("SELECT ? WHERE a = ? AND b = ?") == "SELECT $1 WHERE a = $2 AND b = $3"
+
+
+def test_password_is_redacted_from_urls() -> None:
+    shown = _redact("postgresql://bench:hunter2@db.internal:5432/crm")
+    assert "hunter2" not in shown
+    assert shown == "postgresql://bench:***@db.internal:5432/crm"
+
+
+@pytest.mark.parametrize("url", ["mysql://x", "sqlite://", "redis://localhost"])
+def test_unsupported_urls_are_refused(url: str) -> None:
+    with pytest.raises(UserError):
+        open_database(url)
+
+
+def test_unreachable_postgresql_is_a_clear_error() -> None:
+    db = open_database("postgresql://postgres@127.0.0.1:1/none")
+    with pytest.raises(DatabaseError, match="cannot connect to PostgreSQL"):
+        run(db.connect())
+
+
+def test_load_counts_rows_and_is_idempotent(db_url: str, small_fixtures: Path) -> None:
+    async def scenario() -> None:
+        db = open_database(db_url)
+        await db.connect()
+        try:
+            first = await prepare(db, small_fixtures)
+            assert first.loaded_now
+            assert first.rows["customers"] == 1000
+            again = await prepare(db, small_fixtures)
+            assert not again.loaded_now
+            count = await db.fetch_val("SELECT COUNT(*) FROM customers")
+            assert count == 1000
+            store = Store(db)
+            created = await store.create(
+                "customers",
+                m.CustomerCreate(name="After Load", industry="x", region_id=1, owner_rep_id=1),
+            )
+            # Identity continues after the bulk-loaded ids.
+            assert created["id"] == 1001
+        finally:
+            await db.close()
+
+    run(scenario())
+
+
+def test_failed_transaction_writes_nothing(
+    db_url: str, small_fixtures: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        db = open_database(db_url)
+        await db.connect()
+        try:
+            await prepare(db, small_fixtures)
+            store = Store(db)
+            real_insert = store._insert
+
+            async def failing(tx: Any, table: str, values: dict[str, Any]) -> int:
+                if table == "contacts":
+                    raise RuntimeError("disk on fire")
+                return await real_insert(tx, table, values)
+
+            monkeypatch.setattr(store, "_insert", failing)
+            body = m.CustomerCreate(
+                name="Half Written", industry="x", region_id=1, owner_rep_id=1,
+                tags=["t1"], contacts=[m.NestedContact(first_name="A", last_name="B")],
+            )
+            with pytest.raises(RuntimeError):
+                await store.create("customers", body)
+            assert await db.fetch_val(
+                "SELECT COUNT(*) FROM customers WHERE name_key = ?", ("half written",)
+            ) == 0
+            assert await db.fetch_val(
+                "SELECT COUNT(*) FROM customer_tags WHERE tag = ?", ("t1",)
+            ) == 0
+        finally:
+            await db.close()
+
+    run(scenario())
+
+
+def test_interrupted_load_is_redone(db_url: str, small_fixtures: Path) -> None:
+    async def scenario() -> None:
+        db = open_database(db_url)
+        await db.connect()
+        try:
+            await prepare(db, small_fixtures)
+            await db.execute("UPDATE crmbench_meta SET value = 'loading' WHERE key = 'state'")
+            info = await prepare(db, small_fixtures)
+            assert info.loaded_now
+            assert await db.fetch_val("SELECT COUNT(*) FROM customers") == 1000
+        finally:
+            await db.close()
+
+    run(scenario())
