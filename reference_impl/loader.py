@@ -127,7 +127,7 @@ async def prepare(
                 f"{list(table.column_names)}; regenerate the fixtures"
             )
         t0 = time.perf_counter()
-        await db.bulk_insert(table.name, table.column_names, frame.iter_rows())
+        await db.bulk_insert(table.name, frame)
         rows[table.name] = frame.height
         say(f"loaded {table.name}: {frame.height:,} rows in {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
