@@ -7,7 +7,7 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -135,6 +135,122 @@ def serve(
     if generated:
         err.print(f"API token (set CRMBENCH_API_TOKEN to choose one): {token}")
     run_server(url, host, port, token)
+
+
+class Profile(StrEnum):
+    quick = "quick"
+    standard = "standard"
+    full = "full"
+
+
+@app.command()
+def run(
+    target: Annotated[
+        str,
+        typer.Option(
+            help="Target URL: reference://embedded, reference+http://HOST:PORT, "
+            "noop://?delay_ms=1, ...",
+            envvar="CRMBENCH_TARGET",
+        ),
+    ] = "reference://embedded",
+    scenario: Annotated[str, typer.Option(help="Scenario name or TOML file.")] = "mixed",
+    profile: Annotated[
+        Profile | None,
+        typer.Option(help="Phase lengths: quick (~30 s), standard (~3 min), full (~6 min)."),
+    ] = None,
+    users: Annotated[int | None, typer.Option(help="Concurrent users.", min=1)] = None,
+    rate: Annotated[float | None, typer.Option(help="Target total rate, req/s.", min=0.001)] = (
+        None
+    ),
+    workers: Annotated[
+        int, typer.Option(help="Locust worker processes on this machine.", min=1, max=64)
+    ] = 1,
+    out: Annotated[Path, typer.Option(help="Folder for the result files.")] = Path(
+        "reports/runs"
+    ),
+    fixtures: Annotated[
+        Path, typer.Option(help="Fixture profile for reference://embedded.")
+    ] = DEFAULT_FIXTURES,
+    calibrate: Annotated[
+        bool, typer.Option(help="Measure the harness overhead against a no-op target first.")
+    ] = True,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the result path and headline figures on stdout.")
+    ] = False,
+) -> None:
+    """Run a workload scenario against a target and write its result file."""
+    from bench.report.progress import RunProgress, summary_table
+    from bench.scenarios.config import load_scenario
+    from bench.scenarios.runner import RunRequest, check_target_url
+    from bench.scenarios.runner import run as run_scenario
+
+    resolved = load_scenario(
+        scenario, profile=profile.value if profile else None, users=users, rate=rate
+    )
+    check_target_url(target)
+    request = RunRequest(resolved, target=target, workers=workers, out=out, fixtures=fixtures,
+                         calibrate=calibrate)
+    with RunProgress(err, resolved) as progress:
+        report = run_scenario(request, say=progress.say, on_interval=progress.update)
+    if not err.is_terminal:
+        err.width = max(err.width, 132)
+    err.print(summary_table(report.result))
+    result = report.result
+    if result["complete"] and result["valid"]:
+        err.print(f"[green]result written to {report.path}[/]")
+    else:
+        why = "; ".join(result["invalid_reasons"]) or "incomplete"
+        err.print(f"[yellow]result written to {report.path}, marked "
+                  f"{'invalid' if result['complete'] else 'incomplete'}: {why}[/]")
+    if json_out:
+        typer.echo(json.dumps(_headline(report.path, result), indent=2))
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+def _headline(path: Path, result: dict[str, Any]) -> dict[str, Any]:
+    ops = result["operations"]
+    overhead = result.get("harness_overhead") or {}
+    return {
+        "result": str(path),
+        "complete": result["complete"],
+        "valid": result["valid"],
+        "invalid_reasons": result["invalid_reasons"],
+        "load": result["load"],
+        "operations": {
+            op: {"count": o["count"], "errors": o["errors"], "throughput": o["throughput"],
+                 "intended_ms": {k: o["latency_ms"]["intended"][k] for k in ("p50", "p99")},
+                 "actual_ms": {k: o["latency_ms"]["actual"][k] for k in ("p50", "p99")}}
+            for op, o in ops.items()
+        },
+        "harness_overhead": overhead.get("latency_ms"),
+    }
+
+
+@app.command()
+def adapters(
+    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
+) -> None:
+    """List installed adapters and the capabilities they declare."""
+    from rich.table import Table
+
+    from bench.adapters.registry import describe_adapters
+
+    described = describe_adapters()
+    if json_out:
+        typer.echo(json.dumps(described, indent=2))
+        return
+    for entry in described:
+        table = Table(title=f"{entry['scheme']}  ({entry.get('class', '')})", title_justify="left")
+        table.add_column("capability")
+        table.add_column("declared")
+        table.add_column("note")
+        if entry.get("error"):
+            table.add_row("-", "[red]error[/]", str(entry["error"]))
+        for cid, cap in (entry.get("capabilities") or {}).items():
+            colour = {"supported": "green", "unsupported": "red"}.get(cap["support"], "yellow")
+            table.add_row(cid, f"[{colour}]{cap['support']}[/]", cap.get("note", ""))
+        err.print(table)
 
 
 def main() -> None:

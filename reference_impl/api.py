@@ -250,8 +250,13 @@ def build_app(db: Database, *, token: str | None, init_schema: bool = True) -> S
             await store.update("opportunities", id_, m.OpportunityUpdate(stage=body.stage))
         )
 
+    async def stats(request: Request) -> Response:
+        Query(request, set())
+        return json_response(await store.keyspace())
+
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/stats", stats, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/customers/{id}/360", customer_360, methods=["GET"]),
         Route("/opportunities/{id}/stage", stage_change, methods=["POST"]),

@@ -128,6 +128,12 @@ def build_openapi(version: str) -> dict[str, Any]:
                  "responses": {"200": {"description": "Updated"},
                                **_errors(400, 401, 404, 413, 415, 422)}},
     }
+    paths["/stats"] = {
+        "get": {"summary": "Highest id of customers, opportunities, reps, regions, products "
+                           "and leads (0 when empty): the keyspace workloads draw ids from",
+                "responses": {"200": {"description": "Highest id per table"},
+                              **_errors(401)}},
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "crmbench reference CRM", "version": version},

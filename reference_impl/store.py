@@ -411,6 +411,13 @@ class Store:
             "recent_activities": acts,
         }
 
+    async def keyspace(self) -> dict[str, int]:
+        """Highest id of each table workloads draw ids from (0 when empty); index-only, fast."""
+        out: dict[str, int] = {}
+        for table in ("customers", "opportunities", "reps", "regions", "products", "leads"):
+            out[table] = int(await self.db.fetch_val(f"SELECT MAX(id) FROM {table}") or 0)
+        return out
+
     async def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for table in ("customers", "contacts", "leads", "opportunities", "orders", "activities"):

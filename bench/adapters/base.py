@@ -1,0 +1,150 @@
+"""The adapter protocol: the verbs a workload needs, each returning a :class:`Status`.
+
+Adapters are synchronous (they run inside gevent-patched load-generator processes) and
+never time themselves: :class:`~bench.adapters.timing.TimedCall` does. An adapter returns
+a Status for every expected outcome and raises only for programming or configuration
+faults. Each adapter declares the capabilities of its platform (ids from CAPABILITIES.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+
+class Status(StrEnum):
+    """Outcome of one adapter call."""
+
+    ok = "ok"
+    not_found = "not_found"
+    unsupported = "unsupported"
+    rate_limited = "rate_limited"
+    rejected = "rejected"
+    error = "error"
+
+
+Support = Literal["supported", "unsupported", "not-measurable", "unknown"]
+
+# Capability ids of the catalogue (CAPABILITIES.md), in its order.
+CAPABILITY_IDS: tuple[str, ...] = (
+    "agent.latency", "cdp.event_delay", "pack.enable_time", "workflow.max_nodes",
+    "sla.granularity", "crud.mixed",
+    "agent.steps", "agent.takeover", "agent.explain",
+    "cdp.realtime", "cdp.tags_explained", "cdp.permissions", "cdp.consent", "cdp.export",
+    "cdp.erase", "cdp.audit",
+    "workflow.dag", "workflow.breaker", "workflow.lineage",
+    "sla.field", "sla.process", "sla.action", "sla.status", "sla.escalation",
+    "pack.hotplug", "pack.manufacturing",
+)
+
+
+@dataclass(frozen=True)
+class Capability:
+    """What an adapter declares about one capability of its platform, and on what basis."""
+
+    support: Support
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    name_prefix: str | None = None
+    region_id: int | None = None
+    tier: str | None = None
+    tag: str | None = None
+    limit: int = 20
+
+
+@dataclass(frozen=True)
+class LeadInput:
+    company_name: str
+    contact_name: str
+    region_id: int
+    email: str | None = None
+    source: str = "web"
+    customer_id: int | None = None
+    product_interest: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ActivityInput:
+    customer_id: int
+    type: str
+    subject: str
+    rep_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    """How many records of each kind the target holds; workloads draw ids from 1..n."""
+
+    customers: int
+    opportunities: int
+    reps: int
+    regions: int
+    products: int
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """What every platform adapter implements."""
+
+    name: ClassVar[str]
+    capabilities: ClassVar[dict[str, Capability]]
+
+    @classmethod
+    def from_url(cls, url: str) -> Adapter:
+        """Build the adapter for a target URL; credentials come from the environment."""
+
+    def open(self) -> None:
+        """Connect and check the target answers; raise TargetUnreachable if it does not."""
+
+    def close(self) -> None: ...
+
+    def platform_version(self) -> str | None: ...
+
+    def keyspace(self) -> Keyspace: ...
+
+    def get_customer(self, customer_id: int) -> Status: ...
+
+    def customer_360(self, customer_id: int) -> Status: ...
+
+    def search_customers(self, query: SearchQuery) -> Status: ...
+
+    def list_leads(self, owner_rep_id: int, limit: int = 20) -> Status: ...
+
+    def create_lead(self, lead: LeadInput) -> Status: ...
+
+    def log_activity(self, activity: ActivityInput) -> Status: ...
+
+    def update_opportunity_stage(self, opportunity_id: int, stage: str) -> Status: ...
+
+    def update_customer(self, customer_id: int, changes: dict[str, Any]) -> Status: ...
+
+
+def declared(
+    supported: dict[str, str] | None = None, default: Support = "unknown", note: str = ""
+) -> dict[str, Capability]:
+    """A full capability declaration: listed ids are supported, the rest get ``default``."""
+    caps = {cid: Capability(default, note) for cid in CAPABILITY_IDS}
+    for cid, why in (supported or {}).items():
+        if cid not in caps:
+            raise ValueError(f"unknown capability id {cid!r}")
+        caps[cid] = Capability("supported", why)
+    return caps
+
+
+def status_for_http(code: int) -> Status:
+    """Map an HTTP status code to the Status of an expected outcome."""
+    if 200 <= code < 300:
+        return Status.ok
+    if code == 404:
+        return Status.not_found
+    if code == 429:
+        return Status.rate_limited
+    if code in (501,):
+        return Status.unsupported
+    if 400 <= code < 500:
+        return Status.rejected
+    return Status.error

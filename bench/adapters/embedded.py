@@ -1,0 +1,222 @@
+"""``reference://embedded``: a reference CRM started for one run, from a pristine database copy.
+
+The loaded SQLite database is cached beside the fixtures (``reference.sqlite3``) and copied
+for each run, so every run starts from the same state without reloading.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import TracebackType
+
+from bench.errors import DatabaseError, TargetUnreachable
+
+Say = Callable[[str], None]
+
+CACHE_NAME = "reference.sqlite3"
+DEFAULT_CUSTOMERS = 100_000
+DEFAULT_SEED = 42
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    # Parallel runs on one fixture folder must not generate or load it twice at once.
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _sqlite_files(db: Path) -> tuple[Path, Path, Path]:
+    return db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")
+
+
+def _checkpointed(db: Path) -> None:
+    """Fold any pending write-ahead log into ``db`` so the file alone holds everything."""
+    wal = db.with_name(db.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        conn = sqlite3.connect(db)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no server log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(server log is empty)"
+
+
+class EmbeddedReference:
+    """Run a reference CRM subprocess on 127.0.0.1 for the duration of a ``with`` block.
+
+    The per-run database goes to a temporary folder, or to ``db_path``, which is kept.
+    """
+
+    def __init__(
+        self,
+        fixtures: Path,
+        *,
+        db_path: Path | None = None,
+        port: int | None = None,
+        say: Say | None = None,
+    ) -> None:
+        self.fixtures = Path(fixtures)
+        self.db_path = db_path
+        self.port = port
+        self._say: Say = say or (lambda _msg: None)
+        self.token = secrets.token_urlsafe(24)
+        self._tmp: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"EmbeddedReference(fixtures={str(self.fixtures)!r}, port={self.port})"
+
+    @property
+    def url(self) -> str:
+        return f"reference+http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("the embedded reference CRM is not running")
+        return self._proc.pid
+
+    @property
+    def log_path(self) -> Path:
+        if self._tmp is None:
+            raise RuntimeError("the embedded reference CRM is not running")
+        return self._tmp / "server.log"
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def prepare(self) -> Path:
+        """Generate the fixtures and load the cached database if needed; return its path."""
+        from reference_impl.server import load
+
+        cache = self.fixtures / CACHE_NAME
+        with _locked(self.fixtures):
+            if not (self.fixtures / "manifest.json").is_file():
+                from bench.datagen.generate import generate
+
+                self._say(
+                    f"generating {DEFAULT_CUSTOMERS:,} customers into {self.fixtures} (one time)"
+                )
+                generate(self.fixtures, customers=DEFAULT_CUSTOMERS, seed=DEFAULT_SEED)
+            url = f"sqlite:///{cache.resolve()}"
+            try:
+                info = load(url, self.fixtures, reset=False, say=self._say)
+            except DatabaseError:
+                # The cache is ours: if it holds another profile, rebuild it rather than refuse.
+                self._say(f"{cache} holds other fixture data; loading it anew")
+                for path in _sqlite_files(cache):
+                    path.unlink(missing_ok=True)
+                info = load(url, self.fixtures, reset=False, say=self._say)
+            if info.loaded_now:
+                self._say(f"cached the loaded database at {cache} in {info.seconds:.1f} s")
+            _checkpointed(cache)
+        return cache
+
+    def __enter__(self) -> EmbeddedReference:
+        try:
+            self._start()
+        except BaseException:
+            self._stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop()
+
+    def _start(self) -> None:
+        cache = self.prepare()
+        self._tmp = Path(tempfile.mkdtemp(prefix="crmbench-reference-"))
+        work = self.db_path or self._tmp / "run.sqlite3"
+        work.parent.mkdir(parents=True, exist_ok=True)
+        for stale in _sqlite_files(work):
+            stale.unlink(missing_ok=True)
+        shutil.copyfile(cache, work)
+        if self.port is None:
+            self.port = free_port()
+        self._say(f"starting the reference CRM on 127.0.0.1:{self.port}")
+        with open(self.log_path, "wb") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "bench", "serve", "--db", f"sqlite:///{work.resolve()}",
+                 "--host", "127.0.0.1", "--port", str(self.port)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "CRMBENCH_API_TOKEN": self.token},
+            )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        health = f"http://127.0.0.1:{self.port}/health"
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self._proc.poll() is not None:
+                raise TargetUnreachable(
+                    f"the embedded reference CRM exited with code {self._proc.returncode} "
+                    f"before answering; its log ends with:\n{_tail(self.log_path)}"
+                )
+            try:
+                with urllib.request.urlopen(health, timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                raise TargetUnreachable(
+                    f"the embedded reference CRM did not answer {health} within "
+                    f"{START_TIMEOUT:.0f} s; its log ends with:\n{_tail(self.log_path)}"
+                )
+            time.sleep(0.1)
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None

@@ -1,0 +1,557 @@
+"""Harness side of a run: start the target and the load generator, merge, judge, write.
+
+The load generator (``bench.scenarios.driver``) runs in a subprocess and reports one JSON
+line per second. Histograms are merged with ``add``, never averaged. A partial result is
+checkpointed every few seconds, so an interrupted run leaves its data on disk marked
+``complete: false``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import __version__
+from bench.adapters.registry import create_adapter, redact_url, scheme_of
+from bench.errors import CrmBenchError, TargetUnreachable, UserError
+from bench.measure.hdr import LatencyHistogram
+from bench.measure.provenance import commit_info, machine_info
+from bench.measure.validity import judge, steady
+from bench.results.store import SCHEMA_VERSION, write_result
+from bench.scenarios.config import Scenario
+
+EMBEDDED_URL = "reference://embedded"
+NOOP_CALIBRATION_URL = "noop://?delay_ms=0"
+DEFAULT_FIXTURES = Path("fixtures/data/default")
+ERROR_STATUSES = ("error",)
+CHECKPOINT_S = 5.0
+DEAD_INTERVALS = 3
+SILENT_INTERVALS = 5
+
+
+@dataclass
+class OpAcc:
+    intended: LatencyHistogram = field(default_factory=LatencyHistogram)
+    actual: LatencyHistogram = field(default_factory=LatencyHistogram)
+    statuses: Counter[str] = field(default_factory=Counter)
+    late: int = 0
+
+    def add_json(self, data: dict[str, Any]) -> None:
+        self.intended.add(LatencyHistogram.decode(data["response"]))
+        self.actual.add(LatencyHistogram.decode(data["service"]))
+        self.statuses.update(data["statuses"])
+        self.late += int(data["late"])
+
+    def add(self, other: OpAcc) -> None:
+        self.intended.add(other.intended)
+        self.actual.add(other.actual)
+        self.statuses.update(other.statuses)
+        self.late += other.late
+
+    def to_result(self, seconds: float) -> dict[str, Any]:
+        count = sum(self.statuses.values())
+        return {
+            "count": count,
+            "statuses": dict(self.statuses),
+            "errors": count - self.statuses.get("ok", 0),
+            "throughput": round(count / seconds, 3) if seconds > 0 else 0.0,
+            "late": self.late,
+            "latency_ms": {"intended": self.intended.summary(), "actual": self.actual.summary()},
+            "histograms": {"intended": self.intended.encode(), "actual": self.actual.encode()},
+        }
+
+
+@dataclass
+class Accumulator:
+    """Everything the intervals of one run add up to."""
+
+    phases: dict[str, Any]
+    ops: dict[str, dict[str, OpAcc]] = field(default_factory=dict)
+    sent: Counter[str] = field(default_factory=Counter)
+    lag_measure: LatencyHistogram = field(default_factory=LatencyHistogram)
+    cpu_measure: list[float] = field(default_factory=list)
+    cpu_all: list[float] = field(default_factory=list)
+    timeline: dict[int, dict[str, Any]] = field(default_factory=dict)
+    workers: set[str] = field(default_factory=set)
+    last_t: float = 0.0
+
+    def phase_at(self, t: float) -> str:
+        w, m = self.phases["warmup_s"], self.phases["measure_s"]
+        if t <= w:
+            return "warmup"
+        if t <= w + m:
+            return "measure"
+        return "cooldown"
+
+    def add_interval(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Merge one interval; return its own summary (for progress and liveness)."""
+        t = float(msg["t"])
+        self.last_t = max(self.last_t, t)
+        self.workers.add(str(msg.get("worker", "local")))
+        interval = OpAcc()
+        for phase, ops in msg["phases"].items():
+            for op, data in ops.items():
+                acc = OpAcc()
+                acc.add_json(data)
+                self.ops.setdefault(phase, {}).setdefault(op, OpAcc()).add(acc)
+                interval.add(acc)
+        self.sent.update(msg["sent"])
+        phase = self.phase_at(t - 0.5)
+        cpu = float(msg["cpu_pct"])
+        self.cpu_all.append(cpu)
+        if phase == "measure":
+            self.cpu_measure.append(cpu)
+            self.lag_measure.add(LatencyHistogram.decode(msg["lag"]))
+        count = sum(interval.statuses.values())
+        errors = sum(interval.statuses.get(s, 0) for s in ERROR_STATUSES)
+        point = self.timeline.setdefault(round(t), {
+            "t": round(t), "phase": phase, "completed": 0, "sent": 0, "errors": 0,
+            "_hist": LatencyHistogram(),
+        })
+        point["completed"] += count
+        point["sent"] += sum(msg["sent"].values())
+        point["errors"] += count - interval.statuses.get("ok", 0)
+        point["_hist"].add(interval.intended)
+        return {"t": t, "phase": phase, "count": count, "errors": errors,
+                "failed": count - interval.statuses.get("ok", 0),
+                "p99": interval.intended.percentile_ms(99) if count else 0.0}
+
+    def measured(self) -> dict[str, OpAcc]:
+        return self.ops.get("measure", {})
+
+    def overall(self) -> OpAcc:
+        total = OpAcc()
+        for acc in self.measured().values():
+            total.add(acc)
+        return total
+
+    def timeline_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for t in sorted(self.timeline):
+            p = self.timeline[t]
+            hist: LatencyHistogram = p["_hist"]
+            rows.append({
+                "t": p["t"], "phase": p["phase"], "rate": p["sent"],
+                "completed": p["completed"], "errors": p["errors"],
+                "p50_ms": hist.percentile_ms(50) if hist.count else 0.0,
+                "p99_ms": hist.percentile_ms(99) if hist.count else 0.0,
+            })
+        return rows
+
+
+@dataclass
+class Outcome:
+    acc: Accumulator
+    started: bool = False
+    done: bool = False
+    interrupted: bool = False
+    abort_reason: str | None = None
+    exit_code: int = 0
+    workers: int = 1
+
+
+Listener = Callable[[dict[str, Any], Accumulator], None]
+
+
+def _reader(stream: Any, out: queue.Queue[dict[str, Any] | None]) -> None:
+    for line in stream:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.put(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    out.put(None)
+
+
+def drive(
+    config: dict[str, Any],
+    log_path: Path,
+    *,
+    on_interval: Listener | None = None,
+    target_alive: Callable[[], bool] | None = None,
+    checkpoint: Callable[[Outcome], None] | None = None,
+    env: dict[str, str] | None = None,
+) -> Outcome:
+    """Run the load generator with ``config`` and merge what it reports."""
+    outcome = Outcome(Accumulator(config["phases"]))
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(config, fh)
+        config_path = fh.name
+    role = "master" if config["workers"] > 1 or config.get("expect_remote") else "local"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.scenarios.driver", "--role", role,
+         "--config", config_path],
+        stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
+        env={**os.environ, **(env or {})},
+        # Its own process group: Ctrl-C reaches the harness, which stops it in order.
+        start_new_session=True,
+    )
+    lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
+    dead = silent = 0
+    last_checkpoint = time.monotonic()
+    deadline = time.monotonic() + config["total_s"] + float(config.get("worker_wait_s", 60)) + 30
+    try:
+        while True:
+            try:
+                msg = lines.get(timeout=1.0)
+            except queue.Empty:
+                msg = {"type": "tick"}
+            if msg is None:
+                break
+            kind = msg.get("type")
+            if kind == "started":
+                outcome.started = True
+                outcome.workers = int(msg.get("workers", 1))
+            elif kind == "interval":
+                summary = outcome.acc.add_interval(msg)
+                if on_interval is not None:
+                    on_interval(summary, outcome.acc)
+                if summary["count"] and summary["errors"] == summary["count"]:
+                    dead += 1
+                else:
+                    dead = 0
+                silent = silent + 1 if summary["count"] == 0 and summary["t"] > 2 else 0
+                if dead >= DEAD_INTERVALS or silent >= SILENT_INTERVALS:
+                    outcome.abort_reason = (
+                        "target stopped answering: every request failed for "
+                        f"{DEAD_INTERVALS} s" if dead >= DEAD_INTERVALS else
+                        f"target stopped answering: no response for {SILENT_INTERVALS} s"
+                    )
+                    outcome.exit_code = TargetUnreachable.exit_code
+                    break
+            elif kind == "error":
+                outcome.abort_reason = str(msg.get("message"))
+                outcome.exit_code = int(msg.get("exit_code", 3))
+                break
+            elif kind == "done":
+                outcome.done = True
+                outcome.interrupted = bool(msg.get("interrupted"))
+                break
+            if target_alive is not None and not target_alive():
+                outcome.abort_reason = "the target process exited during the run"
+                outcome.exit_code = TargetUnreachable.exit_code
+                break
+            if time.monotonic() > deadline:
+                outcome.abort_reason = "the load generator did not finish in time"
+                outcome.exit_code = 3
+                break
+            if checkpoint is not None and time.monotonic() - last_checkpoint > CHECKPOINT_S:
+                checkpoint(outcome)
+                last_checkpoint = time.monotonic()
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+        outcome.abort_reason = "interrupted by the user"
+        outcome.exit_code = 3
+    finally:
+        _stop(proc)
+        log.close()
+        Path(config_path).unlink(missing_ok=True)
+    if not outcome.done and outcome.abort_reason is None:
+        outcome.abort_reason = f"the load generator exited early (code {proc.returncode}); " \
+            f"see {log_path}"
+        outcome.exit_code = 3
+    return outcome
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextmanager
+def resolve_target(
+    url: str, fixtures: Path, say: Callable[[str], None]
+) -> Iterator[tuple[str, dict[str, str], Callable[[], bool] | None, str | None]]:
+    """Yield (adapter URL, environment for the generator, liveness check, fixture hash)."""
+    if url == EMBEDDED_URL:
+        from bench.adapters.embedded import EmbeddedReference
+        from bench.datagen.generate import manifest_hash
+
+        with EmbeddedReference(fixtures, say=say) as ref:
+            yield ref.url, {"CRMBENCH_API_TOKEN": ref.token}, ref.alive, manifest_hash(fixtures)
+        return
+    if scheme_of(url) == "reference":
+        raise UserError(f"reference:// supports only {EMBEDDED_URL}; "
+                        "use reference+http://HOST:PORT for a running reference CRM")
+    yield url, {}, None, None
+
+
+def _probe(url: str, env: dict[str, str]) -> tuple[str | None, dict[str, int]]:
+    """Open the adapter once in the harness: fail fast on unreachable targets."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        adapter = create_adapter(url)
+        adapter.open()
+        try:
+            version = adapter.platform_version()
+            ks = adapter.keyspace()
+        finally:
+            adapter.close()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return version, {
+        "customers": ks.customers, "opportunities": ks.opportunities, "reps": ks.reps,
+        "regions": ks.regions, "products": ks.products,
+    }
+
+
+def driver_config(
+    scenario: Scenario, target: str, keyspace: dict[str, int] | None, workers: int,
+    *, phases: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    ph = phases or {
+        "warmup_s": scenario.phases.warmup_s, "measure_s": scenario.phases.measure_s,
+        "cooldown_s": scenario.phases.cooldown_s,
+    }
+    return {
+        "target": target,
+        "users": scenario.users,
+        "rate": scenario.rate,
+        "period_s": scenario.users / scenario.rate,
+        "arrival": scenario.arrival,
+        "seed": scenario.seed,
+        "mix": scenario.mix,
+        "key_distribution": scenario.key_distribution,
+        "zipf_exponent": scenario.zipf_exponent,
+        "keyspace": keyspace,
+        "phases": ph,
+        "total_s": ph["warmup_s"] + ph["measure_s"] + ph["cooldown_s"],
+        "late_tolerance_ms": scenario.validity.late_tolerance_ms,
+        "workers": max(workers, 1),
+        "spawn_workers": workers if workers > 1 else 0,
+        "master_port": _free_port(),
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class RunRequest:
+    scenario: Scenario
+    target: str = EMBEDDED_URL
+    workers: int = 1
+    out: Path = Path("reports/runs")
+    fixtures: Path = DEFAULT_FIXTURES
+    calibrate: bool = True
+
+
+@dataclass
+class RunReport:
+    path: Path
+    result: dict[str, Any]
+    exit_code: int
+
+
+def calibrate(
+    scenario: Scenario, log_path: Path, say: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """Measure what the harness adds: the same users and rate against a no-op target."""
+    seconds = scenario.phases.calibration_s
+    if seconds <= 0:
+        return None
+    say(f"measuring harness overhead: {NOOP_CALIBRATION_URL} for {seconds:g} s")
+    config = driver_config(
+        scenario, NOOP_CALIBRATION_URL, None, 1,
+        phases={"warmup_s": 1.0, "measure_s": seconds, "cooldown_s": 0.0},
+    )
+    outcome = drive(config, log_path)
+    if not outcome.done:
+        return {"target": NOOP_CALIBRATION_URL, "error": outcome.abort_reason,
+                "latency_ms": None}
+    total = outcome.acc.overall()
+    return {
+        "target": NOOP_CALIBRATION_URL,
+        "users": scenario.users,
+        "rate": scenario.rate,
+        "measure_s": seconds,
+        "count": sum(total.statuses.values()),
+        "latency_ms": {"intended": total.intended.summary(), "actual": total.actual.summary()},
+        "histograms": {"intended": total.intended.encode(), "actual": total.actual.encode()},
+    }
+
+
+def run(
+    req: RunRequest,
+    say: Callable[[str], None],
+    on_interval: Listener | None = None,
+) -> RunReport:
+    """Run a scenario against a target and write its result file."""
+    scenario = req.scenario
+    started_at = _now()
+    run_id = uuid.uuid4().hex[:12]
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    scheme = scheme_of(req.target).replace("+", "-")
+    path = req.out / f"{stamp}-{scenario.name}-{scheme}-{scenario.profile}-{run_id}.json"
+    log_path = path.with_suffix(".log")
+    base: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "tool": {"name": "crmbench", "version": __version__},
+        "started_at": started_at,
+        "machine_info": machine_info(),
+        "commit_info": commit_info(),
+        "scenario": scenario.to_dict(),
+        "log": str(log_path),
+    }
+    overhead = None
+    if req.calibrate and scheme_of(req.target) != "noop":
+        overhead = calibrate(scenario, log_path, say)
+    with resolve_target(req.target, req.fixtures, say) as (url, env, alive, fixture_hash):
+        version, keyspace = _probe(url, env)
+        target_info = {
+            "adapter": scheme_of(url), "url": redact_url(req.target),
+            "platform_version": version, "embedded": req.target == EMBEDDED_URL,
+        }
+        fixtures: dict[str, Any] = {"manifest_sha256": fixture_hash, "keyspace": keyspace}
+        if fixture_hash is None:
+            fixtures["reason"] = "the target does not report which fixture profile it holds"
+        config = driver_config(scenario, url, keyspace, req.workers)
+        say(f"running {scenario.name} ({scenario.profile}): {scenario.users} users, "
+            f"{scenario.rate:g} req/s for {config['total_s']:g} s against {redact_url(req.target)}")
+
+        def snapshot(outcome: Outcome, final: bool = False) -> dict[str, Any]:
+            return _assemble(
+                base, outcome, scenario, target_info, fixtures, overhead, final=final
+            )
+
+        def checkpoint(outcome: Outcome) -> None:
+            write_result(path, snapshot(outcome))
+
+        outcome = drive(config, log_path, on_interval=on_interval, target_alive=alive,
+                        checkpoint=checkpoint, env=env)
+    result = snapshot(outcome, final=True)
+    write_result(path, result)
+    code = outcome.exit_code
+    if code == 0 and (not result["complete"] or not result["valid"]):
+        code = 3
+    return RunReport(path, result, code)
+
+
+def _assemble(
+    base: dict[str, Any], outcome: Outcome, scenario: Scenario, target: dict[str, Any],
+    fixtures: dict[str, Any], overhead: dict[str, Any] | None, *, final: bool,
+) -> dict[str, Any]:
+    acc = outcome.acc
+    measure_s = scenario.phases.measure_s
+    complete = final and outcome.done and not outcome.interrupted
+    if not complete:
+        # Only the part of the measurement window that has passed counts.
+        measure_s = max(min(acc.last_t - scenario.phases.warmup_s, measure_s), 1e-9)
+    achieved = acc.sent.get("measure", 0) / measure_s
+    cpu_max = max(acc.cpu_measure, default=float("nan"))
+    lag_p99 = acc.lag_measure.percentile_ms(99) if acc.lag_measure.count else float("nan")
+    valid, reasons = judge(
+        cpu_max_pct=cpu_max, loop_lag_p99_ms=lag_p99, achieved_rate=achieved,
+        target_rate=scenario.rate, cpu_limit_pct=scenario.validity.cpu_limit_pct,
+        lag_limit_ms=scenario.validity.loop_lag_p99_ms,
+        min_rate_fraction=scenario.validity.min_rate_fraction,
+    )
+    if not complete:
+        valid = False
+        reasons = [outcome.abort_reason or "the run has not finished", *reasons]
+    timeline = acc.timeline_rows()
+    measure_rates = [float(r["rate"]) for r in timeline if r["phase"] == "measure"]
+    overall = acc.overall()
+    total_sent = sum(acc.sent.values()) or 1
+    late_total = sum(a.late for ph in acc.ops.values() for a in ph.values())
+
+    def clean(x: float) -> float | None:
+        return None if x != x else round(x, 3)
+
+    return {
+        **base,
+        "finished_at": _now() if final else None,
+        "complete": complete,
+        "interrupted": outcome.interrupted,
+        "abort_reason": outcome.abort_reason,
+        "valid": valid,
+        "invalid_reasons": reasons,
+        "target": target,
+        "fixtures": fixtures,
+        "load": {
+            "users": scenario.users, "target_rate": scenario.rate,
+            "achieved_rate": round(achieved, 3), "workers": outcome.workers,
+            "arrival": scenario.arrival, "measure_s": round(measure_s, 3),
+            "steady": steady(measure_rates, scenario.rate) if measure_rates else False,
+        },
+        "validity": {
+            "generator_cpu_max_pct": clean(cpu_max),
+            "generator_cpu_mean_pct": clean(
+                sum(acc.cpu_measure) / len(acc.cpu_measure) if acc.cpu_measure else float("nan")
+            ),
+            "loop_lag_p99_ms": clean(lag_p99),
+            "loop_lag_max_ms": clean(acc.lag_measure.max_ms if acc.lag_measure.count else
+                                     float("nan")),
+            "achieved_rate": round(achieved, 3),
+            "target_rate": scenario.rate,
+            "rate_fraction": round(achieved / scenario.rate, 4),
+            "late_sends": late_total,
+            "late_fraction": round(late_total / total_sent, 4),
+            "limits": {
+                "cpu_pct": scenario.validity.cpu_limit_pct,
+                "loop_lag_p99_ms": scenario.validity.loop_lag_p99_ms,
+                "min_rate_fraction": scenario.validity.min_rate_fraction,
+                "late_tolerance_ms": scenario.validity.late_tolerance_ms,
+            },
+        },
+        "operations": {
+            op: a.to_result(measure_s) for op, a in sorted(acc.measured().items())
+        },
+        "overall": overall.to_result(measure_s),
+        "timeline": timeline,
+        "harness_overhead": overhead,
+    }
+
+
+def check_target_url(url: str) -> None:
+    """Refuse URLs whose scheme no installed adapter serves, before anything starts."""
+    if url == EMBEDDED_URL:
+        return
+    create_adapter(url)
+
+
+__all__ = ["CrmBenchError", "RunReport", "RunRequest", "check_target_url", "run"]
