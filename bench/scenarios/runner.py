@@ -206,7 +206,8 @@ def drive(
         start_new_session=True,
     )
     lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-    threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
+    reader = threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True)
+    reader.start()
     dead = silent = 0
     last_checkpoint = time.monotonic()
     deadline = time.monotonic() + config["total_s"] + float(config.get("worker_wait_s", 60)) + 30
@@ -264,6 +265,10 @@ def drive(
         outcome.exit_code = 3
     finally:
         _stop(proc)
+        # The generator has exited: the reader reaches end of file and stops.
+        reader.join(timeout=5)
+        if proc.stdout is not None and not reader.is_alive():
+            proc.stdout.close()
         log.close()
         Path(config_path).unlink(missing_ok=True)
     if not outcome.done and outcome.abort_reason is None:

@@ -1,0 +1,252 @@
+"""End-to-end runs of the harness: results, validity, interruption, unreachable targets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bench.errors import UserError
+from bench.measure.hdr import LatencyHistogram
+from bench.results.store import read_result, validate
+from bench.scenarios.config import load_scenario
+from bench.scenarios.runner import RunRequest, calibrate, run
+
+SCENARIO = """
+version = 1
+name = "tiny"
+users = {users}
+rate = {rate}
+arrival = "pacing"
+
+[mix]
+{mix}
+
+[profiles.quick]
+warmup_s = {warmup}
+measure_s = {measure}
+cooldown_s = {cooldown}
+calibration_s = {calibration}
+"""
+ALL_OPS = "\n".join(
+    f"{op} = 1" for op in (
+        "customer_360", "search_customers", "list_leads", "get_customer", "create_lead",
+        "update_opportunity_stage", "log_activity", "update_customer",
+    )
+)
+
+
+def scenario_file(tmp_path: Path, *, users: int = 50, rate: float = 200, warmup: float = 1,
+                  measure: float = 3, cooldown: float = 0.5, calibration: float = 0,
+                  mix: str = ALL_OPS) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(SCENARIO.format(users=users, rate=rate, warmup=warmup, measure=measure,
+                                    cooldown=cooldown, calibration=calibration, mix=mix))
+    return path
+
+
+def cli(*args: str, env: dict[str, str] | None = None,
+        timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+def test_noop_run_writes_a_schema_valid_result(tmp_path: Path) -> None:
+    scenario = load_scenario(str(scenario_file(tmp_path, calibration=1)), profile="quick")
+    report = run(RunRequest(scenario, target="noop://?delay_ms=2", out=tmp_path / "runs",
+                            calibrate=True), say=lambda _m: None)
+    result = report.result
+    assert validate(result) == []
+    assert read_result(report.path) == result
+    assert result["complete"] and report.exit_code == 0, result["invalid_reasons"]
+    assert result["valid"], result["invalid_reasons"]
+    assert result["load"]["achieved_rate"] == pytest.approx(200, rel=0.05)
+    overall = result["overall"]
+    assert overall["count"] == pytest.approx(600, rel=0.05)
+    assert overall["errors"] == 0
+    # A 2 ms no-op: service time is 2 ms plus a little; the intended-start latency is not less.
+    assert 2.0 <= overall["latency_ms"]["actual"]["p50"] < 4.0
+    assert overall["latency_ms"]["intended"]["p50"] >= overall["latency_ms"]["actual"]["p50"]
+    assert set(result["operations"]) == set(scenario.mix)
+    hist = LatencyHistogram.decode(overall["histograms"]["intended"])
+    assert hist.count == overall["count"]
+    # The harness overhead is measured against a no-op target, so not again for one.
+    assert result["harness_overhead"] is None
+    assert result["machine_info"]["logical_cores"] >= 1
+    assert "commit" in result["commit_info"]
+    assert [r["phase"] for r in result["timeline"]][0] == "warmup"
+    # De-phased users: the first second already runs at the target rate, without a burst.
+    first = result["timeline"][0]
+    assert first["rate"] <= 200 * 1.1
+
+
+def test_calibration_measures_the_harness_overhead(tmp_path: Path) -> None:
+    scenario = load_scenario(str(scenario_file(tmp_path, calibration=2)), profile="quick")
+    overhead = calibrate(scenario, tmp_path / "cal.log", lambda _m: None)
+    assert overhead is not None
+    assert overhead["target"] == "noop://?delay_ms=0"
+    assert overhead["latency_ms"]["intended"]["count"] == pytest.approx(400, rel=0.1)
+
+
+def test_workers_merge_histograms_across_processes(tmp_path: Path) -> None:
+    path = scenario_file(tmp_path, users=40, rate=200, warmup=1.5, measure=3)
+    proc = cli("run", "--target", "noop://?delay_ms=1", "--scenario", str(path), "--profile",
+               "quick", "--workers", "2", "--out", str(tmp_path / "runs"), "--json",
+               "--no-calibrate")
+    assert proc.returncode == 0, proc.stderr
+    headline = json.loads(proc.stdout)
+    result = read_result(Path(headline["result"]))
+    assert result["load"]["workers"] == 2
+    total = sum(op["count"] for op in result["operations"].values())
+    assert total == result["overall"]["count"]
+    assert total == pytest.approx(600, rel=0.1)
+    merged = LatencyHistogram()
+    for op in result["operations"].values():
+        merged.add(LatencyHistogram.decode(op["histograms"]["intended"]))
+    assert merged.count == result["overall"]["count"]
+
+
+def test_overloaded_generator_marks_the_run_invalid(tmp_path: Path) -> None:
+    # Far beyond what one generator process can pace: CPU saturates, the rate falls short.
+    path = scenario_file(tmp_path, users=2000, rate=60_000, warmup=1, measure=3)
+    proc = cli("run", "--target", "noop://?delay_ms=0", "--scenario", str(path), "--profile",
+               "quick", "--out", str(tmp_path / "runs"), "--json", "--no-calibrate")
+    assert proc.returncode == 3, proc.stderr
+    headline = json.loads(proc.stdout)
+    assert headline["complete"] is True
+    assert headline["valid"] is False
+    reasons = " ".join(headline["invalid_reasons"])
+    assert "target" in reasons or "CPU" in reasons
+
+
+def test_interrupted_run_leaves_a_partial_result(tmp_path: Path) -> None:
+    path = scenario_file(tmp_path, users=20, rate=100, warmup=1, measure=60)
+    out = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", "--target", "noop://?delay_ms=1", "--scenario",
+         str(path), "--profile", "quick", "--out", str(out), "--no-calibrate"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(6)
+    proc.send_signal(signal.SIGINT)
+    _stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 3, stderr
+    assert "incomplete" in stderr
+    [result_path] = out.glob("*.json")
+    result = read_result(result_path)
+    assert result["complete"] is False
+    assert result["valid"] is False
+    assert result["interrupted"] is True
+    assert result["overall"]["count"] > 100
+
+
+def test_unreachable_target_exits_4(tmp_path: Path) -> None:
+    proc = cli("run", "--target", "reference+http://127.0.0.1:9", "--profile", "quick",
+               "--out", str(tmp_path / "runs"), "--no-calibrate",
+               env={"CRMBENCH_API_TOKEN": "x"}, timeout=60)
+    assert proc.returncode == 4, proc.stderr
+    assert "127.0.0.1:9" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_scheme_and_bad_scenario_are_usage_errors(tmp_path: Path) -> None:
+    proc = cli("run", "--target", "gopher://x", "--out", str(tmp_path), timeout=60)
+    assert proc.returncode == 2
+    assert "gopher" in proc.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('version = 1\nname = "x"\nusers = -5\nrate = 1\n[mix]\nget_customer = 1\n'
+                   "[profiles.quick]\nwarmup_s = 0\nmeasure_s = 1\ncooldown_s = 0\n")
+    proc = cli("run", "--scenario", str(bad), "--out", str(tmp_path), timeout=60)
+    assert proc.returncode == 2
+    assert "users" in proc.stderr
+
+
+def test_scenario_precedence_file_env_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = scenario_file(tmp_path, users=50, rate=200)
+    assert load_scenario(str(path), profile="quick").users == 50
+    monkeypatch.setenv("CRMBENCH_USERS", "70")
+    assert load_scenario(str(path), profile="quick").users == 70
+    assert load_scenario(str(path), profile="quick", users=90).users == 90
+    monkeypatch.setenv("CRMBENCH_RATE", "abc")
+    with pytest.raises(UserError, match="CRMBENCH_RATE"):
+        load_scenario(str(path), profile="quick")
+    with pytest.raises(UserError, match="no profile"):
+        load_scenario(str(path), profile="standard")
+    monkeypatch.delenv("CRMBENCH_RATE")
+    monkeypatch.delenv("CRMBENCH_USERS")
+    shipped = load_scenario("mixed", profile="quick", users=None, rate=None)
+    assert shipped.mix["customer_360"] == 30
+
+
+def test_adapters_command_lists_capabilities() -> None:
+    proc = cli("adapters", "--json", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    listed = {a["scheme"]: a for a in json.loads(proc.stdout)}
+    assert {"noop", "reference", "reference+http"} <= set(listed)
+    caps = listed["reference+http"]["capabilities"]
+    assert caps["crud.mixed"]["support"] == "supported"
+
+
+async def _independent_client(base: str, token: str, seconds: float, rate: float,
+                              ids: int) -> list[float]:
+    samples: list[float] = []
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"},
+                                 limits=httpx.Limits(max_connections=4)) as client:
+        start = time.perf_counter()
+        n = 0
+        while time.perf_counter() - start < seconds:
+            n += 1
+            t0 = time.perf_counter_ns()
+            resp = await client.get(f"/customers/{1 + n % ids}")
+            samples.append((time.perf_counter_ns() - t0) / 1e6)
+            assert resp.status_code == 200
+            await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
+    return samples
+
+
+def test_harness_agrees_with_an_independent_client(tmp_path: Path, small_fixtures: Path) -> None:
+    from bench.adapters.embedded import EmbeddedReference
+
+    fixtures = tmp_path / "fx"
+    shutil.copytree(small_fixtures, fixtures)
+    path = scenario_file(tmp_path, users=20, rate=100, warmup=1, measure=5,
+                         mix="get_customer = 1")
+    scenario = load_scenario(str(path), profile="quick")
+    with EmbeddedReference(fixtures) as ref:
+        base = ref.url.replace("reference+http", "http")
+        client: dict[str, Any] = {}
+
+        def measure() -> None:
+            time.sleep(1.5)
+            client["samples"] = asyncio.run(
+                _independent_client(base, ref.token, 4.0, 50, 1000)
+            )
+
+        thread = threading.Thread(target=measure)
+        thread.start()
+        os.environ["CRMBENCH_API_TOKEN"] = ref.token
+        try:
+            report = run(RunRequest(scenario, target=ref.url, out=tmp_path / "runs",
+                                    calibrate=False), say=lambda _m: None)
+        finally:
+            os.environ.pop("CRMBENCH_API_TOKEN", None)
+        thread.join()
+    samples = sorted(client["samples"])
+    client_p50 = samples[len(samples) // 2]
+    harness_p50 = report.result["operations"]["get_customer"]["latency_ms"]["actual"]["p50"]
+    assert report.result["overall"]["errors"] == 0
+    # Two clients with different stacks: agreement within 1 ms or a factor of two.
+    assert abs(harness_p50 - client_p50) <= max(1.0, client_p50), (harness_p50, client_p50)
