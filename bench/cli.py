@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from enum import StrEnum
@@ -174,6 +175,17 @@ def run(
     calibrate: Annotated[
         bool, typer.Option(help="Measure the harness overhead against a no-op target first.")
     ] = True,
+    remote_workers: Annotated[
+        int,
+        typer.Option(help="Also wait for this many workers started on other hosts with "
+                     "'crmbench worker --master HOST:PORT'.", min=0, max=1000),
+    ] = 0,
+    master_bind: Annotated[
+        str, typer.Option(help="Address the Locust master listens on for workers.")
+    ] = "127.0.0.1",
+    master_port: Annotated[
+        int | None, typer.Option(help="Port of the Locust master (default: a free one).")
+    ] = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the result path and headline figures on stdout.")
     ] = False,
@@ -189,7 +201,8 @@ def run(
     )
     check_target_url(target)
     request = RunRequest(resolved, target=target, workers=workers, out=out, fixtures=fixtures,
-                         calibrate=calibrate)
+                         calibrate=calibrate, remote_workers=remote_workers,
+                         master_bind=master_bind, master_port=master_port)
     with RunProgress(err, resolved) as progress:
         report = run_scenario(request, say=progress.say, on_interval=progress.update)
     if not err.is_terminal:
@@ -225,6 +238,21 @@ def _headline(path: Path, result: dict[str, Any]) -> dict[str, Any]:
         },
         "harness_overhead": overhead.get("latency_ms"),
     }
+
+
+@app.command()
+def worker(
+    master: Annotated[str, typer.Option(help="HOST:PORT of the master started by 'crmbench run'.")],
+    index: Annotated[int, typer.Option(help="Worker number, for seeds and logs.", min=0)] = 0,
+) -> None:
+    """Join a run on another host as a Locust worker (credentials from the environment)."""
+    host, sep, port = master.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UserError(f"--master must be HOST:PORT, got {master!r}")
+    # The worker is a gevent process of its own: replace this one rather than patch it.
+    os.execv(sys.executable, [sys.executable, "-m", "bench.scenarios.driver", "--role", "worker",
+                              "--master-host", host, "--master-port", port,
+                              "--index", str(index)])
 
 
 @app.command()

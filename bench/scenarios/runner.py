@@ -382,6 +382,9 @@ class RunRequest:
     out: Path = Path("reports/runs")
     fixtures: Path = DEFAULT_FIXTURES
     calibrate: bool = True
+    remote_workers: int = 0
+    master_bind: str = "127.0.0.1"
+    master_port: int | None = None
 
 
 @dataclass
@@ -455,6 +458,16 @@ def run(
         if fixture_hash is None:
             fixtures["reason"] = "the target does not report which fixture profile it holds"
         config = driver_config(scenario, url, keyspace, req.workers)
+        if req.remote_workers:
+            config.update(
+                workers=req.workers + req.remote_workers, expect_remote=True,
+                spawn_workers=req.workers, master_bind_host=req.master_bind,
+                master_port=req.master_port or 5557, worker_wait_s=300,
+            )
+            say(f"waiting for {req.remote_workers} remote workers on "
+                f"{req.master_bind}:{config['master_port']}")
+        elif req.master_port:
+            config["master_port"] = req.master_port
         say(f"running {scenario.name} ({scenario.profile}): {scenario.users} users, "
             f"{scenario.rate:g} req/s for {config['total_s']:g} s against {redact_url(req.target)}")
 

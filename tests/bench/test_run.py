@@ -119,6 +119,32 @@ def test_workers_merge_histograms_across_processes(tmp_path: Path) -> None:
     assert merged.count == result["overall"]["count"]
 
 
+def test_a_worker_started_separately_joins_the_run(tmp_path: Path) -> None:
+    from bench.adapters.embedded import free_port
+
+    port = free_port()
+    path = scenario_file(tmp_path, users=40, rate=200, warmup=1.5, measure=3)
+    master = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", "--target", "noop://?delay_ms=1", "--scenario",
+         str(path), "--profile", "quick", "--remote-workers", "1", "--master-port", str(port),
+         "--out", str(tmp_path / "runs"), "--json", "--no-calibrate"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(2)
+    remote = subprocess.Popen(
+        [sys.executable, "-m", "bench", "worker", "--master", f"127.0.0.1:{port}", "--index", "5"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        stdout, stderr = master.communicate(timeout=120)
+    finally:
+        remote.wait(timeout=30)
+    assert master.returncode == 0, stderr
+    result = read_result(Path(json.loads(stdout)["result"]))
+    assert result["load"]["workers"] == 2
+    assert result["overall"]["count"] == pytest.approx(600, rel=0.1)
+
+
 def test_overloaded_generator_marks_the_run_invalid(tmp_path: Path) -> None:
     # Far beyond what one generator process can pace: CPU saturates, the rate falls short.
     path = scenario_file(tmp_path, users=2000, rate=60_000, warmup=1, measure=3)
@@ -250,3 +276,28 @@ def test_harness_agrees_with_an_independent_client(tmp_path: Path, small_fixture
     assert report.result["overall"]["errors"] == 0
     # Two clients with different stacks: agreement within 1 ms or a factor of two.
     assert abs(harness_p50 - client_p50) <= max(1.0, client_p50), (harness_p50, client_p50)
+
+
+def test_a_target_that_dies_mid_run_stops_the_run(tmp_path: Path, small_fixtures: Path) -> None:
+    from bench.adapters.embedded import EmbeddedReference
+
+    fixtures = tmp_path / "fx"
+    shutil.copytree(small_fixtures, fixtures)
+    path = scenario_file(tmp_path, users=20, rate=100, warmup=1, measure=120,
+                         mix="get_customer = 1")
+    scenario = load_scenario(str(path), profile="quick")
+    with EmbeddedReference(fixtures) as ref:
+        threading.Timer(4.0, lambda: os.kill(ref.pid, signal.SIGKILL)).start()
+        os.environ["CRMBENCH_API_TOKEN"] = ref.token
+        started = time.monotonic()
+        try:
+            report = run(RunRequest(scenario, target=ref.url, out=tmp_path / "runs",
+                                    calibrate=False), say=lambda _m: None)
+        finally:
+            os.environ.pop("CRMBENCH_API_TOKEN", None)
+    assert time.monotonic() - started < 30
+    assert report.exit_code == 4
+    assert report.result["complete"] is False
+    assert "stopped answering" in (report.result["abort_reason"] or "")
+    assert report.result["overall"]["count"] > 0
+    assert read_result(report.path)["complete"] is False
