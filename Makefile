@@ -14,8 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/crmbench fixtures generate
-	$(BIN)/crmbench serve --data fixtures/data/default
+	$(BIN)/crmbench run
 
 lint: $(STAMP)
 	$(BIN)/ruff check bench reference_impl tests

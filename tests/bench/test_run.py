@@ -87,9 +87,9 @@ def test_noop_run_writes_a_schema_valid_result(tmp_path: Path) -> None:
     assert result["harness_overhead"] is None
     assert result["machine_info"]["logical_cores"] >= 1
     assert "commit" in result["commit_info"]
-    assert [r["phase"] for r in result["timeline"]][0] == "warmup"
-    # De-phased users: the first second already runs at the target rate, without a burst.
     first = result["timeline"][0]
+    assert first["phase"] == "warmup"
+    # De-phased users: the first second already runs at the target rate, without a burst.
     assert first["rate"] <= 200 * 1.1
 
 
@@ -200,7 +200,9 @@ def test_unknown_scheme_and_bad_scenario_are_usage_errors(tmp_path: Path) -> Non
     assert "users" in proc.stderr
 
 
-def test_scenario_precedence_file_env_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scenario_precedence_file_env_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = scenario_file(tmp_path, users=50, rate=200)
     assert load_scenario(str(path), profile="quick").users == 50
     monkeypatch.setenv("CRMBENCH_USERS", "70")
