@@ -11,17 +11,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from bench.adapters.embedded import EmbeddedReference
 from bench.errors import UserError
 from bench.measure.hdr import LatencyHistogram
 from bench.results.store import read_result, validate
 from bench.scenarios.config import load_scenario
-from bench.scenarios.runner import RunRequest, calibrate, run
+from bench.scenarios.runner import RunReport, RunRequest, calibrate, run
 
 SCENARIO = """
 version = 1
@@ -245,33 +247,41 @@ async def _independent_client(base: str, token: str, seconds: float, rate: float
     return samples
 
 
-def test_harness_agrees_with_an_independent_client(tmp_path: Path, small_fixtures: Path) -> None:
-    from bench.adapters.embedded import EmbeddedReference
-
+@pytest.fixture()
+def served_copy(tmp_path: Path, small_fixtures: Path) -> Iterator[EmbeddedReference]:
+    """A reference CRM on a copy of the small fixtures, its token in the environment."""
     fixtures = tmp_path / "fx"
     shutil.copytree(small_fixtures, fixtures)
-    path = scenario_file(tmp_path, users=20, rate=100, warmup=1, measure=5,
+    with EmbeddedReference(fixtures) as ref, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CRMBENCH_API_TOKEN", ref.token)
+        yield ref
+
+
+def run_gets(tmp_path: Path, ref: EmbeddedReference, measure: float) -> RunReport:
+    path = scenario_file(tmp_path, users=20, rate=100, warmup=1, measure=measure,
                          mix="get_customer = 1")
     scenario = load_scenario(str(path), profile="quick")
-    with EmbeddedReference(fixtures) as ref:
-        base = ref.url.replace("reference+http", "http")
-        client: dict[str, Any] = {}
+    return run(RunRequest(scenario, target=ref.url, out=tmp_path / "runs", calibrate=False),
+               say=lambda _m: None)
 
-        def measure() -> None:
-            time.sleep(1.5)
-            client["samples"] = asyncio.run(
-                _independent_client(base, ref.token, 4.0, 50, 1000)
-            )
 
-        thread = threading.Thread(target=measure)
-        thread.start()
-        os.environ["CRMBENCH_API_TOKEN"] = ref.token
-        try:
-            report = run(RunRequest(scenario, target=ref.url, out=tmp_path / "runs",
-                                    calibrate=False), say=lambda _m: None)
-        finally:
-            os.environ.pop("CRMBENCH_API_TOKEN", None)
-        thread.join()
+def test_harness_agrees_with_an_independent_client(
+    tmp_path: Path, served_copy: EmbeddedReference
+) -> None:
+    ref = served_copy
+    base = ref.url.replace("reference+http", "http")
+    client: dict[str, Any] = {}
+
+    def measure() -> None:
+        time.sleep(1.5)
+        client["samples"] = asyncio.run(
+            _independent_client(base, ref.token, 4.0, 50, 1000)
+        )
+
+    thread = threading.Thread(target=measure)
+    thread.start()
+    report = run_gets(tmp_path, ref, measure=5)
+    thread.join()
     samples = sorted(client["samples"])
     client_p50 = samples[len(samples) // 2]
     harness_p50 = report.result["operations"]["get_customer"]["latency_ms"]["actual"]["p50"]
@@ -280,23 +290,12 @@ def test_harness_agrees_with_an_independent_client(tmp_path: Path, small_fixture
     assert abs(harness_p50 - client_p50) <= max(1.0, client_p50), (harness_p50, client_p50)
 
 
-def test_a_target_that_dies_mid_run_stops_the_run(tmp_path: Path, small_fixtures: Path) -> None:
-    from bench.adapters.embedded import EmbeddedReference
-
-    fixtures = tmp_path / "fx"
-    shutil.copytree(small_fixtures, fixtures)
-    path = scenario_file(tmp_path, users=20, rate=100, warmup=1, measure=120,
-                         mix="get_customer = 1")
-    scenario = load_scenario(str(path), profile="quick")
-    with EmbeddedReference(fixtures) as ref:
-        threading.Timer(4.0, lambda: os.kill(ref.pid, signal.SIGKILL)).start()
-        os.environ["CRMBENCH_API_TOKEN"] = ref.token
-        started = time.monotonic()
-        try:
-            report = run(RunRequest(scenario, target=ref.url, out=tmp_path / "runs",
-                                    calibrate=False), say=lambda _m: None)
-        finally:
-            os.environ.pop("CRMBENCH_API_TOKEN", None)
+def test_a_target_that_dies_mid_run_stops_the_run(
+    tmp_path: Path, served_copy: EmbeddedReference
+) -> None:
+    threading.Timer(4.0, lambda: os.kill(served_copy.pid, signal.SIGKILL)).start()
+    started = time.monotonic()
+    report = run_gets(tmp_path, served_copy, measure=120)
     assert time.monotonic() - started < 30
     assert report.exit_code == 4
     assert report.result["complete"] is False
