@@ -175,6 +175,9 @@ def run(
     calibrate: Annotated[
         bool, typer.Option(help="Measure the harness overhead against a no-op target first.")
     ] = True,
+    allow_production: Annotated[
+        bool, typer.Option(help="Allow a run against a production org of a live vendor.")
+    ] = False,
     remote_workers: Annotated[
         int,
         typer.Option(help="Also wait for this many workers started on other hosts with "
@@ -201,7 +204,8 @@ def run(
     )
     check_target_url(target)
     request = RunRequest(resolved, target=target, workers=workers, out=out, fixtures=fixtures,
-                         calibrate=calibrate, remote_workers=remote_workers,
+                         calibrate=calibrate, allow_production=allow_production,
+                         remote_workers=remote_workers,
                          master_bind=master_bind, master_port=master_port)
     with RunProgress(err, resolved) as progress:
         report = run_scenario(request, say=progress.say, on_interval=progress.update)

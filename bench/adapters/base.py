@@ -91,6 +91,8 @@ class Adapter(Protocol):
     """What every platform adapter implements."""
 
     name: ClassVar[str]
+    # The platform's key in reports and claims files ("reference", "salesforce", ...).
+    platform: ClassVar[str]
     capabilities: ClassVar[dict[str, Capability]]
 
     @classmethod
@@ -121,6 +123,35 @@ class Adapter(Protocol):
     def update_opportunity_stage(self, opportunity_id: int, stage: str) -> Status: ...
 
     def update_customer(self, customer_id: int, changes: dict[str, Any]) -> Status: ...
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run intends to do, given to guarded adapters before any load is sent."""
+
+    run_id: str
+    scenario: str
+    estimated_calls: int
+    allow_production: bool = False
+
+
+@runtime_checkable
+class Guarded(Protocol):
+    """Optional verbs of adapters for live third-party systems (paying customers' orgs).
+
+    The harness calls ``preflight`` once before a run (it may refuse by raising
+    ``UserError``, e.g. a production org without permission, or too little API allocation
+    left) and ``cleanup`` after it, and ``crmbench cleanup`` calls it after an interrupted
+    run. Every record an adapter creates carries its ``run_id`` so cleanup can find it.
+    """
+
+    run_id: str | None
+
+    def preflight(self, plan: RunPlan) -> dict[str, Any]:
+        """Check the run is safe; return facts for the result (remaining allocation...)."""
+
+    def cleanup(self, run_id: str) -> int:
+        """Delete every record tagged with ``run_id``; return how many were deleted."""
 
 
 def declared(

@@ -51,6 +51,7 @@ class NoopAdapter:
     """Adapter of ``noop://?delay_ms=1&customers=100000``: no target, constant latency."""
 
     name: ClassVar[str] = "noop"
+    platform: ClassVar[str] = "noop"
     capabilities: ClassVar[dict[str, Capability]] = declared(
         default="unsupported", note="no-op target: measures the harness only"
     )

@@ -63,6 +63,7 @@ class ReferenceAdapter:
     """Adapter of ``reference+http://host:port[/prefix]``, the reference CRM's HTTP API."""
 
     name: ClassVar[str] = "reference+http"
+    platform: ClassVar[str] = "reference"
     capabilities: ClassVar[dict[str, Capability]] = declared(
         {"crud.mixed": "reference CRM HTTP API"}
     )

@@ -200,6 +200,8 @@ class CrmUser(User):
 
 def _prepare(config: dict[str, Any], worker_index: int, users_here: int) -> None:
     adapter = create_adapter(config["target"])
+    if hasattr(adapter, "run_id"):
+        adapter.run_id = config.get("run_id")
     if hasattr(adapter, "pool_size"):
         adapter.pool_size = max(users_here, 1)
     adapter.open()

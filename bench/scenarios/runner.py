@@ -21,12 +21,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import __version__
+from bench.adapters.base import Guarded, RunPlan
 from bench.adapters.registry import create_adapter, redact_url, scheme_of
 from bench.errors import CrmBenchError, TargetUnreachable, UserError
 from bench.measure.hdr import LatencyHistogram
@@ -309,38 +310,68 @@ def resolve_target(
     yield url, {}, None, None
 
 
-def _probe(url: str, env: dict[str, str]) -> tuple[str | None, dict[str, int]]:
-    """Open the adapter once in the harness: fail fast on unreachable targets."""
+@dataclass
+class ProbeInfo:
+    platform: str
+    version: str | None
+    keyspace: dict[str, int]
+    preflight: dict[str, Any] | None
+
+
+@contextmanager
+def _with_env(env: dict[str, str]) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        adapter = create_adapter(url)
-        adapter.open()
-        try:
-            version = adapter.platform_version()
-            ks = adapter.keyspace()
-        finally:
-            adapter.close()
+        yield
     finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    return version, {
-        "customers": ks.customers, "opportunities": ks.opportunities, "reps": ks.reps,
-        "regions": ks.regions, "products": ks.products,
-    }
+
+
+def _probe(url: str, env: dict[str, str], plan: RunPlan) -> ProbeInfo:
+    """Open the adapter once in the harness: fail fast, and let guarded adapters refuse."""
+    with _with_env(env):
+        adapter = create_adapter(url)
+        adapter.open()
+        try:
+            facts = adapter.preflight(plan) if isinstance(adapter, Guarded) else None
+            version = adapter.platform_version()
+            ks = adapter.keyspace()
+        finally:
+            adapter.close()
+    return ProbeInfo(
+        platform=str(getattr(adapter, "platform", scheme_of(url))),
+        version=version,
+        keyspace={
+            "customers": ks.customers, "opportunities": ks.opportunities, "reps": ks.reps,
+            "regions": ks.regions, "products": ks.products,
+        },
+        preflight=facts,
+    )
+
+
+def cleanup_run(url: str, env: dict[str, str], run_id: str) -> int | None:
+    """Delete what a run created on a guarded target; None when the adapter keeps nothing."""
+    with _with_env(env):
+        adapter = create_adapter(url)
+        if not isinstance(adapter, Guarded):
+            return None
+        adapter.open()
+        try:
+            return adapter.cleanup(run_id)
+        finally:
+            adapter.close()
 
 
 def driver_config(
     scenario: Scenario, target: str, keyspace: dict[str, int] | None, workers: int,
     *, phases: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    ph = phases or {
-        "warmup_s": scenario.phases.warmup_s, "measure_s": scenario.phases.measure_s,
-        "cooldown_s": scenario.phases.cooldown_s,
-    }
+    ph = phases or _phases(scenario)
     return {
         "target": target,
         "users": scenario.users,
@@ -382,6 +413,7 @@ class RunRequest:
     out: Path = Path("reports/runs")
     fixtures: Path = DEFAULT_FIXTURES
     calibrate: bool = True
+    allow_production: bool = False
     remote_workers: int = 0
     master_bind: str = "127.0.0.1"
     master_port: int | None = None
@@ -432,8 +464,9 @@ def run(
     started_at = _now()
     run_id = uuid.uuid4().hex[:12]
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    scheme = scheme_of(req.target).replace("+", "-")
-    path = req.out / f"{stamp}-{scenario.name}-{scheme}-{scenario.profile}-{run_id}.json"
+    scheme = scheme_of(req.target)
+    path = req.out / (f"{stamp}-{scenario.name}-{scheme.replace('+', '-')}-"
+                      f"{scenario.profile}-{run_id}.json")
     log_path = path.with_suffix(".log")
     base: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -445,19 +478,45 @@ def run(
         "scenario": scenario.to_dict(),
         "log": str(log_path),
     }
-    overhead = None
-    if req.calibrate and scheme_of(req.target) != "noop":
-        overhead = calibrate(scenario, log_path, say)
+    target_info: dict[str, Any] = {
+        "adapter": scheme, "platform": scheme, "url": redact_url(req.target),
+        "platform_version": None, "embedded": req.target == EMBEDDED_URL,
+    }
+    fixtures: dict[str, Any] = {"manifest_sha256": None}
+    overhead: dict[str, Any] | None = None
+
+    def snapshot(outcome: Outcome, final: bool = False) -> dict[str, Any]:
+        return _assemble(base, outcome, scenario, target_info, fixtures, overhead, final=final)
+
+    plan = RunPlan(
+        run_id=run_id, scenario=scenario.name,
+        # Every scheduled request, the probe and cleanup, with a margin for retries.
+        estimated_calls=int(scenario.rate * scenario.phases.total_s * 1.1) + 100,
+        allow_production=req.allow_production,
+    )
     with resolve_target(req.target, req.fixtures, say) as (url, env, alive, fixture_hash):
-        version, keyspace = _probe(url, env)
-        target_info = {
-            "adapter": scheme_of(url), "url": redact_url(req.target),
-            "platform_version": version, "embedded": req.target == EMBEDDED_URL,
-        }
-        fixtures: dict[str, Any] = {"manifest_sha256": fixture_hash, "keyspace": keyspace}
+        try:
+            probe = _probe(url, env, plan)
+        except TargetUnreachable as exc:
+            # Nothing was measured; the result says why, for reports to show.
+            outcome = Outcome(Accumulator(_phases(scenario)), abort_reason=str(exc),
+                              exit_code=exc.exit_code)
+            with suppress(CrmBenchError, AttributeError):
+                target_info["platform"] = str(create_adapter(url).platform)
+            result = snapshot(outcome, final=True)
+            write_result(path, result)
+            say(f"not measured: {exc}")
+            return RunReport(path, result, exc.exit_code)
+        target_info.update(platform=probe.platform, platform_version=probe.version)
+        if probe.preflight is not None:
+            target_info["preflight"] = probe.preflight
+        fixtures.update(manifest_sha256=fixture_hash, keyspace=probe.keyspace)
         if fixture_hash is None:
             fixtures["reason"] = "the target does not report which fixture profile it holds"
-        config = driver_config(scenario, url, keyspace, req.workers)
+        if req.calibrate and scheme != "noop":
+            overhead = calibrate(scenario, log_path, say)
+        config = driver_config(scenario, url, probe.keyspace, req.workers)
+        config["run_id"] = run_id
         if req.remote_workers:
             config.update(
                 workers=req.workers + req.remote_workers, expect_remote=True,
@@ -471,22 +530,31 @@ def run(
         say(f"running {scenario.name} ({scenario.profile}): {scenario.users} users, "
             f"{scenario.rate:g} req/s for {config['total_s']:g} s against {redact_url(req.target)}")
 
-        def snapshot(outcome: Outcome, final: bool = False) -> dict[str, Any]:
-            return _assemble(
-                base, outcome, scenario, target_info, fixtures, overhead, final=final
-            )
-
         def checkpoint(outcome: Outcome) -> None:
             write_result(path, snapshot(outcome))
 
         outcome = drive(config, log_path, on_interval=on_interval, target_alive=alive,
                         checkpoint=checkpoint, env=env)
+        if probe.preflight is not None:
+            try:
+                target_info["cleanup"] = {"deleted": cleanup_run(url, env, run_id)}
+            except CrmBenchError as exc:
+                target_info["cleanup"] = {
+                    "error": str(exc),
+                    "retry": f"crmbench cleanup --target {redact_url(req.target)} "
+                             f"--run-id {run_id}",
+                }
     result = snapshot(outcome, final=True)
     write_result(path, result)
     code = outcome.exit_code
     if code == 0 and (not result["complete"] or not result["valid"]):
         code = 3
     return RunReport(path, result, code)
+
+
+def _phases(scenario: Scenario) -> dict[str, float]:
+    return {"warmup_s": scenario.phases.warmup_s, "measure_s": scenario.phases.measure_s,
+            "cooldown_s": scenario.phases.cooldown_s}
 
 
 def _assemble(

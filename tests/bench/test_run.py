@@ -188,6 +188,13 @@ def test_unreachable_target_exits_4(tmp_path: Path) -> None:
     assert proc.returncode == 4, proc.stderr
     assert "127.0.0.1:9" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # Nothing was measured, and the result says why: reports show it as not measured.
+    [path] = (tmp_path / "runs").glob("*.json")
+    result = read_result(path)
+    assert result["complete"] is False
+    assert "127.0.0.1:9" in result["abort_reason"]
+    assert result["operations"] == {}
+    assert result["target"]["platform"] == "reference"
 
 
 def test_unknown_scheme_and_bad_scenario_are_usage_errors(tmp_path: Path) -> None:
