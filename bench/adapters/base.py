@@ -8,6 +8,7 @@ faults. Each adapter declares the capabilities of its platform (ids from CAPABIL
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -84,6 +85,7 @@ class Keyspace:
     reps: int
     regions: int
     products: int
+    leads: int = 0
 
 
 @runtime_checkable
@@ -123,6 +125,62 @@ class Adapter(Protocol):
     def update_opportunity_stage(self, opportunity_id: int, stage: str) -> Status: ...
 
     def update_customer(self, customer_id: int, changes: dict[str, Any]) -> Status: ...
+
+
+@dataclass(frozen=True)
+class EventInput:
+    """One behavioural event for the platform's customer-data intake."""
+
+    customer_id: int
+    type: str
+    idempotency_key: str
+    occurred_at: str
+    properties: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StreamMessage:
+    """A message from the platform's change stream, stamped when the harness received it."""
+
+    seq: int
+    type: str
+    customer_id: int | None
+    payload: dict[str, Any]
+    received_ns: int
+
+
+@runtime_checkable
+class Realtime(Protocol):
+    """Optional verbs for agents, customer-data events and the change stream.
+
+    Asynchronous outcomes (agent completion, profile updates) are observed through
+    ``subscribe``, so the harness stamps sends and receipts on its own clock.
+    """
+
+    def send_events(self, events: Sequence[EventInput]) -> Status: ...
+
+    def start_agent_run(
+        self, lead_id: int, quantity: int | None = None
+    ) -> tuple[Status, str | None]:
+        """Start a lead-intake run; return its run id."""
+
+    def agent_run(self, run_id: str) -> tuple[Status, dict[str, Any] | None]:
+        """The run's state and decision log."""
+
+    def agent_config(
+        self, changes: dict[str, Any] | None = None
+    ) -> tuple[Status, dict[str, Any] | None]:
+        """Read (or change) the agent's takeover thresholds."""
+
+    def customer_profile(self, customer_id: int) -> tuple[Status, dict[str, Any] | None]: ...
+
+    def create_lead_record(self, lead: LeadInput) -> tuple[Status, int | None]:
+        """Create a lead and return its id (the workload's ``create_lead`` does not)."""
+
+    def create_customer_record(self, fields: dict[str, Any]) -> tuple[Status, int | None]: ...
+
+    def subscribe(self, types: Sequence[str], after: int | None = None) -> Iterator[StreamMessage]:
+        """Messages of the given types, live (or from ``after``), until the caller stops."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ or an error message.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from typing import Any, ClassVar
 from urllib.parse import quote, urlencode, urlsplit
@@ -18,10 +20,12 @@ from geventhttpclient.response import HTTPParseError
 from bench.adapters.base import (
     ActivityInput,
     Capability,
+    EventInput,
     Keyspace,
     LeadInput,
     SearchQuery,
     Status,
+    StreamMessage,
     declared,
     status_for_http,
 )
@@ -32,6 +36,8 @@ DEFAULT_PORT = 8000
 DEFAULT_POOL_SIZE = 64
 CONNECTION_TIMEOUT = 5.0
 NETWORK_TIMEOUT = 30.0
+# The stream sends a heartbeat every 15 s; silence for longer means the target is gone.
+STREAM_TIMEOUT = 45.0
 
 _JSON_BODY = {"Content-Type": "application/json"}
 _LEAD_FIELDS = tuple(f.name for f in fields(LeadInput))
@@ -65,7 +71,16 @@ class ReferenceAdapter:
     name: ClassVar[str] = "reference+http"
     platform: ClassVar[str] = "reference"
     capabilities: ClassVar[dict[str, Capability]] = declared(
-        {"crud.mixed": "reference CRM HTTP API"}
+        {
+            "crud.mixed": "reference CRM HTTP API",
+            "agent.latency": "POST /agents/lead_intake/runs; completion on GET /stream",
+            "agent.steps": "decision log at GET /agents/runs/{id}",
+            "agent.takeover": "confidence, quote and tier thresholds; GET /agents/queue",
+            "agent.explain": "each decision-log step records its inputs and rule",
+            "cdp.event_delay": "POST /events -> profile.updated on GET /stream",
+            "cdp.realtime": "HTTP batch intake (POST /events) and an SSE change stream",
+            "cdp.tags_explained": "GET /customers/{id}/profile: formula, weights, source events",
+        }
     )
 
     def __init__(self, host: str, port: int = DEFAULT_PORT, prefix: str = "") -> None:
@@ -152,7 +167,7 @@ class ReferenceAdapter:
         stats = self._stats()
         return Keyspace(
             customers=stats.customers, opportunities=stats.opportunities, reps=stats.reps,
-            regions=stats.regions, products=stats.products,
+            regions=stats.regions, products=stats.products, leads=stats.leads,
         )
 
     def _http(self) -> HTTPClient:
@@ -233,3 +248,128 @@ class ReferenceAdapter:
 
     def update_customer(self, customer_id: int, changes: dict[str, Any]) -> Status:
         return self._call("PATCH", f"/customers/{customer_id}", changes)
+
+    # ------------------------------------------------------------------ realtime verbs
+
+    def _exchange(
+        self, method: str, path: str, body: Any = None
+    ) -> tuple[Status, dict[str, Any] | None]:
+        """A call whose JSON answer the caller needs; transport failures are Status.error."""
+        try:
+            if body is None:
+                resp = self._http().request(method, self.prefix + path)
+            else:
+                resp = self._http().request(
+                    method, self.prefix + path, body=msgspec.json.encode(body),
+                    headers=_JSON_BODY,
+                )
+            with resp:
+                raw = resp.read()
+                status = status_for_http(resp.status_code)
+        except _TRANSPORT_ERRORS:
+            return Status.error, None
+        if status is not Status.ok:
+            return status, None
+        try:
+            data = msgspec.json.decode(raw) if raw else None
+        except msgspec.DecodeError:
+            return Status.error, None
+        return status, data if isinstance(data, dict) else None
+
+    def send_events(self, events: Sequence[EventInput]) -> Status:
+        body = [
+            {"customer_id": e.customer_id, "type": e.type, "occurred_at": e.occurred_at,
+             "idempotency_key": e.idempotency_key, "properties": e.properties}
+            for e in events
+        ]
+        return self._call("POST", "/events", body[0] if len(body) == 1 else {"events": body})
+
+    def start_agent_run(
+        self, lead_id: int, quantity: int | None = None
+    ) -> tuple[Status, str | None]:
+        body: dict[str, Any] = {"lead_id": lead_id}
+        if quantity is not None:
+            body["quantity"] = quantity
+        status, data = self._exchange("POST", "/agents/lead_intake/runs", body)
+        return status, (str(data["run_id"]) if data and "run_id" in data else None)
+
+    def agent_run(self, run_id: str) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("GET", f"/agents/runs/{quote(run_id, safe='')}")
+
+    def agent_config(
+        self, changes: dict[str, Any] | None = None
+    ) -> tuple[Status, dict[str, Any] | None]:
+        if changes is None:
+            return self._exchange("GET", "/agents/lead_intake/config")
+        return self._exchange("PUT", "/agents/lead_intake/config", changes)
+
+    def customer_profile(self, customer_id: int) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("GET", f"/customers/{customer_id}/profile")
+
+    def create_lead_record(self, lead: LeadInput) -> tuple[Status, int | None]:
+        status, data = self._exchange("POST", "/leads", _non_null(lead, _LEAD_FIELDS))
+        return status, (int(data["id"]) if data and "id" in data else None)
+
+    def create_customer_record(self, fields: dict[str, Any]) -> tuple[Status, int | None]:
+        status, data = self._exchange("POST", "/customers", fields)
+        return status, (int(data["id"]) if data and "id" in data else None)
+
+    def subscribe(
+        self, types: Sequence[str], after: int | None = None
+    ) -> Iterator[StreamMessage]:
+        """Server-Sent Events from /stream on a connection of its own."""
+        headers = {"Accept": "text/event-stream", "User-Agent": "crmbench"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        client = HTTPClient(
+            self.host, self.port, headers=headers, concurrency=1,
+            connection_timeout=CONNECTION_TIMEOUT, network_timeout=STREAM_TIMEOUT,
+        )
+        params: dict[str, Any] = {"types": ",".join(types)}
+        if after is not None:
+            params["after"] = after
+        try:
+            resp = client.get(f"{self.prefix}/stream?{urlencode(params)}")
+        except _TRANSPORT_ERRORS as exc:
+            client.close()
+            raise TargetUnreachable(
+                f"change stream of {self.host}:{self.port} does not answer: {exc}"
+            ) from None
+        if resp.status_code != 200:
+            code = resp.status_code
+            resp.release()
+            client.close()
+            raise UserError(f"change stream of {self.host}:{self.port} answered {code}")
+        try:
+            yield from _read_sse(resp)
+        finally:
+            resp.release()
+            client.close()
+
+
+def _read_sse(resp: Any) -> Iterator[StreamMessage]:
+    """Parse an SSE body; each message is stamped as soon as its last line arrives."""
+    data: list[bytes] = []
+    while True:
+        line = resp.readline(b"\n")
+        if not line:
+            return
+        line = line.rstrip(b"\r\n")
+        if line:
+            if line.startswith(b"data:"):
+                data.append(line[5:].lstrip())
+            continue
+        if not data:
+            continue
+        received = time.perf_counter_ns()
+        try:
+            msg = msgspec.json.decode(b"\n".join(data))
+        except msgspec.DecodeError:
+            data.clear()
+            continue
+        data.clear()
+        yield StreamMessage(
+            seq=int(msg.get("seq", 0)), type=str(msg.get("type", "")),
+            customer_id=msg.get("customer_id"), payload=msg.get("payload") or {},
+            received_ns=received,
+        )

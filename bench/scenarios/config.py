@@ -64,6 +64,7 @@ class Scenario:
     profile: str
     phases: Phases
     validity: Validity
+    probes: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +90,45 @@ def _find(name_or_file: str) -> Path:
     return shipped
 
 
+MERGED_REQUIRED = ("users", "rate", "mix", "profiles")
+
+
+def _read_merged(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], str]:
+    """The file's settings over those of its ``base``; the digest covers every file read."""
+    if path.resolve() in seen:
+        raise UserError(f"{path}: scenario bases form a cycle")
+    raw_bytes = path.read_bytes()
+    try:
+        data = tomllib.loads(raw_bytes.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}") from exc
+    schema = json.loads(SCHEMA_PATH.read_text())
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.path)
+    )
+    if errors:
+        first = errors[0]
+        where = ".".join(str(p) for p in first.path) or "(top level)"
+        raise UserError(f"{path}: {where}: {first.message}")
+    digest = hashlib.sha256(raw_bytes)
+    base_name = data.pop("base", None)
+    if base_name is None:
+        return data, digest.hexdigest()
+    base, base_digest = _read_merged(_find(base_name), (*seen, path.resolve()))
+    digest.update(base_digest.encode())
+    return _merge(base, data), digest.hexdigest()
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def _env_number(name: str, kind: type[int] | type[float]) -> int | float | None:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -108,19 +148,10 @@ def load_scenario(
 ) -> Scenario:
     """Read, validate and resolve a scenario; raise UserError with the exact problem."""
     path = _find(name_or_file)
-    raw_bytes = path.read_bytes()
-    try:
-        data = tomllib.loads(raw_bytes.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from exc
-    schema = json.loads(SCHEMA_PATH.read_text())
-    errors = sorted(
-        jsonschema.Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.path)
-    )
-    if errors:
-        first = errors[0]
-        where = ".".join(str(p) for p in first.path) or "(top level)"
-        raise UserError(f"{path}: {where}: {first.message}")
+    data, digest = _read_merged(path, seen=())
+    missing = [k for k in MERGED_REQUIRED if k not in data]
+    if missing:
+        raise UserError(f"{path}: missing {', '.join(missing)} (in the file or its base)")
 
     profile = profile or os.environ.get("CRMBENCH_PROFILE") or "standard"
     if profile not in data["profiles"]:
@@ -145,7 +176,7 @@ def load_scenario(
         name=data["name"],
         description=data.get("description", ""),
         source=str(path),
-        sha256=hashlib.sha256(raw_bytes).hexdigest(),
+        sha256=digest,
         users=final_users,
         rate=final_rate,
         arrival=data.get("arrival", "pacing"),
@@ -161,4 +192,5 @@ def load_scenario(
             calibration_s=float(prof.get("calibration_s", 0)),
         ),
         validity=Validity(**data.get("validity", {})),
+        probes={k: float(v) for k, v in data.get("probes", {}).items()},
     )

@@ -35,13 +35,14 @@ import psutil  # noqa: E402
 from locust import User, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
-from bench.adapters.base import Keyspace, Status  # noqa: E402
+from bench.adapters.base import Keyspace, Realtime, Status  # noqa: E402
 from bench.adapters.registry import create_adapter  # noqa: E402
 from bench.adapters.timing import Sample, timed_call  # noqa: E402
 from bench.measure.hdr import LatencyHistogram  # noqa: E402
 from bench.measure.schedule import Pacer  # noqa: E402
 from bench.measure.validity import GeventLagMonitor  # noqa: E402
 from bench.scenarios.mixed import MixedWorkload  # noqa: E402
+from bench.scenarios.probes import GRACE_S, ProbeConfig, ProbeSet  # noqa: E402
 
 NS = 1_000_000_000
 log = logging.getLogger("crmbench.driver")
@@ -116,6 +117,9 @@ class Ticker:
 
     def __init__(self, recorder: Recorder, worker: str, send: Any = emit) -> None:
         self.recorder = recorder
+        self.probes: ProbeSet | None = STATE.get("probes")
+        if self.probes is not None:
+            self.probes.phase_of_set(recorder.phase_of)
         self.worker = worker
         self.send = send
         self.proc = psutil.Process()
@@ -144,6 +148,7 @@ class Ticker:
             "sent": dict(sent),
             "cpu_pct": round(cpu_pct, 2),
             "lag": lag.encode(),
+            "probes": self.probes.swap() if self.probes is not None else {},
         })
 
     def run_until(self, end_ns: int) -> None:
@@ -202,11 +207,33 @@ def _prepare(config: dict[str, Any], worker_index: int, users_here: int) -> None
     adapter = create_adapter(config["target"])
     if hasattr(adapter, "run_id"):
         adapter.run_id = config.get("run_id")
+    probe_cfg = config.get("probes") or {}
     if hasattr(adapter, "pool_size"):
-        adapter.pool_size = max(users_here, 1)
+        adapter.pool_size = max(users_here, 1) + (60 if probe_cfg else 0)
     adapter.open()
     ks = config["keyspace"]
     keyspace = Keyspace(**ks) if ks else adapter.keyspace()
+    STATE["probe_error"] = None
+    STATE["probes"] = None
+    if probe_cfg:
+        if isinstance(adapter, Realtime):
+            share = max(config["workers"], 1)
+            STATE["probes"] = ProbeSet(
+                adapter, keyspace,
+                ProbeConfig(
+                    agent_rate=float(probe_cfg.get("agent_rate", 0)) / share,
+                    event_rate=float(probe_cfg.get("event_rate", 0)) / share,
+                    event_batch=int(probe_cfg.get("event_batch", 10)),
+                    batch_share=float(probe_cfg.get("batch_share", 0.5)),
+                ),
+                lambda ns: "pending",
+                tag=f"{config.get('run_id', 'run')}-w{worker_index}",
+                seed=config["seed"] + 101 * worker_index,
+            )
+        else:
+            STATE["probe_error"] = (
+                f"the {adapter.name} adapter does not implement the agent and event verbs"
+            )
     STATE.update(
         config=config,
         adapter=adapter,
@@ -246,14 +273,33 @@ def run_local(config: dict[str, Any]) -> int:
     _install_stop_handlers(interrupted.set)
     emit({"type": "started", "workers": 1})
     runner.start(config["users"], spawn_rate=config["users"], wait=False)
+    probes: ProbeSet | None = STATE["probes"]
+    if probes is not None:
+        probes.start(t0)
     total_ns = t0 + int(config["total_s"] * NS)
     waiter = gevent.spawn(ticker.run_until, total_ns)
     gevent.wait([waiter, interrupted], count=1)
     runner.quit()
-    ticker.flush()
+    _finish_probes(probes, ticker, emit, "local")
     STATE["adapter"].close()
     emit({"type": "done", "interrupted": interrupted.is_set()})
     return 0
+
+
+def _finish_probes(
+    probes: ProbeSet | None, ticker: Ticker, send: Any, worker: str
+) -> None:
+    """Stop sending, wait for outcomes in flight, then report what never arrived."""
+    if probes is not None:
+        probes.stop_sending()
+        probes.drain()
+    ticker.flush()
+    final = probes.final() if probes is not None else {}
+    if probes is not None:
+        probes.stop()
+    if probes is not None or STATE.get("probe_error"):
+        send({"type": "probe_final", "worker": worker, "probes": final,
+              "error": STATE.get("probe_error")})
 
 
 def run_worker(master_host: str, master_port: int, index: int) -> int:
@@ -274,9 +320,13 @@ def run_worker(master_host: str, master_port: int, index: int) -> int:
         ticker = Ticker(recorder, f"worker-{index}-{os.getpid()}", forward)
         ticker.start()
 
+        probes: ProbeSet | None = STATE["probes"]
+        if probes is not None:
+            probes.start(recorder.t0_ns)
+
         def tick_then_flush() -> None:
             ticker.run_until(recorder.t0_ns + int(config["total_s"] * NS))
-            ticker.flush()
+            _finish_probes(probes, ticker, forward, ticker.worker)
 
         gevent.spawn(tick_then_flush)
 
@@ -316,8 +366,10 @@ def run_master(config: dict[str, Any]) -> int:
     gevent.sleep(0.2)
     emit({"type": "started", "workers": runner.worker_count})
     runner.start(config["users"], spawn_rate=config["users"], wait=False)
-    # A second more than the run, so that the workers' last intervals arrive.
-    interrupted.wait(timeout=config["total_s"] + 1.5)
+    # A little more than the run, so that the workers' last intervals (and the outcomes
+    # their probes still wait for) arrive.
+    grace = GRACE_S + 1.0 if config.get("probes") else 0.0
+    interrupted.wait(timeout=config["total_s"] + 1.5 + grace)
     runner.quit()
     for p in procs:
         try:

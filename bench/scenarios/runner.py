@@ -90,6 +90,33 @@ class Accumulator:
     timeline: dict[int, dict[str, Any]] = field(default_factory=dict)
     workers: set[str] = field(default_factory=set)
     last_t: float = 0.0
+    probe_delay: dict[str, dict[str, LatencyHistogram]] = field(default_factory=dict)
+    probe_counts: dict[str, dict[str, Counter[str]]] = field(default_factory=dict)
+    probe_lost: dict[str, Counter[str]] = field(default_factory=dict)
+    probe_steps: dict[str, dict[str, LatencyHistogram]] = field(default_factory=dict)
+    probe_errors: list[str] = field(default_factory=list)
+    probe_finals: int = 0
+
+    def add_probes(self, probes: dict[str, Any]) -> None:
+        for name, phases in probes.items():
+            for phase, data in phases.items():
+                hists = self.probe_delay.setdefault(name, {})
+                hists.setdefault(phase, LatencyHistogram()).add(
+                    LatencyHistogram.decode(data["delay"])
+                )
+                self.probe_counts.setdefault(name, {}).setdefault(phase, Counter()).update(
+                    data["counts"]
+                )
+
+    def add_probe_final(self, msg: dict[str, Any]) -> None:
+        self.probe_finals += 1
+        if msg.get("error"):
+            self.probe_errors.append(str(msg["error"]))
+        for name, final in (msg.get("probes") or {}).items():
+            self.probe_lost.setdefault(name, Counter()).update(final.get("lost", {}))
+            for step, enc in (final.get("steps") or {}).items():
+                steps = self.probe_steps.setdefault(name, {})
+                steps.setdefault(step, LatencyHistogram()).add(LatencyHistogram.decode(enc))
 
     def phase_at(self, t: float) -> str:
         w, m = self.phases["warmup_s"], self.phases["measure_s"]
@@ -112,6 +139,7 @@ class Accumulator:
                 self.ops.setdefault(phase, {}).setdefault(op, OpAcc()).add(acc)
                 interval.add(acc)
         self.sent.update(msg["sent"])
+        self.add_probes(msg.get("probes") or {})
         phase = self.phase_at(t - 0.5)
         cpu = float(msg["cpu_pct"])
         self.cpu_all.append(cpu)
@@ -241,6 +269,8 @@ def drive(
                     )
                     outcome.exit_code = TargetUnreachable.exit_code
                     break
+            elif kind == "probe_final":
+                outcome.acc.add_probe_final(msg)
             elif kind == "error":
                 outcome.abort_reason = str(msg.get("message"))
                 outcome.exit_code = int(msg.get("exit_code", 3))
@@ -348,7 +378,7 @@ def _probe(url: str, env: dict[str, str], plan: RunPlan) -> ProbeInfo:
         version=version,
         keyspace={
             "customers": ks.customers, "opportunities": ks.opportunities, "reps": ks.reps,
-            "regions": ks.regions, "products": ks.products,
+            "regions": ks.regions, "products": ks.products, "leads": ks.leads,
         },
         preflight=facts,
     )
@@ -387,6 +417,7 @@ def driver_config(
         "total_s": ph["warmup_s"] + ph["measure_s"] + ph["cooldown_s"],
         "late_tolerance_ms": scenario.validity.late_tolerance_ms,
         "workers": max(workers, 1),
+        "probes": scenario.probes,
         "spawn_workers": workers if workers > 1 else 0,
         "master_port": _free_port(),
     }
@@ -630,7 +661,64 @@ def _assemble(
         "overall": overall.to_result(measure_s),
         "timeline": timeline,
         "harness_overhead": overhead,
+        "dimensions": _dimensions(acc, scenario, complete, measure_s),
     }
+
+
+PROBE_DIMENSIONS = {
+    "agent_rate": ("agent_latency", "agent.latency", "agent"),
+    "event_rate": ("event_delay", "cdp.event_delay", "events"),
+}
+
+
+def _dimensions(
+    acc: Accumulator, scenario: Scenario, complete: bool, measure_s: float
+) -> dict[str, Any]:
+    """Agent latency and event delay from the probes, with how they were observed."""
+    out: dict[str, Any] = {}
+    for rate_key, (key, capability, probe) in PROBE_DIMENSIONS.items():
+        rate = scenario.probes.get(rate_key, 0.0)
+        if rate <= 0:
+            continue
+        dim: dict[str, Any] = {"capability": capability, "unit": "ms", "rate": rate}
+        if acc.probe_errors:
+            dim.update(status="not-measured", reason=acc.probe_errors[0])
+            out[key] = dim
+            continue
+        hist = acc.probe_delay.get(probe, {}).get("measure", LatencyHistogram())
+        counts = acc.probe_counts.get(probe, {}).get("measure", Counter())
+        lost = acc.probe_lost.get(probe, Counter())
+        summary = hist.summary()
+        dim.update(
+            value=summary["p50"],
+            p50=summary["p50"], p95=summary["p95"], p99=summary["p99"],
+            p99_9=summary["p99_9"], max=summary["max"], mean=summary["mean"],
+            count=summary["count"], histogram=hist.encode(),
+            sent=counts.get("sent", 0), acked=counts.get("acked", 0),
+            send_failures=counts.get("sent", 0) - counts.get("acked", 0),
+            achieved_rate=round(counts.get("sent", 0) / measure_s, 3) if measure_s else 0.0,
+            lost=lost.get("measure", 0), lost_total=sum(lost.values()),
+            outcomes={k: v for k, v in counts.items() if k not in ("sent", "acked")
+                      and not k.startswith("send_")},
+            observed_via="the harness's own subscription to the change stream (same clock)",
+        )
+        if key == "agent_latency":
+            dim["breakdown"] = {
+                step: h.summary() for step, h in acc.probe_steps.get(probe, {}).items()
+            }
+        if not complete or acc.probe_finals == 0:
+            dim.update(status="not-measured",
+                       reason="the run did not finish; outcomes still in flight are unknown")
+        elif summary["count"] == 0:
+            dim.update(status="fail", reason="no outcome was observed on the change stream")
+        elif dim["lost"] or dim["send_failures"]:
+            dim.update(status="fail", reason=(
+                f"{dim['lost']} acknowledged sends never produced their message, "
+                f"{dim['send_failures']} sends failed"))
+        else:
+            dim["status"] = "pass"
+        out[key] = dim
+    return out
 
 
 def check_target_url(url: str) -> None:
