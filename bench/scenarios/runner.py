@@ -34,6 +34,7 @@ from bench.measure.hdr import LatencyHistogram
 from bench.measure.provenance import commit_info, machine_info
 from bench.measure.validity import judge, steady
 from bench.results.store import SCHEMA_VERSION, write_result
+from bench.scenarios.capability_probes import run_capability_probes
 from bench.scenarios.config import Scenario
 
 EMBEDDED_URL = "reference://embedded"
@@ -384,6 +385,19 @@ def _probe(url: str, env: dict[str, str], plan: RunPlan) -> ProbeInfo:
     )
 
 
+def probe_capabilities(
+    url: str, env: dict[str, str], run_id: str, which: set[str]
+) -> dict[str, Any]:
+    """Verify the declared agent / customer-data capabilities on the live target."""
+    with _with_env(env):
+        adapter = create_adapter(url)
+        adapter.open()
+        try:
+            return run_capability_probes(adapter, run_id, which)
+        finally:
+            adapter.close()
+
+
 def cleanup_run(url: str, env: dict[str, str], run_id: str) -> int | None:
     """Delete what a run created on a guarded target; None when the adapter keeps nothing."""
     with _with_env(env):
@@ -515,9 +529,14 @@ def run(
     }
     fixtures: dict[str, Any] = {"manifest_sha256": None}
     overhead: dict[str, Any] | None = None
+    capabilities: dict[str, Any] = {}
 
     def snapshot(outcome: Outcome, final: bool = False) -> dict[str, Any]:
-        return _assemble(base, outcome, scenario, target_info, fixtures, overhead, final=final)
+        result = _assemble(base, outcome, scenario, target_info, fixtures, overhead,
+                           final=final)
+        if capabilities:
+            result["capabilities"] = capabilities
+        return result
 
     plan = RunPlan(
         run_id=run_id, scenario=scenario.name,
@@ -566,6 +585,11 @@ def run(
 
         outcome = drive(config, log_path, on_interval=on_interval, target_alive=alive,
                         checkpoint=checkpoint, env=env)
+        which = {name for key, name in (("agent_rate", "agent"), ("event_rate", "cdp"))
+                 if scenario.probes.get(key, 0) > 0}
+        if which and outcome.done and not outcome.interrupted:
+            say("probing capabilities: " + ", ".join(sorted(which)))
+            capabilities.update(probe_capabilities(url, env, run_id, which))
         if probe.preflight is not None:
             try:
                 target_info["cleanup"] = {"deleted": cleanup_run(url, env, run_id)}

@@ -1,0 +1,227 @@
+"""Capability probes: verify on a live target what an adapter declares.
+
+Each probe returns ``{"status": pass|fail|unsupported|not-measured, "evidence": ...,
+"reason": ...}``. Declared support is never reported as ``pass``: only what the probe
+observed on the target is. The probes create their own records (named ``crmbench probe
+<run id>``) so that they do not depend on the fixture data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+
+from bench.adapters.base import Adapter, EventInput, LeadInput, Realtime, Status
+
+Probe = Callable[[Realtime, str], dict[str, Any]]
+AGENT_TIMEOUT_S = 10.0
+STREAM_TIMEOUT_S = 5.0
+AGENT_IDS = ("agent.takeover", "agent.steps", "agent.explain")
+CDP_IDS = ("cdp.realtime", "cdp.tags_explained")
+STEP_FIELDS = ("step", "intent", "inputs", "output", "confidence", "duration_ms")
+
+
+def _result(status: str, evidence: Any = None, reason: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": status}
+    if evidence is not None:
+        out["evidence"] = evidence
+    if reason:
+        out["reason"] = reason
+    return out
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _customer(adapter: Realtime, run_id: str, label: str, **fields: Any) -> int:
+    body = {
+        "name": f"crmbench probe {run_id} {label}", "industry": "Industrial machinery",
+        "region_id": 1, "owner_rep_id": 1, "tier": "normal", "employees": 2500,
+        "annual_revenue": 4.0e8, "consent_marketing": True, "consent_profiling": True,
+        **fields,
+    }
+    status, cid = adapter.create_customer_record(body)
+    if status is not Status.ok or cid is None:
+        raise ProbeError(f"could not create a probe customer ({status.value})")
+    return cid
+
+
+def _lead(adapter: Realtime, run_id: str, label: str, customer_id: int | None,
+          *, complete: bool = True, source: str = "referral") -> int:
+    lead = LeadInput(
+        company_name=f"crmbench probe {run_id} {label}",
+        contact_name="Probe Contact", region_id=1,
+        email="probe.contact@crmbench.example" if complete else None,
+        source=source, customer_id=customer_id, product_interest=[1],
+    )
+    status, lid = adapter.create_lead_record(lead)
+    if status is not Status.ok or lid is None:
+        raise ProbeError(f"could not create a probe lead ({status.value})")
+    return lid
+
+
+class ProbeError(Exception):
+    """The probe could not set up its own records."""
+
+
+def _agent_outcome(adapter: Realtime, lead_id: int, quantity: int | None) -> dict[str, Any]:
+    status, run_id = adapter.start_agent_run(lead_id, quantity)
+    if status is not Status.ok or run_id is None:
+        raise ProbeError(f"starting a lead-intake run was answered {status.value}")
+    deadline = time.monotonic() + AGENT_TIMEOUT_S
+    while time.monotonic() < deadline:
+        status, run = adapter.agent_run(run_id)
+        if status is Status.ok and run is not None and run.get("status") != "running":
+            return run
+        gevent.sleep(0.05)
+    raise ProbeError(f"run {run_id} did not finish within {AGENT_TIMEOUT_S:g} s")
+
+
+def probe_agent(adapter: Realtime, run_id: str) -> dict[str, dict[str, Any]]:
+    """agent.takeover (each threshold), agent.steps and agent.explain from four runs."""
+    try:
+        _status, config = adapter.agent_config()
+        max_quote = float((config or {}).get("max_quote", 50_000))
+        normal = _customer(adapter, run_id, "normal")
+        strategic = _customer(adapter, run_id, "strategic", tier="strategic")
+        cases = {
+            "clean": (_lead(adapter, run_id, "clean", normal), 1),
+            "high_quote": (_lead(adapter, run_id, "quote", normal), 1_000_000),
+            "strategic": (_lead(adapter, run_id, "strategic", strategic), 1),
+            "low_confidence": (
+                _lead(adapter, run_id, "thin", None, complete=False, source="cold_call"), 1
+            ),
+        }
+        runs = {name: _agent_outcome(adapter, lead, qty) for name, (lead, qty) in cases.items()}
+    except ProbeError as exc:
+        failed = _result("fail", reason=str(exc))
+        return {"agent.takeover": failed, "agent.steps": failed, "agent.explain": failed}
+
+    def reasons(name: str) -> str:
+        return " ".join(str(r) for r in runs[name].get("escalation_reasons") or []).lower()
+
+    expected = {
+        "clean": runs["clean"].get("status") == "completed",
+        "high_quote": runs["high_quote"].get("status") == "escalated" and "quote" in
+        reasons("high_quote"),
+        "strategic": runs["strategic"].get("status") == "escalated" and "strategic" in
+        reasons("strategic"),
+        "low_confidence": runs["low_confidence"].get("status") == "escalated" and "confidence"
+        in reasons("low_confidence"),
+    }
+    takeover_evidence = {
+        name: {"status": run.get("status"), "reasons": run.get("escalation_reasons"),
+               "quote_total": (run.get("quote") or {}).get("total")}
+        for name, run in runs.items()
+    }
+    takeover_evidence["max_quote"] = max_quote
+    wrong = [name for name, ok in expected.items() if not ok]
+    takeover = _result(
+        "fail" if wrong else "pass", takeover_evidence,
+        f"unexpected outcome for: {', '.join(wrong)}" if wrong else None,
+    )
+    log = runs["clean"].get("decision_log") or []
+    missing = [
+        f"{entry.get('step', i)}.{f}" for i, entry in enumerate(log) for f in STEP_FIELDS
+        if f not in entry
+    ]
+    steps_ok = len(log) >= 5 and not missing
+    steps = _result(
+        "pass" if steps_ok else "fail",
+        {"steps": [e.get("step") for e in log], "durations_ms": [e.get("duration_ms")
+                                                                 for e in log]},
+        None if steps_ok else f"{len(log)} steps logged; missing fields: {missing[:5]}",
+    )
+    unexplained = [e.get("step") for e in log if not e.get("rule") or not e.get("inputs")]
+    explain = _result(
+        "pass" if log and not unexplained else "fail",
+        {"rules": {str(e.get("step")): e.get("rule") for e in log}},
+        f"steps without rule or inputs: {unexplained}" if unexplained or not log else None,
+    )
+    return {"agent.takeover": takeover, "agent.steps": steps, "agent.explain": explain}
+
+
+def probe_cdp(adapter: Realtime, run_id: str) -> dict[str, dict[str, Any]]:
+    """cdp.realtime (pushed event -> profile.updated) and cdp.tags_explained."""
+    try:
+        customer = _customer(adapter, run_id, "cdp")
+    except ProbeError as exc:
+        failed = _result("fail", reason=str(exc))
+        return {"cdp.realtime": failed, "cdp.tags_explained": failed}
+    keys = [f"{run_id}-cap-{i}" for i in range(4)]
+    received: dict[str, int] = {}
+
+    def listen() -> None:
+        for msg in adapter.subscribe(["profile.updated"]):
+            key = str(msg.payload.get("idempotency_key", ""))
+            if key in keys:
+                received[key] = msg.received_ns
+                if len(received) == len(keys):
+                    return
+
+    listener = gevent.spawn(listen)
+    gevent.sleep(0.3)
+    kinds = ["pricing_view", "pricing_view", "support_call", "page_view"]
+    events = [
+        EventInput(customer_id=customer, type=kind, idempotency_key=key, occurred_at=_now(),
+                   properties={"discount": True} if kind == "pricing_view" else {})
+        for key, kind in zip(keys, kinds, strict=True)
+    ]
+    sent = time.perf_counter_ns()
+    status = adapter.send_events(events)
+    listener.join(timeout=STREAM_TIMEOUT_S)
+    listener.kill(block=False)
+    if status is not Status.ok:
+        realtime = _result("fail", reason=f"the event batch was answered {status.value}")
+    elif len(received) < len(keys):
+        realtime = _result("fail", {"received": len(received), "sent": len(keys)},
+                           f"only {len(received)} of {len(keys)} profile updates arrived "
+                           f"within {STREAM_TIMEOUT_S:g} s")
+    else:
+        delays = sorted((ns - sent) / 1e6 for ns in received.values())
+        realtime = _result("pass", {"interface": "HTTP batch push, SSE change stream",
+                                    "max_delay_ms": round(delays[-1], 3)})
+    pstatus, profile = adapter.customer_profile(customer)
+    tags = (profile or {}).get("tags") or {}
+    incomplete = [
+        name for name, tag in tags.items()
+        if not all(k in tag for k in ("value", "formula", "weights", "source_events"))
+        or not tag.get("source_events")
+    ]
+    if pstatus is not Status.ok or not tags:
+        explained = _result("fail", reason=f"profile answered {pstatus.value} with no tags")
+    elif incomplete:
+        explained = _result("fail", {"tags": sorted(tags)},
+                            f"tags without formula, weights or source events: {incomplete}")
+    else:
+        explained = _result("pass", {
+            name: {"value": tag["value"], "formula": tag["formula"]}
+            for name, tag in tags.items()
+        })
+    return {"cdp.realtime": realtime, "cdp.tags_explained": explained}
+
+
+def run_capability_probes(adapter: Adapter, run_id: str, which: set[str]) -> dict[str, Any]:
+    """Run the probes for ``which`` ("agent", "cdp") that the adapter can serve."""
+    out: dict[str, Any] = {}
+    ids = ([*AGENT_IDS] if "agent" in which else []) + ([*CDP_IDS] if "cdp" in which else [])
+    declared = getattr(adapter, "capabilities", {})
+    unsupported = {cid for cid in ids if getattr(declared.get(cid), "support", "") ==
+                   "unsupported"}
+    if unsupported or not isinstance(adapter, Realtime):
+        reason = f"the {adapter.name} adapter does not implement the agent and event verbs"
+        return {
+            cid: _result("unsupported", reason=declared[cid].note or "declared unsupported")
+            if cid in unsupported else _result("not-measured", reason=reason)
+            for cid in ids
+        }
+    if "agent" in which:
+        out.update(probe_agent(adapter, run_id))
+    if "cdp" in which:
+        out.update(probe_cdp(adapter, run_id))
+    return out
