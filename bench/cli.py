@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bench import __version__
 from bench.errors import CrmBenchError, UserError
@@ -211,14 +212,15 @@ def run(
         report = run_scenario(request, say=progress.say, on_interval=progress.update)
     if not err.is_terminal:
         err.width = max(err.width, 132)
-    err.print(summary_table(report.result))
+    if report.result["operations"]:
+        err.print(summary_table(report.result))
     result = report.result
     if result["complete"] and result["valid"]:
         err.print(f"[green]result written to {report.path}[/]")
     else:
         why = "; ".join(result["invalid_reasons"]) or "incomplete"
         err.print(f"[yellow]result written to {report.path}, marked "
-                  f"{'invalid' if result['complete'] else 'incomplete'}: {why}[/]")
+                  f"{'invalid' if result['complete'] else 'incomplete'}: {escape(why)}[/]")
     if json_out:
         typer.echo(json.dumps(_headline(report.path, result), indent=2))
     if report.exit_code:
@@ -285,12 +287,22 @@ def adapters(
         err.print(table)
 
 
+def _register_optional_commands() -> None:
+    from bench.adapters.commands import cleanup_cmd, doctor_cmd
+
+    app.command("doctor")(doctor_cmd)
+    app.command("cleanup")(cleanup_cmd)
+
+
+_register_optional_commands()
+
+
 def main() -> None:
     """Console entry point: user errors are printed without a traceback."""
     try:
         app()
     except CrmBenchError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")

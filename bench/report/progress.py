@@ -41,7 +41,7 @@ class RunProgress:
             self._live.__exit__(et, ev, tb)
 
     def say(self, message: str) -> None:
-        self.console.print(message, highlight=False)
+        self.console.print(message, highlight=False, markup=False)
 
     def _render(self, summary: dict[str, Any] | None) -> Table:
         table = Table.grid(padding=(0, 2))

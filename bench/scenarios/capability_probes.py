@@ -114,7 +114,7 @@ def probe_agent(adapter: Realtime, run_id: str) -> dict[str, dict[str, Any]]:
         "low_confidence": runs["low_confidence"].get("status") == "escalated" and "confidence"
         in reasons("low_confidence"),
     }
-    takeover_evidence = {
+    takeover_evidence: dict[str, Any] = {
         name: {"status": run.get("status"), "reasons": run.get("escalation_reasons"),
                "quote_total": (run.get("quote") or {}).get("total")}
         for name, run in runs.items()

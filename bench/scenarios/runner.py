@@ -633,7 +633,9 @@ def _assemble(
     )
     if not complete:
         valid = False
-        reasons = [outcome.abort_reason or "the run has not finished", *reasons]
+        head = outcome.abort_reason or "the run has not finished"
+        # A run that never started has nothing else worth saying about its validity.
+        reasons = [head, *reasons] if outcome.started else [head]
     timeline = acc.timeline_rows()
     measure_rates = [float(r["rate"]) for r in timeline if r["phase"] == "measure"]
     overall = acc.overall()

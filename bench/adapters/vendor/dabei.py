@@ -1,0 +1,85 @@
+"""Adapter of Dabeicloud CRM (``dabei://``): nothing can be measured.
+
+Dabeicloud publishes no API documentation: searches of public documentation, web pages,
+public code and this workplace's package lists turned up no endpoint, SDK or
+authentication scheme. Every capability
+is declared not-measurable and every verb is unsupported; ``open()`` raises
+TargetUnreachable, so a run ends with exit code 4 and this reason in its result.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from bench.adapters.base import (
+    ActivityInput,
+    Capability,
+    Keyspace,
+    LeadInput,
+    SearchQuery,
+    Status,
+)
+from bench.adapters.vendor.common import capability_table, parse_target
+from bench.errors import TargetUnreachable
+
+REASON = (
+    "not measurable: Dabeicloud publishes no API (no public API documentation, SDK or "
+    "authentication scheme was found), so the claimed figures cannot be checked"
+)
+
+
+class DabeiAdapter:
+    """Adapter of ``dabei://``: declares everything not-measurable and never connects."""
+
+    name: ClassVar[str] = "dabei"
+    platform: ClassVar[str] = "dabei"
+    capabilities: ClassVar[dict[str, Capability]] = capability_table(
+        {}, rest=("not-measurable", "no public API is documented")
+    )
+
+    def __init__(self, host: str = "") -> None:
+        self.host = host
+
+    @classmethod
+    def from_url(cls, url: str) -> DabeiAdapter:
+        host, _ = parse_target(url, "dabei", (), host_required=False)
+        return cls(host)
+
+    def __repr__(self) -> str:
+        return f"DabeiAdapter(url='dabei://{self.host}')"
+
+    def open(self) -> None:
+        raise TargetUnreachable(REASON)
+
+    def close(self) -> None:
+        pass
+
+    def platform_version(self) -> str | None:
+        return None
+
+    def keyspace(self) -> Keyspace:
+        raise TargetUnreachable(REASON)
+
+    def get_customer(self, customer_id: int) -> Status:
+        return Status.unsupported
+
+    def customer_360(self, customer_id: int) -> Status:
+        return Status.unsupported
+
+    def search_customers(self, query: SearchQuery) -> Status:
+        return Status.unsupported
+
+    def list_leads(self, owner_rep_id: int, limit: int = 20) -> Status:
+        return Status.unsupported
+
+    def create_lead(self, lead: LeadInput) -> Status:
+        return Status.unsupported
+
+    def log_activity(self, activity: ActivityInput) -> Status:
+        return Status.unsupported
+
+    def update_opportunity_stage(self, opportunity_id: int, stage: str) -> Status:
+        return Status.unsupported
+
+    def update_customer(self, customer_id: int, changes: dict[str, Any]) -> Status:
+        return Status.unsupported

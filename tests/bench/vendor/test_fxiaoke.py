@@ -1,0 +1,209 @@
+"""Fxiaoke adapter against a fake open API (corpAccessToken, errorCode answers, _id paging)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import pytest
+
+from bench.adapters.base import CAPABILITY_IDS, LeadInput, RunPlan, SearchQuery, Status
+from bench.adapters.vendor.fxiaoke import FxiaokeAdapter
+from bench.errors import TargetUnreachable, UserError
+from tests.bench.vendor.fakes import (
+    FX_APP_ID,
+    FX_APP_SECRET,
+    FX_OPEN_USER_ID,
+    FX_PERMANENT_CODE,
+    FakeFxiaoke,
+)
+from tests.bench.vendor.test_http import FakeClock
+
+ENV = {"FXIAOKE_APP_ID": FX_APP_ID, "FXIAOKE_APP_SECRET": FX_APP_SECRET,
+       "FXIAOKE_PERMANENT_CODE": FX_PERMANENT_CODE, "FXIAOKE_OPEN_USER_ID": FX_OPEN_USER_ID}
+RUN = "fx-run-01"
+TAG = f"crmbench:{RUN}"
+QUERY = "/cgi/crm/v2/data/query"
+
+
+def make(fake: FakeFxiaoke, clock: FakeClock | None = None, **kw: Any) -> FxiaokeAdapter:
+    clock = clock or FakeClock()
+    return FxiaokeAdapter("open.fxiaoke.com", environ=ENV, transport=fake.transport(),
+                          clock=clock, sleep=clock.sleep, **kw)
+
+
+def plan(allow: bool = True) -> RunPlan:
+    return RunPlan(run_id=RUN, scenario="mixed", estimated_calls=100, allow_production=allow)
+
+
+def test_url_forms() -> None:
+    adapter = FxiaokeAdapter.from_url("fxiaoke://open-hwcloud.fxiaoke.com?calls_per_20s=60")
+    assert adapter.host == "open-hwcloud.fxiaoke.com" and adapter.calls_per_window == 60
+    with pytest.raises(UserError, match="not the API gateway"):
+        FxiaokeAdapter.from_url("fxiaoke://www.fxiaoke.com")
+    assert set(FxiaokeAdapter.capabilities) == set(CAPABILITY_IDS)
+    assert FxiaokeAdapter.capabilities["cdp.event_delay"].support == "not-measurable"
+
+
+def test_open_without_credentials_names_the_variables() -> None:
+    with pytest.raises(TargetUnreachable) as info:
+        FxiaokeAdapter.from_url("fxiaoke://open.fxiaoke.com").open()
+    message = str(info.value)
+    assert message.startswith("no credentials")
+    for var in ENV:
+        assert var in message
+
+
+def test_token_flow_and_common_body_fields() -> None:
+    fake = FakeFxiaoke()
+    adapter = make(fake, run_id=RUN)
+    adapter.open()
+    token_body = fake.bodies("/cgi/corpAccessToken/get/V2")[0]
+    assert token_body == {"appId": FX_APP_ID, "appSecret": FX_APP_SECRET,
+                          "permanentCode": FX_PERMANENT_CODE}
+    query = fake.bodies(QUERY)[0]
+    assert query["corpAccessToken"] == fake.tokens[0] and query["corpId"] == "FSCID_FAKE"
+    assert query["currentOpenUserId"] == FX_OPEN_USER_ID
+    assert adapter.platform_version() == "Fxiaoke open API (CRM v2)"
+
+
+def test_refused_app_credentials_are_a_user_error() -> None:
+    fake = FakeFxiaoke()
+    adapter = FxiaokeAdapter("open.fxiaoke.com", transport=fake.transport(),
+                             environ={**ENV, "FXIAOKE_APP_SECRET": "wrong-app-secret"})
+    with pytest.raises(UserError, match="errorCode 10006") as info:
+        adapter.open()
+    assert "wrong-app-secret" not in str(info.value)
+
+
+def test_token_is_cached_and_renewed_before_7200_s() -> None:
+    fake = FakeFxiaoke()
+    clock = FakeClock()
+    adapter = make(fake, clock, run_id=RUN)
+    adapter.open()
+    adapter.preflight(plan())
+    adapter.get_customer(1)
+    assert len(fake.tokens) == 1
+    clock.now += 6601
+    assert adapter.get_customer(1) is Status.ok
+    assert len(fake.tokens) == 2
+
+
+def test_expired_token_error_20016_refreshes_once() -> None:
+    fake = FakeFxiaoke()
+    adapter = make(fake)
+    adapter.open()
+    adapter.preflight(plan())
+    fake.valid_tokens.clear()
+    assert adapter.get_customer(3) is Status.ok
+    assert adapter.get_customer(4) is Status.ok
+    assert len(fake.tokens) == 2
+
+
+def test_preflight_requires_permission_then_seeds_and_pages_by_id() -> None:
+    fake = FakeFxiaoke()
+    adapter = make(fake, customers=230)
+    adapter.open()
+    with pytest.raises(UserError, match="Allow production explicitly"):
+        adapter.preflight(plan(allow=False))
+    facts = adapter.preflight(plan())
+    assert facts["fixture"]["customers"] == 230
+    creates = fake.bodies("/cgi/crm/v2/data/create")
+    assert all(b["triggerApprovalFlow"] is False and b["triggerWorkFlow"] is False
+               for b in creates)
+    # 230 ids in pages of 100: the 2nd and 3rd page ask for _id GT the last id seen.
+    queries = [b["data"]["search_query_info"] for b in fake.bodies(QUERY)][-3:]
+    assert [q["offset"] for q in queries] == [0, 0, 0]
+    assert [any(f["operator"] == "GT" for f in q["filters"]) for q in queries] == [
+        False, True, True]
+    assert adapter.keyspace().customers == 230
+
+
+def test_verbs_and_unsupported_ones() -> None:
+    fake = FakeFxiaoke()
+    adapter = make(fake, customers=5)
+    adapter.open()
+    adapter.preflight(plan())
+    assert adapter.get_customer(1) is Status.ok
+    assert adapter.get_customer(6) is Status.not_found
+    assert adapter.search_customers(SearchQuery(name_prefix="Ba")) is Status.ok
+    assert adapter.search_customers(SearchQuery(region_id=1, tier="vip")) is Status.unsupported
+    lead = LeadInput(company_name="Acme", contact_name="Jo", region_id=1)
+    assert adapter.create_lead(lead) is Status.ok
+    assert adapter.list_leads(1, 20) is Status.ok
+    assert adapter.customer_360(1) is Status.unsupported
+    assert adapter.update_customer(1, {"employees": 3}) is Status.unsupported
+    assert adapter.update_opportunity_stage(1, "proposal") is Status.unsupported
+    names = [r["name"] for r in fake.records["LeadsObj"].values()]
+    assert names == [f"{TAG} Jo / Acme"]
+
+
+@pytest.mark.parametrize(("answer", "status"), [
+    ({"errorCode": 30004, "errorMessage": "秒频次超限"}, Status.rate_limited),
+    ({"errorCode": 14001, "errorMessage": "接口调用超过限制"}, Status.rate_limited),
+    ({"errorCode": 30002, "errorMessage": "当天访问频次超限"}, Status.rate_limited),
+    ({"errorCode": -1, "errorMessage": "系统繁忙"}, Status.error),
+    ({"errorCode": 20014, "errorMessage": "应用没有获取该员工的数据的权限"}, Status.rejected),
+])
+def test_error_codes_map_to_statuses(answer: dict[str, Any], status: Status) -> None:
+    fake = FakeFxiaoke()
+    adapter = make(fake, customers=2)
+    adapter.open()
+    adapter.preflight(plan())
+    fake.script.append(answer)
+    assert adapter.get_customer(1) is status
+
+
+def test_setup_calls_back_off_on_frequency_errors() -> None:
+    fake = FakeFxiaoke()
+    clock = FakeClock()
+    adapter = make(fake, clock, run_id=RUN)
+    adapter.open()
+    fake.script += [{"errorCode": 30004, "errorMessage": "秒频次超限"}] * 2
+    assert adapter._tagged_ids("AccountObj", TAG) == []
+    assert len(clock.slept) == 2
+
+
+def test_the_client_side_limit_refuses_without_sending() -> None:
+    fake = FakeFxiaoke()
+    clock = FakeClock()
+    adapter = make(fake, clock, customers=2, calls_per_window=3)
+    adapter.open()
+    adapter.preflight(plan())
+    clock.now += 20.0
+    sent = len(fake.requests)
+    statuses = [adapter.get_customer(1) for _ in range(4)]
+    assert statuses == [Status.ok] * 3 + [Status.rate_limited]
+    assert len(fake.requests) - sent == 3
+    assert adapter.list_leads(1) is Status.ok
+    clock.now += 20.0
+    assert adapter.get_customer(1) is Status.ok
+
+
+def test_cleanup_invalidates_then_deletes_in_chunks() -> None:
+    fake = FakeFxiaoke()
+    other = fake.add("AccountObj", name="A real customer")
+    adapter = make(fake, customers=120)
+    adapter.open()
+    adapter.preflight(plan())
+    adapter.create_lead(LeadInput(company_name="X", contact_name="Y", region_id=1))
+    later = make(fake)
+    assert later.cleanup(RUN) == 121
+    deletes = fake.bodies("/cgi/crm/v2/data/delete")
+    assert [len(b["data"]["idList"]) for b in deletes] == [1, 100, 20]
+    assert list(fake.records["AccountObj"]) == [other]
+
+
+def test_secrets_never_reach_logs_or_messages(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    fake = FakeFxiaoke()
+    adapter = make(fake, customers=2)
+    adapter.open()
+    adapter.preflight(plan())
+    fake.valid_tokens.clear()
+    adapter.get_customer(1)
+    text = caplog.text + repr(adapter) + str(adapter.target_facts())
+    for secret in (FX_APP_SECRET, FX_PERMANENT_CODE, *fake.tokens):
+        assert secret not in text
+    assert re.search(r"HTTP Request: POST https://open\.fxiaoke\.com", caplog.text)
