@@ -287,14 +287,18 @@ def adapters(
         err.print(table)
 
 
-def _register_optional_commands() -> None:
+def _register_commands() -> None:
     from bench.adapters.commands import cleanup_cmd, doctor_cmd
+    from bench.report.commands import compare_cmd, gate_cmd, report_cmd
 
+    app.command("report")(report_cmd)
+    app.command("compare")(compare_cmd)
+    app.command("gate")(gate_cmd)
     app.command("doctor")(doctor_cmd)
     app.command("cleanup")(cleanup_cmd)
 
 
-_register_optional_commands()
+_register_commands()
 
 
 def main() -> None:

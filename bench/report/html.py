@@ -1,0 +1,168 @@
+"""report.html: one self-contained page, plotly.js embedded once, readable offline."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+from collections.abc import Sequence
+from functools import lru_cache
+from html import escape
+
+import plotly.io as pio
+import polars as pl
+from plotly.offline import get_plotlyjs
+
+from bench.report.capabilities import CapabilityStatus, counts
+from bench.report.charts import Chart
+from bench.report.matrix import wide
+from bench.report.runs import overhead_text, run_summary, validity_text
+from bench.results.collect import Run
+
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1280px;
+       padding: 0 24px 48px; color: #212121; }
+h1 { margin-bottom: 0; } h2 { margin-top: 40px; border-bottom: 1px solid #e0e0e0; }
+table { border-collapse: collapse; width: 100%; font-size: 13px; margin: 8px 0 16px; }
+th, td { border: 1px solid #e0e0e0; padding: 4px 6px; text-align: left; vertical-align: top; }
+th { background: #f5f5f5; }
+tr.claimed td { font-style: italic; color: #616161;
+  background: repeating-linear-gradient(135deg, #fafafa 0 8px, #f0f0f0 8px 16px); }
+.badge { display: inline-block; padding: 0 6px; border-radius: 3px; font-size: 11px;
+         font-style: normal; font-weight: 600; }
+.claimed-badge { border: 1px dashed #9e9e9e; color: #616161; }
+.invalid, .fail { color: #c62828; font-weight: 600; } .pass { color: #2e7d32; font-weight: 600; }
+.unsupported, .not-measured { color: #757575; }
+figure { margin: 24px 0; } figcaption { color: #616161; font-size: 13px; }
+.note { color: #616161; font-size: 13px; }
+"""
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]],
+           classes: Sequence[str] | None = None) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = []
+    for i, row in enumerate(rows):
+        cls = f' class="{classes[i]}"' if classes and classes[i] else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _runs_section(runs: Sequence[Run]) -> str:
+    rows = []
+    for run in runs:
+        s = run_summary(run)
+        validity = validity_text(s)
+        cls = "pass" if s["problem"] is None else "invalid"
+        rows.append([escape(s["platform"]), escape(str(s["run_id"])), escape(str(s["started_at"])),
+                     escape(s["commit"]),
+                     escape(f"{s['target']} ({s['platform_version'] or 'version unknown'})"),
+                     escape(s["scenario"]), escape(s["machine"]),
+                     f'<span class="{cls}">{escape(validity)}</span>',
+                     escape(overhead_text(s))])
+    return ("<h2 id=\"runs\">Runs: provenance and validity</h2>"
+            + _table(["platform", "run", "started", "commit", "target", "scenario", "machine",
+                      "validity", "harness overhead"], rows))
+
+
+def _matrix_section(df: pl.DataFrame, platforms: Sequence[str], claims_line: str) -> str:
+    rows, classes = [], []
+    for rec in wide(df, platforms).iter_rows(named=True):
+        claimed = rec["source"] == "claimed"
+        label = ('<span class="badge claimed-badge">CLAIMED · not measured</span>' if claimed
+                 else escape(rec["label"]))
+        cells = []
+        for p in platforms:
+            text = rec[p]
+            if text is None:
+                cells.append("—")
+            elif text.startswith("not measured") or text == "unsupported":
+                cells.append(f'<span class="not-measured">{escape(text)}</span>')
+            elif text.startswith("fail") or "⚠" in text:
+                cells.append(f'<span class="invalid">{escape(text)}</span>')
+            else:
+                cells.append(escape(text))
+        rows.append([label, *cells])
+        classes.append("claimed" if claimed else "")
+    return ("<h2 id=\"matrix\">Comparative matrix</h2><p class=\"note\">Measured cells: median "
+            "of the platform's runs, bootstrap 95% interval in brackets when repeated. Striped "
+            f"rows are claimed figures from {escape(claims_line)}: quoted, never measured "
+            "here, never merged with measurements.</p>"
+            + _table(["dimension", *platforms], rows, classes))
+
+
+def _charts_section(charts: Sequence[Chart]) -> str:
+    parts = ["<h2 id=\"charts\">Charts</h2>"]
+    for chart in charts:
+        key = f"chart-{chart.key}"
+        height = chart.figure.layout.height or 480
+        # "</" cannot end the script element early: the JSON escapes every "<".
+        spec = pio.to_json(chart.figure, validate=False).replace("<", "\\u003c")
+        parts.append(
+            f"<figure><h3>{escape(chart.title)}</h3>"
+            f'<div id="{key}" class="plotly-graph-div" style="height:{height}px;width:100%"></div>'
+            f'<script type="application/json" class="crmbench-figure" data-target="{key}">'
+            f"{spec}</script><figcaption>{escape(chart.caption)}</figcaption></figure>"
+        )
+    return "".join(parts)
+
+
+# plotly.js is 4.8 MB; gzip and base64 bring it to about 1.9 MB. The page inflates it with
+# the browser's own DecompressionStream (no network), then draws every figure.
+_LOADER = """
+(async () => {
+  const packed = document.getElementById("plotly-gz").textContent;
+  const bytes = Uint8Array.from(atob(packed), (c) => c.charCodeAt(0));
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  const code = await new Response(stream).text();
+  const script = document.createElement("script");
+  script.text = code;
+  document.head.appendChild(script);
+  const config = {displaylogo: false, responsive: true};
+  for (const el of document.querySelectorAll("script.crmbench-figure")) {
+    const fig = JSON.parse(el.textContent);
+    Plotly.newPlot(el.dataset.target, fig.data, fig.layout, config);
+  }
+})();
+"""
+
+
+@lru_cache(maxsize=1)
+def _packed_plotlyjs() -> str:
+    return base64.b64encode(gzip.compress(get_plotlyjs().encode(), 9, mtime=0)).decode()
+
+
+def _capabilities_section(items: Sequence[CapabilityStatus]) -> str:
+    parts = ["<h2 id=\"capabilities\">Capabilities</h2><p class=\"note\">Every capability id "
+             "of the catalogue per platform: pass (verified on the target), fail, unsupported, "
+             "or not measured with the reason.</p>"]
+    platforms = list(dict.fromkeys(i.platform for i in items))
+    for platform in platforms:
+        mine = [i for i in items if i.platform == platform]
+        tally = " · ".join(f"{k} {v}" for k, v in counts(mine).items())
+        rows = [[f"<code>{escape(i.capability)}</code>",
+                 f'<span class="{i.status}">{escape(i.status)}</span>',
+                 escape(i.evidence or "—"), escape(i.reason or "—")] for i in mine]
+        parts.append(f"<h3>{escape(platform)}</h3><p class=\"note\">{escape(tally)}</p>"
+                     + _table(["capability", "status", "evidence", "reason"], rows))
+    return "".join(parts)
+
+
+def page(
+    *, runs: Sequence[Run], matrix: pl.DataFrame, platforms: Sequence[str], charts: Sequence[Chart],
+    capabilities: Sequence[CapabilityStatus], claims_line: str, generated_at: str,
+) -> str:
+    """The whole report as one HTML document."""
+    return (
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>crmbench report</title><style>{STYLE}</style>"
+        "</head><body>"
+        f"<h1>crmbench report</h1><p class=\"note\">Generated {escape(generated_at)} from "
+        f"{len(runs)} run result(s).</p>"
+        + _runs_section(runs)
+        + _matrix_section(matrix, platforms, claims_line)
+        + _charts_section(charts)
+        + _capabilities_section(capabilities)
+        + f'<script type="application/octet-stream" id="plotly-gz">{_packed_plotlyjs()}</script>'
+        + f"<script>{_LOADER}</script></body></html>\n"
+    )

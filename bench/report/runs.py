@@ -1,0 +1,66 @@
+"""Provenance and validity of each run, as every report format shows them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bench.results.collect import Run
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """Where, on what and how a run was measured, and whether it can be trusted."""
+    r = run.result
+    machine = r.get("machine_info") or {}
+    commit = r.get("commit_info") or {}
+    target = r.get("target") or {}
+    scenario = run.scenario
+    load = r.get("load") or {}
+    overhead = (r.get("harness_overhead") or {}).get("latency_ms", {}).get("intended")
+    sha = str(commit.get("commit") or "unknown")[:12]
+    return {
+        "source": run.source,
+        "platform": run.platform,
+        "run_id": r.get("run_id"),
+        "started_at": r.get("started_at"),
+        "target": target.get("url"),
+        "platform_version": target.get("platform_version"),
+        "commit": f"{sha}{' (dirty)' if commit.get('dirty') else ''}",
+        "machine": (f"{machine.get('cpu_model', '?')}, {machine.get('logical_cores', '?')} cores, "
+                    f"{int(machine.get('memory_total_bytes', 0)) / 2**30:.0f} GiB, "
+                    f"{machine.get('os', '?')}, Python {machine.get('python_version', '?')}"),
+        "scenario": (f"{scenario.get('name', '?')} ({scenario.get('profile', '?')}): "
+                     f"{scenario.get('users', '?')} users, {scenario.get('rate', '?')} req/s"),
+        "achieved_rate": load.get("achieved_rate"),
+        "fixtures": str((r.get("fixtures") or {}).get("manifest_sha256") or "none")[:12],
+        "complete": bool(r.get("complete")),
+        "valid": bool(r.get("valid")),
+        "problem": run.problem,
+        "harness_overhead_ms": (
+            {"p50": overhead.get("p50"), "p99": overhead.get("p99")} if overhead else None
+        ),
+    }
+
+
+def validity_text(summary: dict[str, Any]) -> str:
+    """``valid``, or what is wrong with the run."""
+    return "valid" if summary["problem"] is None else str(summary["problem"])
+
+
+def overhead_text(summary: dict[str, Any]) -> str:
+    """Harness overhead of the run, or a dash when it was not measured."""
+    ho = summary["harness_overhead_ms"]
+    return f"p50 {ho['p50']:.3f} ms, p99 {ho['p99']:.3f} ms" if ho else "—"
+
+
+def markdown(runs: Sequence[Run]) -> str:
+    """The runs as a Markdown table: provenance and validity."""
+    lines = ["| platform | run | started | commit | target | scenario | machine | validity "
+             "| harness overhead |", "|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        s = run_summary(run)
+        cells = [s["platform"], str(s["run_id"]), str(s["started_at"]), s["commit"],
+                 f"{s['target']} ({s['platform_version'] or 'version unknown'})", s["scenario"],
+                 s["machine"], validity_text(s), overhead_text(s)]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
