@@ -160,6 +160,7 @@ class ProbeSet:
         self._senders: list[gevent.Greenlet] = []
         self._subscribers: list[gevent.Greenlet] = []
         self._serial = 0
+        self.reconnects = 0
         self._customers = KeyChooser(keyspace.customers, seed + 11)
 
     def phase_of_set(self, phase_of: PhaseOf) -> None:
@@ -194,15 +195,18 @@ class ProbeSet:
 
     def _subscribe(self, types: list[str], handle: Callable[[Any], None]) -> None:
         def loop() -> None:
+            last: int | None = None
             while True:
                 try:
-                    for msg in self.adapter.subscribe(types):
+                    # After a drop, resume after the last message seen: nothing is lost.
+                    for msg in self.adapter.subscribe(types, after=last):
+                        last = max(last or 0, msg.seq)
                         handle(msg)
                 except gevent.GreenletExit:
                     raise
                 except Exception:
-                    # Reconnect: a stream that drops must not end the probe silently.
-                    gevent.sleep(0.5)
+                    self.reconnects += 1
+                gevent.sleep(0.1)
 
         self._subscribers.append(gevent.spawn(loop))
 
@@ -272,4 +276,5 @@ class ProbeSet:
             gevent.sleep(0.05)
 
     def final(self) -> dict[str, Any]:
-        return {name: p.final() for name, p in self.probes.items()}
+        return {name: {**p.final(), "reconnects": self.reconnects}
+                for name, p in self.probes.items()}

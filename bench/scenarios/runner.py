@@ -96,6 +96,7 @@ class Accumulator:
     probe_lost: dict[str, Counter[str]] = field(default_factory=dict)
     probe_steps: dict[str, dict[str, LatencyHistogram]] = field(default_factory=dict)
     probe_errors: list[str] = field(default_factory=list)
+    probe_reconnects: Counter[str] = field(default_factory=Counter)
     probe_finals: int = 0
 
     def add_probes(self, probes: dict[str, Any]) -> None:
@@ -115,6 +116,7 @@ class Accumulator:
             self.probe_errors.append(str(msg["error"]))
         for name, final in (msg.get("probes") or {}).items():
             self.probe_lost.setdefault(name, Counter()).update(final.get("lost", {}))
+            self.probe_reconnects[name] += int(final.get("reconnects", 0))
             for step, enc in (final.get("steps") or {}).items():
                 steps = self.probe_steps.setdefault(name, {})
                 steps.setdefault(step, LatencyHistogram()).add(LatencyHistogram.decode(enc))
@@ -724,6 +726,7 @@ def _dimensions(
             send_failures=counts.get("sent", 0) - counts.get("acked", 0),
             achieved_rate=round(counts.get("sent", 0) / measure_s, 3) if measure_s else 0.0,
             lost=lost.get("measure", 0), lost_total=sum(lost.values()),
+            lost_by_phase=dict(lost), stream_reconnects=acc.probe_reconnects.get(probe, 0),
             outcomes={k: v for k, v in counts.items() if k not in ("sent", "acked")
                       and not k.startswith("send_")},
             observed_via="the harness's own subscription to the change stream (same clock)",
