@@ -115,6 +115,12 @@ def serve(
     load_only: Annotated[
         bool, typer.Option(help="Load the fixtures, report the time and exit.")
     ] = False,
+    nats: Annotated[
+        str | None,
+        typer.Option(help="Also ingest customer-data events from NATS JetStream subject "
+                     "crmbench.events at this URL (e.g. nats://127.0.0.1:4222).",
+                     envvar="CRMBENCH_NATS_URL"),
+    ] = None,
 ) -> None:
     """Run the reference CRM over HTTP (token from CRMBENCH_API_TOKEN, else generated)."""
     from reference_impl.server import default_db_url, load, resolve_token
@@ -136,7 +142,7 @@ def serve(
     err.print(f"reference CRM on http://{host}:{port}  (OpenAPI: /openapi.json)")
     if generated:
         err.print(f"API token (set CRMBENCH_API_TOKEN to choose one): {token}")
-    run_server(url, host, port, token)
+    run_server(url, host, port, token, nats_url=nats)
 
 
 class Profile(StrEnum):

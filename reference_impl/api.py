@@ -18,16 +18,19 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bench import __version__
+from reference_impl import cdp
 from reference_impl import models as m
+from reference_impl.agents import AgentRuntime, Scorer
 from reference_impl.db import Database
 from reference_impl.loader import create_schema
 from reference_impl.openapi import build_openapi
 from reference_impl.store import ENTITIES, Page, Store, StoreError
+from reference_impl.stream import DEFAULT_QUEUE, DEFAULT_RETENTION, Filter, StreamHub
 
 log = logging.getLogger("reference_impl")
 
@@ -37,6 +40,8 @@ OPEN_PATHS = frozenset({"/health", "/openapi.json"})
 _encoder = msgspec.json.Encoder()
 _FIELD_RE = re.compile(r"field `([^`]+)`")
 _PATH_RE = re.compile(r" - at `([^`]+)`$")
+_MESSAGE_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?$")
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class ApiError(Exception):
@@ -82,13 +87,22 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-async def decode(request: Request, kind: type[msgspec.Struct]) -> Any:
+async def read_json(request: Request) -> bytes:
+    """The raw body of a JSON request, refused when empty or of another media type."""
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if ctype not in ("application/json", ""):
         raise ApiError(415, "unsupported_media_type", f"expected application/json, got {ctype}")
     body = await read_body(request)
     if not body.strip():
         raise ApiError(400, "malformed_json", "request body is empty; a JSON object is expected")
+    return body
+
+
+async def decode(request: Request, kind: type[msgspec.Struct]) -> Any:
+    return decode_bytes(await read_json(request), kind)
+
+
+def decode_bytes(body: bytes, kind: type[msgspec.Struct]) -> Any:
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
@@ -157,9 +171,21 @@ def _page(page: Page, limit: int) -> Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def build_app(db: Database, *, token: str | None, init_schema: bool = True) -> Starlette:
-    """The ASGI application over an (unconnected) database."""
+def build_app(
+    db: Database,
+    *,
+    token: str | None,
+    init_schema: bool = True,
+    stream_retention: int = DEFAULT_RETENTION,
+    stream_queue: int = DEFAULT_QUEUE,
+    scorer: Scorer | None = None,
+    nats_url: str | None = None,
+) -> Starlette:
+    """The ASGI application over an (unconnected) database; ``nats_url`` adds NATS ingest."""
     store = Store(db)
+    hub = StreamHub(db, retention=stream_retention, queue_size=stream_queue)
+    agents = AgentRuntime(hub, scorer)
+    nats_ingest = cdp.NatsIngest(hub, nats_url) if nats_url else None
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -167,7 +193,17 @@ def build_app(db: Database, *, token: str | None, init_schema: bool = True) -> S
         try:
             if init_schema:
                 await create_schema(db)
-            yield
+            await hub.start()
+            try:
+                await agents.start()
+                if nats_ingest is not None:
+                    await nats_ingest.start()
+                yield
+            finally:
+                if nats_ingest is not None:
+                    await nats_ingest.stop()
+                await agents.stop()
+                await hub.stop()
         finally:
             await db.close()
 
@@ -254,8 +290,78 @@ def build_app(db: Database, *, token: str | None, init_schema: bool = True) -> S
         Query(request, set())
         return json_response(await store.keyspace())
 
+    async def stream(request: Request) -> Response:
+        q = Query(request, {"types", "customer_id", "after"})
+        types: frozenset[str] | None = None
+        raw_types = q.text("types")
+        if raw_types is not None:
+            names = [t.strip() for t in raw_types.split(",") if t.strip()]
+            if not names or not all(_MESSAGE_TYPE_RE.match(n) for n in names):
+                raise ApiError(400, "invalid_parameter",
+                               "types must be comma-separated message types", "types")
+            types = frozenset(names)
+        after = q.integer("after", 0)
+        last_id = request.headers.get("last-event-id")
+        if after is None and last_id is not None and last_id.strip():
+            after = _int_param(last_id.strip(), "Last-Event-ID", 0, 2**53)
+        flt = Filter(types, q.integer("customer_id"))
+        return StreamingResponse(
+            hub.events(after, flt), media_type="text/event-stream", headers=SSE_HEADERS
+        )
+
+    async def stream_info(request: Request) -> Response:
+        Query(request, set())
+        return json_response(await hub.info())
+
+    async def post_events(request: Request) -> Response:
+        Query(request, set())
+        body = await read_json(request)
+        if cdp.is_batch(body):
+            batch: m.EventBatch = decode_bytes(body, m.EventBatch)
+            return json_response(await cdp.ingest(hub, batch.events, True), 202)
+        one: m.EventIn = decode_bytes(body, m.EventIn)
+        return json_response(await cdp.ingest(hub, [one], False), 202)
+
+    async def profile(request: Request) -> Response:
+        id_ = _path_id(request)
+        Query(request, set())
+        return json_response(await cdp.profile(db, id_))
+
+    async def agent_runs(request: Request) -> Response:
+        Query(request, set())
+        name = request.path_params["agent"]
+        agents.agent(name)
+        body = await decode(request, m.LeadIntakeRunCreate)
+        return json_response(await agents.trigger(name, body), 202)
+
+    async def agent_run(request: Request) -> Response:
+        Query(request, set())
+        return json_response(await agents.get_run(request.path_params["run_id"]))
+
+    async def agent_queue(request: Request) -> Response:
+        q = Query(request, {"limit", "after"})
+        limit, after = q.paging()
+        return _page(await agents.queue(limit, after), limit)
+
+    async def agent_config(request: Request) -> Response:
+        Query(request, set())
+        name = request.path_params["agent"]
+        if request.method == "PUT":
+            agents.agent(name)
+            body = await decode(request, m.AgentConfigUpdate)
+            return json_response(await agents.put_config(name, body))
+        return json_response(agents.get_config(name))
+
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/stream", stream, methods=["GET"]),
+        Route("/stream/info", stream_info, methods=["GET"]),
+        Route("/events", post_events, methods=["POST"]),
+        Route("/customers/{id}/profile", profile, methods=["GET"]),
+        Route("/agents/runs/{run_id}", agent_run, methods=["GET"]),
+        Route("/agents/queue", agent_queue, methods=["GET"]),
+        Route("/agents/{agent}/runs", agent_runs, methods=["POST"]),
+        Route("/agents/{agent}/config", agent_config, methods=["GET", "PUT"]),
         Route("/stats", stats, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/customers/{id}/360", customer_360, methods=["GET"]),
@@ -289,6 +395,9 @@ def build_app(db: Database, *, token: str | None, init_schema: bool = True) -> S
         },
     )
     app.state.store = store
+    app.state.hub = hub
+    app.state.agents = agents
+    app.state.nats_ingest = nats_ingest
     return app
 
 

@@ -158,6 +158,45 @@ class ActivityUpdate(_Body, forbid_unknown_fields=True, kw_only=True):
     occurred_at: dt.datetime | UnsetType = UNSET
 
 
+CdpEventType = Literal[
+    "page_view", "email_open", "download", "support_call", "pricing_view", "purchase",
+    "webinar", "chat",
+]
+IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
+MAX_EVENT_PROPERTIES = 32
+MAX_EVENT_PROPERTIES_BYTES = 4096
+MAX_EVENTS_PER_BATCH = 1000
+
+
+class EventIn(_Body, forbid_unknown_fields=True, kw_only=True):
+    """One customer-data event; ``properties`` take at most 4 KiB as JSON."""
+
+    customer_id: Id
+    type: CdpEventType
+    properties: Annotated[dict[str, Any], Meta(max_length=MAX_EVENT_PROPERTIES)] = {}
+    occurred_at: Annotated[dt.datetime, Meta(tz=True)]
+    idempotency_key: IdempotencyKey
+
+
+class EventBatch(_Body, forbid_unknown_fields=True, kw_only=True):
+    """Up to 1,000 events, stored all or nothing."""
+
+    events: Annotated[list[EventIn], Meta(min_length=1, max_length=MAX_EVENTS_PER_BATCH)]
+
+
+class LeadIntakeRunCreate(_Body, forbid_unknown_fields=True, kw_only=True):
+    lead_id: Id
+    quantity: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
+
+
+class AgentConfigUpdate(_Body, forbid_unknown_fields=True, kw_only=True):
+    """Fields left out keep their current value."""
+
+    min_confidence: Annotated[float, Meta(ge=0.0, le=1.0)] | UnsetType = UNSET
+    max_quote: Money | UnsetType = UNSET
+    escalate_tiers: Annotated[list[Tier], Meta(max_length=4)] | UnsetType = UNSET
+
+
 def changed_fields(body: Struct) -> dict[str, Any]:
     """Fields an update body sets, with ``None`` kept (it clears a nullable field)."""
     return {
@@ -169,11 +208,15 @@ __all__ = [
     "UNSET",
     "ActivityCreate",
     "ActivityUpdate",
+    "AgentConfigUpdate",
     "ContactCreate",
     "ContactUpdate",
     "CustomerCreate",
     "CustomerUpdate",
+    "EventBatch",
+    "EventIn",
     "LeadCreate",
+    "LeadIntakeRunCreate",
     "LeadUpdate",
     "NestedContact",
     "OpportunityCreate",

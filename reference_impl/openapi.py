@@ -7,6 +7,8 @@ from typing import Any
 import msgspec
 
 from reference_impl import models as m
+from reference_impl.schema import AGENT_RUN_STATUSES, TIERS
+from reference_impl.stream import DEFAULT_QUEUE, DEFAULT_RETENTION, HEARTBEAT_S
 
 _ENTITIES: dict[str, tuple[str, type[msgspec.Struct], type[msgspec.Struct], list[str]]] = {
     "customers": ("Customer", m.CustomerCreate, m.CustomerUpdate, []),
@@ -60,15 +62,123 @@ _PAGING = [
     _query("after", desc="return items with an id greater than this (from next_after)"),
 ]
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+_AGENT = {"name": "agent", "in": "path", "required": True,
+          "schema": {"type": "string", "enum": ["lead_intake"]}}
+
+_NULLABLE_INT = {"type": ["integer", "null"]}
+_OBJECT = {"type": "object"}
+
+_STREAM_DESCRIPTION = f"""Server-Sent Events of changes: `id: <seq>`, `event: <type>`, \
+`data: {{"seq", "type", "customer_id", "at", "payload"}}`.
+
+Types: `profile.updated`, `agent.completed`, `agent.escalated`, `agent.failed` (more to come); \
+`stream.gap` when resuming below the retained window (payload `requested_after`, \
+`oldest_available`; seq `oldest_available - 1`). Sequence numbers increase strictly and are \
+never reused, across restarts. Resume with `after` or the `Last-Event-ID` header: every \
+retained message with a higher seq follows, in order, then live ones, without gap or \
+duplicate. Without either, only live messages are sent. Retention: the last \
+{DEFAULT_RETENTION:,} sequence numbers (`CRMBENCH_STREAM_RETENTION`). A subscriber more than \
+{DEFAULT_QUEUE:,} messages behind is disconnected and may resume. The first line is the \
+comment `: subscribed <last_seq>`; idle streams get `: ping` every {HEARTBEAT_S:g} s."""
+
+_RESPONSES: dict[str, dict[str, Any]] = {
+    "StreamMessage": {
+        "type": "object",
+        "required": ["seq", "type", "customer_id", "at", "payload"],
+        "properties": {"seq": {"type": "integer"}, "type": {"type": "string"},
+                       "customer_id": _NULLABLE_INT,
+                       "at": {"type": "string", "description": "server time, ISO-8601 UTC"},
+                       "payload": _OBJECT},
+    },
+    "StreamInfo": {
+        "type": "object",
+        "required": ["last_seq", "oldest_seq", "retention"],
+        "properties": {"last_seq": {"type": "integer"}, "oldest_seq": _NULLABLE_INT,
+                       "retention": {"type": "integer"}},
+    },
+    "EventsAccepted": {
+        "type": "object",
+        "required": ["accepted", "duplicates", "events"],
+        "properties": {
+            "accepted": {"type": "integer", "description": "events stored now"},
+            "duplicates": {"type": "integer",
+                           "description": "events whose idempotency key was already stored "
+                                          "or repeated in the batch"},
+            "events": {"type": "array", "items": {
+                "type": "object", "required": ["idempotency_key", "id", "duplicate"],
+                "properties": {"idempotency_key": {"type": "string"},
+                               "id": {"type": "integer"}, "duplicate": {"type": "boolean"}}}},
+        },
+    },
+    "Tag": {
+        "type": "object",
+        "required": ["value", "formula", "weights", "inputs", "source_events"],
+        "properties": {"value": {"type": "number", "minimum": 0, "maximum": 1},
+                       "formula": {"type": "string"}, "weights": _OBJECT, "inputs": _OBJECT,
+                       "source_events": {"type": "array", "items": {"type": "integer"},
+                                         "maxItems": 20}},
+    },
+    "Profile": {
+        "type": "object",
+        "required": ["customer_id", "counters", "tags", "tags_suppressed", "updated_at"],
+        "properties": {
+            "customer_id": {"type": "integer"},
+            "counters": {"type": "object", "additionalProperties": {
+                "type": "object", "properties": {"count": {"type": "integer"},
+                                                 "last_at": {"type": "string"}}}},
+            "tags": {"type": "object", "additionalProperties": _ref("Tag")},
+            "tags_suppressed": {"type": ["string", "null"]},
+            "updated_at": {"type": ["string", "null"]},
+        },
+    },
+    "AgentRunStarted": {
+        "type": "object", "required": ["run_id", "status"],
+        "properties": {"run_id": {"type": "string"}, "status": {"const": "running"}},
+    },
+    "AgentRun": {
+        "type": "object",
+        "properties": {
+            "run_id": {"type": "string"}, "agent": {"type": "string"},
+            "lead_id": {"type": "integer"}, "customer_id": _NULLABLE_INT,
+            "owner_rep_id": _NULLABLE_INT,
+            "status": {"type": "string", "enum": list(AGENT_RUN_STATUSES)},
+            "started_at": {"type": "string"}, "finished_at": {"type": ["string", "null"]},
+            "duration_ms": {"type": ["number", "null"]}, "quantity": _NULLABLE_INT,
+            "escalation_reasons": {"type": "array", "items": {"type": "string"}},
+            "quote": {"type": ["object", "null"]},
+            "decision_log": {"type": "array", "items": {
+                "type": "object",
+                "required": ["step", "intent", "inputs", "output", "confidence", "rule",
+                             "duration_ms"],
+                "properties": {"step": {"type": "string"}, "intent": {"type": "string"},
+                               "inputs": _OBJECT, "output": _OBJECT,
+                               "confidence": {"type": "number"}, "rule": {"type": "string"},
+                               "duration_ms": {"type": "number"}}}},
+            "error": {"type": ["string", "null"]},
+        },
+    },
+    "AgentConfig": {
+        "type": "object",
+        "properties": {
+            "agent": {"type": "string"}, "min_confidence": {"type": "number"},
+            "max_quote": {"type": "number"},
+            "escalate_tiers": {"type": "array", "items": {"enum": list(TIERS)}},
+            "scorer": {"type": "string"}, "updated_at": {"type": ["string", "null"]},
+        },
+    },
+}
 
 
 def build_openapi(version: str) -> dict[str, Any]:
     """Return the OpenAPI document as a plain dict."""
-    structs = [t for _, c, u, _ in _ENTITIES.values() for t in (c, u)] + [m.StageChange]
+    structs = [t for _, c, u, _ in _ENTITIES.values() for t in (c, u)] + [
+        m.StageChange, m.EventIn, m.EventBatch, m.LeadIntakeRunCreate, m.AgentConfigUpdate,
+    ]
     _, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}"
     )
     components["Error"] = _ERROR
+    components.update(_RESPONSES)
     components["Page"] = {
         "type": "object",
         "properties": {
@@ -134,6 +244,7 @@ def build_openapi(version: str) -> dict[str, Any]:
                 "responses": {"200": {"description": "Highest id per table"},
                               **_errors(401)}},
     }
+    paths.update(_stream_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "crmbench reference CRM", "version": version},
@@ -143,4 +254,84 @@ def build_openapi(version: str) -> dict[str, Any]:
         },
         "security": [{"bearer": []}],
         "paths": paths,
+    }
+
+
+def _stream_paths() -> dict[str, Any]:
+    """Change stream, customer-data events and agents."""
+    event_body = {"oneOf": [_ref("EventIn"), _ref("EventBatch")]}
+    return {
+        "/stream": {"get": {
+            "summary": "Change stream (Server-Sent Events)",
+            "description": _STREAM_DESCRIPTION,
+            "parameters": [
+                _query("types", "string", "comma-separated message types to receive; "
+                       "`agent.*` stands for every type starting with `agent.`"),
+                _query("customer_id", desc="only messages about this customer"),
+                _query("after", desc="resume: messages with a higher seq, then live ones"),
+                {"name": "Last-Event-ID", "in": "header", "required": False,
+                 "schema": {"type": "integer"}, "description": "like after"},
+            ],
+            "responses": {"200": {"description": "An endless event stream",
+                                  "content": {"text/event-stream": {
+                                      "schema": _ref("StreamMessage")}}},
+                          **_errors(400, 401)},
+        }},
+        "/stream/info": {"get": {
+            "summary": "Newest and oldest retained sequence numbers, and the retention",
+            "responses": {"200": {"description": "Stream window", **_json(_ref("StreamInfo"))},
+                          **_errors(401)},
+        }},
+        "/events": {"post": {
+            "summary": "Ingest customer-data events: one, or {events: [...]} with up to 1,000",
+            "description": "All or nothing. A repeated idempotency key is stored once and "
+                           "reported as a duplicate with the original id. Each new event "
+                           "updates the customer's profile in the same transaction and is "
+                           "announced by one `profile.updated` stream message.",
+            "requestBody": {"required": True, **_json(event_body)},
+            "responses": {"202": {"description": "Stored (committed)",
+                                  **_json(_ref("EventsAccepted"))},
+                          **_errors(400, 401, 413, 415, 422)},
+        }},
+        "/customers/{id}/profile": {
+            "parameters": [_ID],
+            "get": {"summary": "Event counters and explained tags of a customer",
+                    "responses": {"200": {"description": "Profile", **_json(_ref("Profile"))},
+                                  **_errors(400, 401, 404)}},
+        },
+        "/agents/{agent}/runs": {
+            "parameters": [_AGENT],
+            "post": {"summary": "Start an agent run in the background",
+                     "description": "Ends with one stream message, agent.completed or "
+                                    "agent.escalated (agent.failed on an error).",
+                     "requestBody": {"required": True, **_json(_ref("LeadIntakeRunCreate"))},
+                     "responses": {"202": {"description": "Started",
+                                           **_json(_ref("AgentRunStarted"))},
+                                   **_errors(400, 401, 404, 413, 415, 422)}},
+        },
+        "/agents/runs/{run_id}": {
+            "parameters": [{"name": "run_id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "get": {"summary": "A run with its decision log",
+                    "responses": {"200": {"description": "Run", **_json(_ref("AgentRun"))},
+                                  **_errors(401, 404)}},
+        },
+        "/agents/queue": {"get": {
+            "summary": "Escalated runs awaiting a person, oldest first",
+            "parameters": list(_PAGING),
+            "responses": {"200": {"description": "A page of runs", **_json(_ref("Page"))},
+                          **_errors(400, 401)},
+        }},
+        "/agents/{agent}/config": {
+            "parameters": [_AGENT],
+            "get": {"summary": "Takeover thresholds of the agent",
+                    "responses": {"200": {"description": "Config",
+                                          **_json(_ref("AgentConfig"))},
+                                  **_errors(401, 404)}},
+            "put": {"summary": "Change takeover thresholds (omitted fields stay); persisted",
+                    "requestBody": {"required": True, **_json(_ref("AgentConfigUpdate"))},
+                    "responses": {"200": {"description": "New config",
+                                          **_json(_ref("AgentConfig"))},
+                                  **_errors(400, 401, 404, 413, 415, 422)}},
+        },
     }

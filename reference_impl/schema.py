@@ -26,6 +26,8 @@ OPEN_STAGES = OPPORTUNITY_STAGES[:4]
 LEAD_STATUSES = ("open", "contacted", "qualified", "disqualified", "converted")
 ACTIVITY_TYPES = ("call", "email", "meeting", "note", "visit")
 EVENT_TYPES = ("page_view", "email_open", "download", "support_call", "pricing_view", "purchase")
+CDP_EVENT_TYPES = (*EVENT_TYPES, "webinar", "chat")
+AGENT_RUN_STATUSES = ("running", "completed", "escalated", "failed")
 REP_ROLES = ("rep", "manager", "director")
 
 
@@ -45,6 +47,7 @@ class Table:
     primary_key: tuple[str, ...] = ("id",)
     indexes: tuple[tuple[str, ...], ...] = ()
     fixture: bool = True
+    unique: tuple[tuple[str, ...], ...] = ()
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -182,6 +185,58 @@ TABLES: tuple[Table, ...] = (
         ),
         indexes=(("customer_id", "occurred_at"),),
     ),
+    # Customer-data events pushed through POST /events (the fixture ``events`` stay as is).
+    Table(
+        "cdp_events",
+        (
+            _c("id", "id"), _c("customer_id", "int", ref="customers", on_delete="cascade"),
+            _c("type", "text"), _c("occurred_at", "ts"), _c("received_at", "ts"),
+            _c("idempotency_key", "text"), _c("properties", "json"),
+        ),
+        indexes=(("customer_id", "id"),),
+        unique=(("idempotency_key",),),
+        fixture=False,
+    ),
+    Table(
+        "cdp_profiles",
+        (
+            _c("customer_id", "int", ref="customers", on_delete="cascade"),
+            _c("counters", "json"), _c("tags", "json"), _c("state", "json"),
+            _c("updated_at", "ts"),
+        ),
+        primary_key=("customer_id",),
+        fixture=False,
+    ),
+    # The change stream's outbox; ``seq`` is handed out by the service (see stream.py).
+    Table(
+        "stream_messages",
+        (
+            _c("seq", "int"), _c("type", "text"), _c("customer_id", "int", nullable=True),
+            _c("at", "ts"), _c("payload", "json"),
+        ),
+        primary_key=("seq",),
+        fixture=False,
+    ),
+    Table(
+        "agent_runs",
+        (
+            _c("id", "id"), _c("agent", "text"), _c("lead_id", "int"),
+            _c("customer_id", "int", nullable=True), _c("owner_rep_id", "int", nullable=True),
+            _c("status", "text"), _c("quantity", "int", nullable=True),
+            _c("started_at", "ts"), _c("finished_at", "ts", nullable=True),
+            _c("duration_ms", "float", nullable=True), _c("escalation_reasons", "json"),
+            _c("quote", "json", nullable=True), _c("decision_log", "json"),
+            _c("error", "text", nullable=True),
+        ),
+        indexes=(("status", "id"),),
+        fixture=False,
+    ),
+    Table(
+        "agent_config",
+        (_c("agent", "text"), _c("config", "json"), _c("updated_at", "ts")),
+        primary_key=("agent",),
+        fixture=False,
+    ),
 )
 
 TABLES_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
@@ -221,6 +276,7 @@ def create_table_sql(table: Table, dialect: Dialect) -> str:
         parts.append(spec)
     if not table.has_identity:
         parts.append(f"PRIMARY KEY ({', '.join(table.primary_key)})")
+    parts += [f"UNIQUE ({', '.join(cols)})" for cols in table.unique]
     return f"CREATE TABLE IF NOT EXISTS {table.name} ({', '.join(parts)})"
 
 

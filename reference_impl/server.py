@@ -1,15 +1,27 @@
-"""Start the reference CRM: prepare the database (load fixtures), then serve HTTP."""
+"""Start the reference CRM: prepare the database (load fixtures), then serve HTTP.
+
+Settings beyond the command line come from the environment: ``CRMBENCH_STREAM_RETENTION``
+(change-stream messages kept, default 100,000), ``CRMBENCH_AGENT_SCORER`` (dotted path of
+the lead-intake scorer, default the built-in rule-based one) and ``CRMBENCH_NATS_URL``
+(consume customer-data events from the JetStream subject ``crmbench.events`` too).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import secrets
+import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from bench.errors import UserError
 from reference_impl.db import open_database
 from reference_impl.loader import LoadInfo, prepare
+
+if TYPE_CHECKING:
+    import uvicorn
 
 Say = Callable[[str], None]
 
@@ -41,14 +53,48 @@ def load(db_url: str, data: Path | None, *, reset: bool, say: Say) -> LoadInfo:
     return asyncio.run(run())
 
 
-def serve(db_url: str, host: str, port: int, token: str, *, log_level: str = "warning") -> None:
-    """Serve the API with uvicorn (uvloop and httptools) until interrupted."""
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise UserError(f"{name} must be a positive integer, not {raw!r}")
+    return int(raw)
+
+
+def make_server(
+    app: Any, host: str, port: int, *, log_level: str = "warning", loop: str = "uvloop"
+) -> uvicorn.Server:
+    """A uvicorn server for ``build_app``'s app that ends open change streams on shutdown."""
     import uvicorn
 
-    from reference_impl.api import build_app
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # uvicorn waits for open responses before the lifespan shutdown; SSE never ends.
+            app.state.hub.close_subscribers()
+            await super().shutdown(sockets)
 
-    app = build_app(open_database(db_url), token=token)
-    uvicorn.run(
-        app, host=host, port=port, log_level=log_level, access_log=False,
-        loop="uvloop", http="httptools", lifespan="on",
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=False, loop=loop,
+        http="httptools", lifespan="on", timeout_graceful_shutdown=10,
     )
+    return Server(config)
+
+
+def serve(
+    db_url: str, host: str, port: int, token: str, *, log_level: str = "warning",
+    nats_url: str | None = None,
+) -> None:
+    """Serve the API with uvicorn (uvloop and httptools) until interrupted."""
+    from reference_impl.agents import load_scorer
+    from reference_impl.api import build_app
+    from reference_impl.stream import DEFAULT_RETENTION
+
+    scorer_path = os.environ.get("CRMBENCH_AGENT_SCORER", "").strip()
+    app = build_app(
+        open_database(db_url), token=token,
+        stream_retention=_env_int("CRMBENCH_STREAM_RETENTION", DEFAULT_RETENTION),
+        scorer=load_scorer(scorer_path) if scorer_path else None,
+        nats_url=nats_url or os.environ.get("CRMBENCH_NATS_URL", "").strip() or None,
+    )
+    make_server(app, host, port, log_level=log_level).run()

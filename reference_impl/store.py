@@ -39,7 +39,8 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _iso(value: dt.datetime) -> str:
+def iso_utc(value: dt.datetime) -> str:
+    """A datetime as the stored ISO-8601 UTC text (naive ones are taken as UTC)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -99,7 +100,7 @@ def _to_db(kind: Kind, value: Any) -> Any:
     if kind == "json":
         return json.dumps(value, separators=(",", ":"))
     if kind == "ts" and isinstance(value, dt.datetime):
-        return _iso(value)
+        return iso_utc(value)
     if isinstance(value, dt.date):
         return value.isoformat()
     return value
@@ -260,6 +261,12 @@ class Store:
                     "stage"
                 ]:
                     await self._record_stage(tx, id_, current["stage"], str(values["stage"]), ts)
+                if name == "customers" and values.get("consent_profiling") is False:
+                    # Withdrawn consent: what profiling derived so far goes too.
+                    await tx.execute(
+                        "UPDATE cdp_profiles SET tags = '{}', state = '{}' WHERE customer_id = ?",
+                        (id_,),
+                    )
                 if tags is not None:
                     await tx.execute("DELETE FROM customer_tags WHERE customer_id = ?", (id_,))
                     for tag in sorted(set(tags)):

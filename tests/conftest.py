@@ -1,13 +1,21 @@
-"""Shared fixtures: database backends (SQLite file, PostgreSQL) and small fixture profiles."""
+"""Shared fixtures: database backends, small fixture profiles, a reference CRM served live."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import socket
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 SMALL_CUSTOMERS = 1_000
@@ -125,3 +133,96 @@ def small_fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("fixtures") / "small"
     generate(out, customers=SMALL_CUSTOMERS, seed=7)
     return out
+
+
+LIVE_TOKEN = "live-token"
+
+
+class SseStream:
+    """An open change-stream response, parsed message by message."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+
+    def next(self) -> dict[str, Any]:
+        """The next message: ``{"id", "event", "data"}``; comments are skipped."""
+        fields: dict[str, str] = {}
+        for line in self._lines:
+            if not line:
+                if "data" in fields:
+                    return {"id": int(fields["id"]), "event": fields["event"],
+                            "data": json.loads(fields["data"])}
+                continue
+            if line.startswith(":"):
+                continue
+            key, _, value = line.partition(": ")
+            fields[key] = value
+        raise AssertionError("the change stream ended")
+
+    def take(self, count: int) -> list[dict[str, Any]]:
+        return [self.next() for _ in range(count)]
+
+
+@dataclass
+class LiveCrm:
+    """A reference CRM served by uvicorn in a thread, for tests that need real streaming."""
+
+    base: str
+    app: Any
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base, headers={"Authorization": f"Bearer {LIVE_TOKEN}"}, timeout=10
+        )
+
+    @contextmanager
+    def stream(self, headers: dict[str, str] | None = None, **params: Any) -> Iterator[SseStream]:
+        """Subscribe to /stream; returns once the subscription is registered."""
+        with self.client() as c, c.stream(
+            "GET", "/stream", params=params, headers=headers or {}
+        ) as resp:
+            assert resp.status_code == 200, resp.read().decode()
+            lines = resp.iter_lines()
+            first = next(lines)
+            assert first.startswith(": subscribed"), first
+            yield SseStream(lines)
+
+
+def start_live_crm(app: Any) -> tuple[LiveCrm, Callable[[], None]]:
+    """Serve ``app`` on a free port in a thread; returns the handle and a stop function."""
+    from reference_impl.server import make_server
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = make_server(app, "127.0.0.1", port, loop="asyncio")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            sock.close()
+            pytest.fail("the in-thread reference CRM did not start")
+        time.sleep(0.02)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+    return LiveCrm(f"http://127.0.0.1:{port}", app), stop
+
+
+@pytest.fixture(scope="module")
+def live_crm(module_db_url: str, small_fixtures: Path) -> Iterator[LiveCrm]:
+    """The reference CRM over HTTP on both backends, with the small fixtures loaded."""
+    from reference_impl.api import build_app
+    from reference_impl.db import open_database
+    from reference_impl.server import load
+
+    load(module_db_url, small_fixtures, reset=False, say=lambda _m: None)
+    live, stop = start_live_crm(build_app(open_database(module_db_url), token=LIVE_TOKEN))
+    try:
+        yield live
+    finally:
+        stop()
