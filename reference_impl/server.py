@@ -77,6 +77,9 @@ def make_server(
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False, loop=loop,
         http="httptools", lifespan="on", timeout_graceful_shutdown=10,
+        # Clients keep pooled connections idle for seconds between requests; closing them
+        # after uvicorn's default 5 s races with a client sending on them (a reset).
+        timeout_keep_alive=75,
     )
     return Server(config)
 

@@ -91,10 +91,12 @@ class EmbeddedReference:
         db_path: Path | None = None,
         port: int | None = None,
         say: Say | None = None,
+        keep_log: Path | None = None,
     ) -> None:
         self.fixtures = Path(fixtures)
         self.db_path = db_path
         self.port = port
+        self.keep_log = keep_log
         self._say: Say = say or (lambda _msg: None)
         self.token = secrets.token_urlsafe(24)
         self._tmp: Path | None = None
@@ -218,5 +220,10 @@ class EmbeddedReference:
                 proc.kill()
                 proc.wait()
         if self._tmp is not None:
+            log = self._tmp / "server.log"
+            if self.keep_log is not None and log.exists():
+                # The server's own log explains any error the run recorded.
+                self.keep_log.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(log, self.keep_log)
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None

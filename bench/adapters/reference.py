@@ -325,6 +325,12 @@ class ReferenceAdapter:
             self.host, self.port, headers=headers, concurrency=1,
             connection_timeout=CONNECTION_TIMEOUT, network_timeout=STREAM_TIMEOUT,
         )
+        if after is None:
+            # "From now" means after the last message committed before this call: a
+            # message published while the connection opens is replayed, not missed.
+            code, body = self._fetch("/stream/info")
+            if code == 200:
+                after = int(msgspec.json.decode(body).get("last_seq", 0))
         params: dict[str, Any] = {"types": ",".join(types)}
         if after is not None:
             params["after"] = after

@@ -327,14 +327,14 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 @contextmanager
 def resolve_target(
-    url: str, fixtures: Path, say: Callable[[str], None]
+    url: str, fixtures: Path, say: Callable[[str], None], server_log: Path | None = None
 ) -> Iterator[tuple[str, dict[str, str], Callable[[], bool] | None, str | None]]:
     """Yield (adapter URL, environment for the generator, liveness check, fixture hash)."""
     if url == EMBEDDED_URL:
         from bench.adapters.embedded import EmbeddedReference
         from bench.datagen.generate import manifest_hash
 
-        with EmbeddedReference(fixtures, say=say) as ref:
+        with EmbeddedReference(fixtures, say=say, keep_log=server_log) as ref:
             yield ref.url, {"CRMBENCH_API_TOKEN": ref.token}, ref.alive, manifest_hash(fixtures)
         return
     if scheme_of(url) == "reference":
@@ -546,7 +546,10 @@ def run(
         estimated_calls=int(scenario.rate * scenario.phases.total_s * 1.1) + 100,
         allow_production=req.allow_production,
     )
-    with resolve_target(req.target, req.fixtures, say) as (url, env, alive, fixture_hash):
+    server_log = path.with_suffix(".server.log")
+    with resolve_target(req.target, req.fixtures, say, server_log) as (
+        url, env, alive, fixture_hash,
+    ):
         try:
             probe = _probe(url, env, plan)
         except TargetUnreachable as exc:
