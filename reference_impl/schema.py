@@ -98,7 +98,7 @@ TABLES: tuple[Table, ...] = (
             _c("consent_marketing", "bool"), _c("consent_profiling", "bool"),
             _c("created_at", "ts"), _c("updated_at", "ts"),
         ),
-        indexes=(("name_key",), ("region_id",), ("tier",), ("owner_rep_id",)),
+        indexes=(("name_key",), ("region_id", "tier"), ("tier",), ("owner_rep_id",)),
     ),
     Table(
         "customer_tags",

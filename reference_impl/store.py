@@ -347,14 +347,17 @@ class Store:
             # A range on the indexed key works as a prefix match on every backend.
             clauses.append("c.name_key >= ? AND c.name_key < ?")
             params += [key, key + "\U0010ffff"]
-        join = ""
+        join, order = "", "c.id"
         if tag is not None:
             join = " JOIN customer_tags t ON t.customer_id = c.id AND t.tag = ?"
             params.insert(0, tag)
+            # Ordering by the tag index's own column lets the LIMIT stop early instead
+            # of sorting every tagged customer.
+            order = "t.customer_id"
         sql = (
             f"SELECT c.* FROM customers c{join}"
             + (" WHERE " + " AND ".join(clauses) if clauses else "")
-            + " ORDER BY c.id LIMIT ?"
+            + f" ORDER BY {order} LIMIT ?"
         )
         rows = await self.db.fetch_all(sql, [*params, limit + 1])
         page = self._page(entity, rows, limit)
