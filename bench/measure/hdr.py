@@ -6,8 +6,11 @@ Merge histograms with `add`; never average percentiles across processes or phase
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from hdrh.histogram import HdrHistogram
 
 LOWEST_US = 1
@@ -25,6 +28,16 @@ SUMMARY_PERCENTILES: dict[str, float] = {
 
 def _new_hdr() -> Any:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+@lru_cache(maxsize=1)
+def _median_values() -> npt.NDArray[np.float64]:
+    """Median-equivalent value of every counts index (the same for every histogram here)."""
+    h = _new_hdr()
+    return np.array(
+        [h._hdr_median_equiv_value(h.get_value_from_index(i)) for i in range(h.counts_len)],
+        dtype=np.float64,
+    )
 
 
 def _restore(encoded: str, overflow: int) -> LatencyHistogram:
@@ -80,7 +93,14 @@ class LatencyHistogram:
     @property
     def mean_ms(self) -> float:
         """Mean of recorded values in milliseconds."""
-        return float(self._h.get_mean_value()) / 1000.0
+        total = self.count
+        if total == 0:
+            return 0.0
+        # hdrh's own get_mean_value walks every bucket in Python (about 20 ms); the same
+        # sum of count x median-equivalent value, vectorised.
+        mids = _median_values()
+        counts = np.ctypeslib.as_array(self._h.counts)[: len(mids)]
+        return float(np.dot(counts, mids)) / total / 1000.0
 
     def summary(self) -> dict[str, float | int]:
         """Count plus p50/p90/p95/p99/p99.9/max/mean in milliseconds (3 decimals)."""
