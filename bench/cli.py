@@ -115,6 +115,11 @@ def serve(
     load_only: Annotated[
         bool, typer.Option(help="Load the fixtures, report the time and exit.")
     ] = False,
+    test_clock: Annotated[
+        bool,
+        typer.Option(help="Enable GET /clock and POST /clock/advance, so tests can move "
+                     "the service's time (never on a real deployment)."),
+    ] = False,
     nats: Annotated[
         str | None,
         typer.Option(help="Also ingest customer-data events from NATS JetStream subject "
@@ -142,7 +147,9 @@ def serve(
     err.print(f"reference CRM on http://{host}:{port}  (OpenAPI: /openapi.json)")
     if generated:
         err.print(f"API token (set CRMBENCH_API_TOKEN to choose one): {token}")
-    run_server(url, host, port, token, nats_url=nats)
+    if test_clock:
+        err.print("[yellow]test clock enabled: POST /clock/advance moves the service's time[/]")
+    run_server(url, host, port, token, nats_url=nats, test_clock=test_clock)
 
 
 class Profile(StrEnum):

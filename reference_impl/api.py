@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,15 +27,21 @@ from bench import __version__
 from reference_impl import cdp
 from reference_impl import models as m
 from reference_impl.agents import AgentRuntime, Scorer
+from reference_impl.clock import Clock
 from reference_impl.db import Database
 from reference_impl.loader import create_schema
 from reference_impl.openapi import build_openapi
+from reference_impl.packs import PackService
+from reference_impl.sla import SlaCreate, SlaEngine
 from reference_impl.store import ENTITIES, Page, Store, StoreError
 from reference_impl.stream import DEFAULT_QUEUE, DEFAULT_RETENTION, Filter, StreamHub
+from reference_impl.workflows import RunCreate, WorkflowDeploy, WorkflowEngine, prepare
 
 log = logging.getLogger("reference_impl")
 
 MAX_BODY = 1024 * 1024
+# Only POST /workflows: a 100,000-node workflow document takes several MiB.
+MAX_WORKFLOW_BODY = 32 * 1024 * 1024
 MAX_LIMIT = 500
 OPEN_PATHS = frozenset({"/health", "/openapi.json"})
 _encoder = msgspec.json.Encoder()
@@ -70,29 +77,29 @@ def _validation_field(message: str) -> str | None:
     return path[2:] if path.startswith("$.") else path
 
 
-async def read_body(request: Request) -> bytes:
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise ApiError(400, "bad_request", "Content-Length is not a number")
-        if int(declared) > MAX_BODY:
-            raise ApiError(413, "payload_too_large", f"body exceeds {MAX_BODY} bytes")
+        if int(declared) > limit:
+            raise ApiError(413, "payload_too_large", f"body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY:
-            raise ApiError(413, "payload_too_large", f"body exceeds {MAX_BODY} bytes")
+        if size > limit:
+            raise ApiError(413, "payload_too_large", f"body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-async def read_json(request: Request) -> bytes:
+async def read_json(request: Request, limit: int = MAX_BODY) -> bytes:
     """The raw body of a JSON request, refused when empty or of another media type."""
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if ctype not in ("application/json", ""):
         raise ApiError(415, "unsupported_media_type", f"expected application/json, got {ctype}")
-    body = await read_body(request)
+    body = await read_body(request, limit)
     if not body.strip():
         raise ApiError(400, "malformed_json", "request body is empty; a JSON object is expected")
     return body
@@ -180,10 +187,18 @@ def build_app(
     stream_queue: int = DEFAULT_QUEUE,
     scorer: Scorer | None = None,
     nats_url: str | None = None,
+    test_clock: bool = False,
 ) -> Starlette:
-    """The ASGI application over an (unconnected) database; ``nats_url`` adds NATS ingest."""
+    """The ASGI application over an (unconnected) database; ``nats_url`` adds NATS ingest.
+
+    ``test_clock`` enables ``GET /clock`` and ``POST /clock/advance`` (SLA and wait tests).
+    """
     store = Store(db)
     hub = StreamHub(db, retention=stream_retention, queue_size=stream_queue)
+    clock = Clock(test_clock)
+    workflows = WorkflowEngine(hub, clock)
+    slas = SlaEngine(hub, clock)
+    packs = PackService(db)
     agents = AgentRuntime(hub, scorer)
     nats_ingest = cdp.NatsIngest(hub, nats_url) if nats_url else None
 
@@ -194,6 +209,9 @@ def build_app(
             if init_schema:
                 await create_schema(db)
             await hub.start()
+            await workflows.start()
+            await slas.start()
+            await packs.start()
             try:
                 await agents.start()
                 if nats_ingest is not None:
@@ -203,6 +221,8 @@ def build_app(
                 if nats_ingest is not None:
                     await nats_ingest.stop()
                 await agents.stop()
+                await slas.stop()
+                await workflows.stop()
                 await hub.stop()
         finally:
             await db.close()
@@ -228,7 +248,9 @@ def build_app(
             if request.method == "POST":
                 Query(request, set())
                 body = await decode(request, entity.create)
-                return json_response(await store.create(name, body), 201)
+                created = await store.create(name, body)
+                await after_write(name, True, created, set())
+                return json_response(created, 201)
             if name == "customers":
                 return await search(request)
             q = Query(request, {"limit", "after", *filters})
@@ -247,7 +269,9 @@ def build_app(
                 return json_response(await store.get(name, id_))
             if request.method == "PATCH":
                 body = await decode(request, entity.update)
-                return json_response(await store.update(name, id_, body))
+                updated = await store.update(name, id_, body)
+                await after_write(name, False, updated, set(m.changed_fields(body)))
+                return json_response(updated)
             await store.delete(name, id_)
             return Response(status_code=204)
 
@@ -282,9 +306,9 @@ def build_app(
         id_ = _path_id(request)
         Query(request, set())
         body = await decode(request, m.StageChange)
-        return json_response(
-            await store.update("opportunities", id_, m.OpportunityUpdate(stage=body.stage))
-        )
+        updated = await store.update("opportunities", id_, m.OpportunityUpdate(stage=body.stage))
+        await after_write("opportunities", False, updated, {"stage"})
+        return json_response(updated)
 
     async def stats(request: Request) -> Response:
         Query(request, set())
@@ -318,9 +342,13 @@ def build_app(
         body = await read_json(request)
         if cdp.is_batch(body):
             batch: m.EventBatch = decode_bytes(body, m.EventBatch)
-            return json_response(await cdp.ingest(hub, batch.events, True), 202)
+            accepted = await cdp.ingest(hub, batch.events, True)
+            after_events(batch.events, accepted)
+            return json_response(accepted, 202)
         one: m.EventIn = decode_bytes(body, m.EventIn)
-        return json_response(await cdp.ingest(hub, [one], False), 202)
+        accepted = await cdp.ingest(hub, [one], False)
+        after_events([one], accepted)
+        return json_response(accepted, 202)
 
     async def profile(request: Request) -> Response:
         id_ = _path_id(request)
@@ -352,7 +380,179 @@ def build_app(
             return json_response(await agents.put_config(name, body))
         return json_response(agents.get_config(name))
 
+    async def after_write(name: str, created: bool, row: dict[str, Any],
+                          changed: set[str]) -> None:
+        """Feed workflow triggers and SLA instances; nothing to do while none exist."""
+        flows, watched = workflows.listening, slas.listening
+        if not (flows or watched):
+            return
+        stage: tuple[str | None, str] | None = None
+        if name == "opportunities" and created:
+            stage = (None, str(row["stage"]))
+        elif name == "opportunities" and "stage" in changed:
+            last = await db.fetch_one(
+                "SELECT from_stage, to_stage, changed_at FROM opportunity_stage_changes "
+                "WHERE opportunity_id = ? ORDER BY id DESC LIMIT 1", (row["id"],))
+            if last is not None and last["changed_at"] == row["updated_at"]:
+                stage = (last["from_stage"] or None, str(last["to_stage"]))
+        if flows:
+            workflows.on_record(name, created, row, stage)
+        if watched:
+            await slas.on_record(name, created, row, changed, stage)
+
+    def after_events(events: list[m.EventIn], result: dict[str, Any]) -> None:
+        if not workflows.listening:
+            return
+        for ev, outcome in zip(events, result["events"], strict=True):
+            if not outcome["duplicate"]:
+                workflows.on_record(
+                    "events", True, {"id": outcome["id"], "customer_id": ev.customer_id,
+                                     "type": ev.type, "properties": ev.properties},
+                    None, ev.type)
+
+    async def deploy_workflow(request: Request) -> Response:
+        Query(request, set())
+        received = time.perf_counter()
+        raw = await read_json(request, MAX_WORKFLOW_BODY)
+        compiled = prepare(raw, lambda b: decode_bytes(b, WorkflowDeploy))
+        return json_response(await workflows.deploy(compiled, received), 201)
+
+    async def get_workflow(request: Request) -> Response:
+        q = Query(request, {"version"})
+        return json_response(await workflows.get(_path_id(request), q.integer("version")))
+
+    async def start_workflow_run(request: Request) -> Response:
+        Query(request, set())
+        wid = _path_id(request)
+        body: RunCreate = await decode(request, RunCreate)
+        run = await workflows.run(wid, body)
+        return json_response(run, 200 if body.wait else 202)
+
+    async def get_workflow_run(request: Request) -> Response:
+        Query(request, set())
+        return json_response(await workflows.get_run(request.path_params["run_id"]))
+
+    async def resume_workflow(request: Request) -> Response:
+        Query(request, set())
+        return json_response(await workflows.resume(_path_id(request)))
+
+    async def workflow_lineage(request: Request) -> Response:
+        Query(request, set())
+        return json_response(await workflows.lineage(_path_id(request)))
+
+    async def sla_collection(request: Request) -> Response:
+        Query(request, set())
+        if request.method == "POST":
+            body: SlaCreate = await decode(request, SlaCreate)
+            return json_response(await slas.create(body), 201)
+        return json_response({"items": [slas.describe(i) for i in sorted(slas.defs)]})
+
+    async def sla_item(request: Request) -> Response:
+        Query(request, set())
+        return json_response(slas.describe(_path_id(request)))
+
+    async def sla_instances(request: Request) -> Response:
+        q = Query(request, {"limit", "after"})
+        limit, after = q.paging()
+        return json_response(await slas.instances(_path_id(request), limit, after))
+
+    def _clock_state() -> dict[str, Any]:
+        return {"now": clock.iso(), "offset_s": clock.offset, "test_clock": True}
+
+    async def get_clock(request: Request) -> Response:
+        Query(request, set())
+        if not clock.test:
+            raise ApiError(404, "test_clock_disabled",
+                           "the test clock is off; start the server with --test-clock")
+        return json_response(_clock_state())
+
+    async def advance_clock(request: Request) -> Response:
+        Query(request, set())
+        if not clock.test:
+            raise ApiError(404, "test_clock_disabled",
+                           "the test clock is off; start the server with --test-clock")
+        body: m.ClockAdvance = await decode(request, m.ClockAdvance)
+        await clock.advance(body.seconds)
+        breaches = await slas.check()
+        return json_response({**_clock_state(), "breaches": breaches})
+
+    async def pack_list(request: Request) -> Response:
+        Query(request, set())
+        return json_response({"items": [packs.describe(n) for n in sorted(packs.enabled)]})
+
+    async def pack_item(request: Request) -> Response:
+        Query(request, set())
+        return json_response(packs.describe(request.path_params["name"]))
+
+    async def pack_switch(request: Request) -> Response:
+        Query(request, set())
+        verb = request.path_params["verb"]
+        if verb not in ("enable", "disable"):
+            raise ApiError(404, "not_found", f"no pack action {verb!r}: enable or disable")
+        on = verb == "enable"
+        return json_response(await packs.switch(request.path_params["name"], on))
+
+    async def pack_checks(request: Request) -> Response:
+        Query(request, set())
+        return json_response(await packs.checks(request.path_params["name"]))
+
+    async def _json_object(request: Request) -> dict[str, Any]:
+        try:
+            data = msgspec.json.decode(await read_json(request))
+        except msgspec.DecodeError as exc:
+            raise ApiError(400, "malformed_json", f"body is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ApiError(422, "validation_error", "a JSON object is expected")
+        return data
+
+    async def mfg_collection(request: Request) -> Response:
+        packs.require("manufacturing")
+        module = request.path_params["module"]
+        if request.method == "POST":
+            Query(request, set())
+            body = await _json_object(request)
+            async with db.transaction() as tx:
+                created = await packs.create(tx, "manufacturing", module, body)
+            return json_response(created, 201)
+        q = Query(request, {"limit", "after"})
+        limit, after = q.paging()
+        return json_response(await packs.records(db, "manufacturing", module, limit, after))
+
+    async def mfg_item(request: Request) -> Response:
+        packs.require("manufacturing")
+        Query(request, set())
+        module, id_ = request.path_params["module"], _path_id(request)
+        if request.method == "PATCH":
+            body = await _json_object(request)
+            async with db.transaction() as tx:
+                return json_response(await packs.update(tx, "manufacturing", module, id_, body))
+        return json_response(await packs.get(db, "manufacturing", module, id_))
+
+    async def mfg_approve(request: Request) -> Response:
+        packs.require("manufacturing")
+        Query(request, set())
+        async with db.transaction() as tx:
+            return json_response(await packs.approve(tx, _path_id(request)))
+
     routes = [
+        Route("/packs", pack_list, methods=["GET"]),
+        Route("/packs/{name}", pack_item, methods=["GET"]),
+        Route("/packs/{name}/{verb:str}", pack_switch, methods=["POST"]),
+        Route("/packs/{name}/checks", pack_checks, methods=["GET"]),
+        Route("/mfg/contracts/{id}/approve", mfg_approve, methods=["POST"]),
+        Route("/mfg/{module}", mfg_collection, methods=["GET", "POST"]),
+        Route("/mfg/{module}/{id}", mfg_item, methods=["GET", "PATCH"]),
+        Route("/workflows", deploy_workflow, methods=["POST"]),
+        Route("/workflows/runs/{run_id}", get_workflow_run, methods=["GET"]),
+        Route("/workflows/{id}", get_workflow, methods=["GET"]),
+        Route("/workflows/{id}/runs", start_workflow_run, methods=["POST"]),
+        Route("/workflows/{id}/resume", resume_workflow, methods=["POST"]),
+        Route("/workflows/{id}/lineage", workflow_lineage, methods=["GET"]),
+        Route("/slas", sla_collection, methods=["GET", "POST"]),
+        Route("/slas/{id}", sla_item, methods=["GET"]),
+        Route("/slas/{id}/instances", sla_instances, methods=["GET"]),
+        Route("/clock", get_clock, methods=["GET"]),
+        Route("/clock/advance", advance_clock, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/stream", stream, methods=["GET"]),
         Route("/stream/info", stream_info, methods=["GET"]),
@@ -397,6 +597,10 @@ def build_app(
     app.state.store = store
     app.state.hub = hub
     app.state.agents = agents
+    app.state.workflows = workflows
+    app.state.slas = slas
+    app.state.clock = clock
+    app.state.packs = packs
     app.state.nats_ingest = nats_ingest
     return app
 

@@ -197,6 +197,12 @@ class AgentConfigUpdate(_Body, forbid_unknown_fields=True, kw_only=True):
     escalate_tiers: Annotated[list[Tier], Meta(max_length=4)] | UnsetType = UNSET
 
 
+class ClockAdvance(_Body, forbid_unknown_fields=True, kw_only=True):
+    """Move the test clock forward."""
+
+    seconds: Annotated[float, Meta(ge=0, le=10 * 365 * 86_400)]
+
+
 def changed_fields(body: Struct) -> dict[str, Any]:
     """Fields an update body sets, with ``None`` kept (it clears a nullable field)."""
     return {
@@ -209,6 +215,7 @@ __all__ = [
     "ActivityCreate",
     "ActivityUpdate",
     "AgentConfigUpdate",
+    "ClockAdvance",
     "ContactCreate",
     "ContactUpdate",
     "CustomerCreate",

@@ -245,6 +245,7 @@ def build_openapi(version: str) -> dict[str, Any]:
                               **_errors(401)}},
     }
     paths.update(_stream_paths())
+    paths.update(_engine_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "crmbench reference CRM", "version": version},
@@ -334,4 +335,63 @@ def _stream_paths() -> dict[str, Any]:
                                           **_json(_ref("AgentConfig"))},
                                   **_errors(400, 401, 404, 413, 415, 422)}},
         },
+    }
+
+
+def _op(summary: str, ok: str, *codes: int, body: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": summary,
+                           "responses": {ok: {"description": summary}, **_errors(*codes)}}
+    if body:
+        out["requestBody"] = {"required": True, **_json({"type": "object"})}
+    return out
+
+
+def _engine_paths() -> dict[str, Any]:
+    """Workflows, SLAs, the test clock and scenario packs (bodies are described in prose)."""
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    module = {"name": "module", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "/workflows": {"post": _op(
+            "Deploy a workflow {name, nodes: [{id, type, ...}], edges: [[from, to(, "
+            "true|false)]], timeout_s}; bodies up to 32 MiB; re-deploying a name adds a "
+            "version", "201", 400, 401, 409, 413, 415, 422, body=True)},
+        "/workflows/{id}": {"parameters": [_ID], "get": _op(
+            "A workflow version (latest unless ?version=)", "200", 400, 401, 404)},
+        "/workflows/{id}/runs": {"parameters": [_ID], "post": _op(
+            "Run a workflow {input, wait, version}: 200 finished run, or 202 when wait=false; "
+            "409 workflow_paused", "200", 400, 401, 404, 409, 422, body=True)},
+        "/workflows/runs/{run_id}": {"get": _op("A workflow run", "200", 401, 404)},
+        "/workflows/{id}/resume": {"parameters": [_ID], "post": _op(
+            "Resume a workflow paused by its breaker", "200", 401, 404)},
+        "/workflows/{id}/lineage": {"parameters": [_ID], "get": _op(
+            "Objects and fields read and written, integrations used", "200", 401, 404)},
+        "/slas": {"get": _op("SLA definitions", "200", 401),
+                  "post": _op("Define an SLA (level field|process|action)", "201", 400, 401,
+                              422, body=True)},
+        "/slas/{id}": {"parameters": [_ID], "get": _op("An SLA definition", "200", 401, 404)},
+        "/slas/{id}/instances": {"parameters": [_ID], "get": _op(
+            "SLA instances with status green|yellow|red|met", "200", 400, 401, 404)},
+        "/clock": {"get": _op("The service clock (test clock only)", "200", 401, 404)},
+        "/clock/advance": {"post": _op(
+            "Move the test clock {seconds} and run the SLA checker", "200", 401, 404, 422,
+            body=True)},
+        "/packs": {"get": _op("Scenario packs", "200", 401)},
+        "/packs/{name}": {"parameters": [name], "get": _op("A pack", "200", 401, 404)},
+        "/packs/{name}/enable": {"parameters": [name], "post": _op(
+            "Enable a pack (idempotent)", "200", 401, 404)},
+        "/packs/{name}/disable": {"parameters": [name], "post": _op(
+            "Disable a pack (idempotent; data kept)", "200", 401, 404)},
+        "/packs/{name}/checks": {"parameters": [name], "get": _op(
+            "Run the pack's acceptance checks", "200", 401, 404)},
+        "/mfg/{module}": {"parameters": [module],
+                          "get": _op("Records of a manufacturing module", "200", 400, 401, 404),
+                          "post": _op("Create a record", "201", 400, 401, 404, 422,
+                                      body=True)},
+        "/mfg/{module}/{id}": {"parameters": [module, _ID],
+                               "get": _op("A record", "200", 401, 404),
+                               "patch": _op("Update a record (PPAP elements accumulate)",
+                                            "200", 400, 401, 404, 422, body=True)},
+        "/mfg/contracts/{id}/approve": {"parameters": [_ID], "post": _op(
+            "Approve a contract; 409 approval_frozen while PPAP is incomplete", "200", 401,
+            404, 409)},
     }

@@ -28,6 +28,7 @@ ACTIVITY_TYPES = ("call", "email", "meeting", "note", "visit")
 EVENT_TYPES = ("page_view", "email_open", "download", "support_call", "pricing_view", "purchase")
 CDP_EVENT_TYPES = (*EVENT_TYPES, "webinar", "chat")
 AGENT_RUN_STATUSES = ("running", "completed", "escalated", "failed")
+WORKFLOW_RUN_STATUSES = ("running", "completed", "failed", "timed_out")
 REP_ROLES = ("rep", "manager", "director")
 
 
@@ -235,6 +236,72 @@ TABLES: tuple[Table, ...] = (
         "agent_config",
         (_c("agent", "text"), _c("config", "json"), _c("updated_at", "ts")),
         primary_key=("agent",),
+        fixture=False,
+    ),
+    # No-code workflows (workflows.py): one row per name, one per deployed version, runs.
+    Table(
+        "workflows",
+        (
+            _c("id", "id"), _c("name", "text"), _c("latest_version", "int"),
+            _c("status", "text"), _c("failures", "int"), _c("trigger", "json", nullable=True),
+            _c("created_at", "ts"), _c("updated_at", "ts"),
+        ),
+        unique=(("name",),),
+        fixture=False,
+    ),
+    Table(
+        "workflow_versions",
+        (
+            _c("workflow_id", "int", ref="workflows", on_delete="cascade"), _c("version", "int"),
+            _c("doc", "json"), _c("deployed_at", "ts"),
+        ),
+        primary_key=("workflow_id", "version"),
+        fixture=False,
+    ),
+    Table(
+        "workflow_runs",
+        (
+            _c("run_id", "text"), _c("workflow_id", "int"), _c("version", "int"),
+            _c("status", "text"), _c("executed_nodes", "int"), _c("duration_ms", "float"),
+            _c("error", "text", nullable=True), _c("started_at", "ts"), _c("finished_at", "ts"),
+        ),
+        primary_key=("run_id",),
+        indexes=(("workflow_id",),),
+        fixture=False,
+    ),
+    # SLA definitions and their instances (sla.py); times are seconds on the service clock.
+    Table(
+        "slas",
+        (_c("id", "id"), _c("definition", "json"), _c("created_at", "ts")),
+        fixture=False,
+    ),
+    Table(
+        "sla_instances",
+        (
+            _c("id", "id"), _c("sla_id", "int", ref="slas", on_delete="cascade"),
+            _c("object", "text"), _c("record_id", "int"), _c("customer_id", "int", nullable=True),
+            _c("started_s", "float"), _c("deadline_s", "float"), _c("state", "text"),
+            _c("met_s", "float", nullable=True), _c("breached_s", "float", nullable=True),
+            _c("detected_s", "float", nullable=True),
+        ),
+        indexes=(("sla_id", "id"), ("state",)),
+        fixture=False,
+    ),
+    # Scenario packs (packs.py): switch state and the records of pack modules.
+    Table(
+        "packs",
+        (_c("name", "text"), _c("enabled", "bool"), _c("updated_at", "ts")),
+        primary_key=("name",),
+        fixture=False,
+    ),
+    Table(
+        "pack_records",
+        (
+            _c("id", "id"), _c("pack", "text"), _c("module", "text"),
+            _c("customer_id", "int", nullable=True), _c("key", "text", nullable=True),
+            _c("data", "json"), _c("created_at", "ts"), _c("updated_at", "ts"),
+        ),
+        indexes=(("pack", "module", "id"), ("module", "customer_id", "key")),
         fixture=False,
     ),
 )

@@ -9,6 +9,7 @@ the lead-intake scorer, default the built-in rule-based one) and ``CRMBENCH_NATS
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
 import socket
@@ -86,7 +87,7 @@ def make_server(
 
 def serve(
     db_url: str, host: str, port: int, token: str, *, log_level: str = "warning",
-    nats_url: str | None = None,
+    nats_url: str | None = None, test_clock: bool = False,
 ) -> None:
     """Serve the API with uvicorn (uvloop and httptools) until interrupted."""
     from reference_impl.agents import load_scorer
@@ -99,5 +100,11 @@ def serve(
         stream_retention=_env_int("CRMBENCH_STREAM_RETENTION", DEFAULT_RETENTION),
         scorer=load_scorer(scorer_path) if scorer_path else None,
         nats_url=nats_url or os.environ.get("CRMBENCH_NATS_URL", "").strip() or None,
+        test_clock=test_clock,
     )
+    # Everything loaded so far lives as long as the process: keep it out of the cycle
+    # collector, and collect less often, so full collections do not stall requests.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     make_server(app, host, port, log_level=log_level).run()

@@ -92,11 +92,13 @@ class EmbeddedReference:
         port: int | None = None,
         say: Say | None = None,
         keep_log: Path | None = None,
+        test_clock: bool = False,
     ) -> None:
         self.fixtures = Path(fixtures)
         self.db_path = db_path
         self.port = port
         self.keep_log = keep_log
+        self.test_clock = test_clock
         self._say: Say = say or (lambda _msg: None)
         self.token = secrets.token_urlsafe(24)
         self._tmp: Path | None = None
@@ -181,7 +183,8 @@ class EmbeddedReference:
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "bench", "serve", "--db", f"sqlite:///{work.resolve()}",
-                 "--host", "127.0.0.1", "--port", str(self.port)],
+                 "--host", "127.0.0.1", "--port", str(self.port),
+                 *(["--test-clock"] if self.test_clock else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "CRMBENCH_API_TOKEN": self.token},
             )

@@ -80,6 +80,21 @@ class ReferenceAdapter:
             "cdp.event_delay": "POST /events -> profile.updated on GET /stream",
             "cdp.realtime": "HTTP batch intake (POST /events) and an SSE change stream",
             "cdp.tags_explained": "GET /customers/{id}/profile: formula, weights, source events",
+            "workflow.max_nodes": "POST /workflows (DAG documents up to 32 MiB), POST "
+            "/workflows/{id}/runs",
+            "workflow.dag": "nodes and edges validated on deploy: cycles, dangling edges, types",
+            "workflow.breaker": "3 failed or timed-out runs in a row pause it; workflow.paused",
+            "workflow.lineage": "GET /workflows/{id}/lineage",
+            "sla.granularity": "field, process and action SLAs (POST /slas)",
+            "sla.field": "field filled within T of record creation",
+            "sla.process": "opportunity from_stage -> to_stage within T",
+            "sla.action": "first_contact (lead) and proposal (opportunity) within T",
+            "sla.status": "GET /slas/{id}/instances: green/yellow/red/met; sla.breached",
+            "sla.escalation": "notify the region's director and/or reassign; sla.escalated",
+            "pack.enable_time": "POST /packs/manufacturing/enable, GET /packs/{name}/checks",
+            "pack.hotplug": "enable/disable at run time, idempotent, data kept",
+            "pack.manufacturing": "12 modules incl. BOM, serials, spare parts, PPAP; IATF 16949 "
+            "approval freeze",
         }
     )
 
@@ -352,6 +367,64 @@ class ReferenceAdapter:
             resp.release()
             client.close()
 
+
+    # ------------------------------------------------------------------ engine verbs
+
+    def deploy_workflow(
+        self, doc: dict[str, Any]
+    ) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("POST", "/workflows", doc)
+
+    def run_workflow(
+        self, workflow_id: int, input: dict[str, Any], wait: bool = True
+    ) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("POST", f"/workflows/{workflow_id}/runs",
+                              {"input": input, "wait": wait})
+
+    def workflow_run(
+        self, run_id: str
+    ) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("GET", f"/workflows/runs/{quote(run_id, safe='')}")
+
+    def resume_workflow(
+        self, workflow_id: int
+    ) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("POST", f"/workflows/{workflow_id}/resume", {})
+
+    def workflow_lineage(
+        self, workflow_id: int
+    ) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("GET", f"/workflows/{workflow_id}/lineage")
+
+    def create_sla(
+        self, definition: dict[str, Any]
+    ) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("POST", "/slas", definition)
+
+    def sla_instances(
+        self, sla_id: int
+    ) -> tuple[Status, list[dict[str, Any]] | None]:
+        status, data = self._exchange("GET", f"/slas/{sla_id}/instances?limit=500")
+        return status, (list(data["items"]) if data and "items" in data else None)
+
+    def advance_clock(self, seconds: float) -> Status:
+        status = self._call("POST", "/clock/advance", {"seconds": seconds})
+        # A server without the test clock answers 404 test_clock_disabled.
+        return Status.unsupported if status is Status.not_found else status
+
+    def enable_pack(self, name: str) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("POST", f"/packs/{quote(name, safe='')}/enable", {})
+
+    def disable_pack(self, name: str) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("POST", f"/packs/{quote(name, safe='')}/disable", {})
+
+    def pack_checks(self, name: str) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("GET", f"/packs/{quote(name, safe='')}/checks")
+
+    def record_call(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange(method, path, body)
 
 def _read_sse(resp: Any) -> Iterator[StreamMessage]:
     """Parse an SSE body; each message is stamped as soon as its last line arrives."""

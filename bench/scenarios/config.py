@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,8 @@ class Scenario:
     phases: Phases
     validity: Validity
     probes: dict[str, float]
+    workload: bool = True
+    engines: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -193,4 +195,6 @@ def load_scenario(
         ),
         validity=Validity(**data.get("validity", {})),
         probes={k: float(v) for k, v in data.get("probes", {}).items()},
+        workload=bool(data.get("workload", True)),
+        engines=dict(data.get("engines", {})),
     )

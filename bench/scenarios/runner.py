@@ -339,14 +339,17 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 @contextmanager
 def resolve_target(
-    url: str, fixtures: Path, say: Callable[[str], None], server_log: Path | None = None
+    url: str, fixtures: Path, say: Callable[[str], None], server_log: Path | None = None,
+    *, test_clock: bool = False,
 ) -> Iterator[tuple[str, dict[str, str], Callable[[], bool] | None, str | None]]:
     """Yield (adapter URL, environment for the generator, liveness check, fixture hash)."""
     if url == EMBEDDED_URL:
         from bench.adapters.embedded import EmbeddedReference
         from bench.datagen.generate import manifest_hash
 
-        with EmbeddedReference(fixtures, say=say, keep_log=server_log) as ref:
+        with EmbeddedReference(
+            fixtures, say=say, keep_log=server_log, test_clock=test_clock
+        ) as ref:
             yield ref.url, {"CRMBENCH_API_TOKEN": ref.token}, ref.alive, manifest_hash(fixtures)
         return
     if scheme_of(url) == "reference":
@@ -410,6 +413,45 @@ def probe_capabilities(
             return run_capability_probes(adapter, run_id, which)
         finally:
             adapter.close()
+
+
+ENGINE_PROBES = ("workflow", "sla", "pack")
+
+
+def _engine_options(name: str, engines: dict[str, Any]) -> dict[str, Any]:
+    """Scenario ``[engines]`` settings in the shape each probe function takes."""
+    if name == "workflow":
+        return {"cap": int(engines.get("workflow_cap", 100_000))}
+    if name == "sla":
+        return {k: engines[k] for k in ("sla_within_s",) if k in engines}
+    return {"pack": engines.get("pack_name", "manufacturing"),
+            **{k: engines[k] for k in ("pack_timeout_s",) if k in engines}}
+
+
+def probe_engines(
+    url: str, env: dict[str, str], run_id: str, engines: dict[str, Any],
+    say: Callable[[str], None],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Workflow, SLA and scenario-pack probes: their dimensions and capability statuses."""
+    from bench.scenarios import engine_probes
+
+    dims: dict[str, Any] = {}
+    caps: dict[str, Any] = {}
+    with _with_env(env):
+        adapter = create_adapter(url)
+        adapter.open()
+        try:
+            for name in ENGINE_PROBES:
+                if not engines.get(name):
+                    continue
+                say(f"probing {name}")
+                probe = getattr(engine_probes, f"probe_{name}")
+                dim, found = probe(adapter, run_id, _engine_options(name, engines), say)
+                dims[name] = dim
+                caps.update(found)
+        finally:
+            adapter.close()
+    return dims, caps
 
 
 def cleanup_run(url: str, env: dict[str, str], run_id: str) -> int | None:
@@ -544,10 +586,12 @@ def run(
     fixtures: dict[str, Any] = {"manifest_sha256": None}
     overhead: dict[str, Any] | None = None
     capabilities: dict[str, Any] = {}
+    engine_dimensions: dict[str, Any] = {}
 
     def snapshot(outcome: Outcome, final: bool = False) -> dict[str, Any]:
         result = _assemble(base, outcome, scenario, target_info, fixtures, overhead,
                            final=final)
+        result["dimensions"].update(engine_dimensions)
         if capabilities:
             result["capabilities"] = capabilities
         return result
@@ -559,7 +603,9 @@ def run(
         allow_production=req.allow_production,
     )
     server_log = path.with_suffix(".server.log")
-    with resolve_target(req.target, req.fixtures, say, server_log) as (
+    # SLA probes move the embedded CRM's clock instead of waiting hours.
+    test_clock = bool(scenario.engines.get("sla"))
+    with resolve_target(req.target, req.fixtures, say, server_log, test_clock=test_clock) as (
         url, env, alive, fixture_hash,
     ):
         try:
@@ -580,7 +626,7 @@ def run(
         fixtures.update(manifest_sha256=fixture_hash, keyspace=probe.keyspace)
         if fixture_hash is None:
             fixtures["reason"] = "the target does not report which fixture profile it holds"
-        if req.calibrate and scheme != "noop":
+        if req.calibrate and scheme != "noop" and scenario.workload:
             overhead = calibrate(scenario, log_path, say)
         config = driver_config(scenario, url, probe.keyspace, req.workers)
         config["run_id"] = run_id
@@ -594,14 +640,27 @@ def run(
                 f"{req.master_bind}:{config['master_port']}")
         elif req.master_port:
             config["master_port"] = req.master_port
-        say(f"running {scenario.name} ({scenario.profile}): {scenario.users} users, "
-            f"{scenario.rate:g} req/s for {config['total_s']:g} s against {redact_url(req.target)}")
-
         def checkpoint(outcome: Outcome) -> None:
             write_result(path, snapshot(outcome))
 
-        outcome = drive(config, log_path, on_interval=on_interval, target_alive=alive,
-                        checkpoint=checkpoint, env=env)
+        if scenario.workload:
+            say(f"running {scenario.name} ({scenario.profile}): {scenario.users} users, "
+                f"{scenario.rate:g} req/s for {config['total_s']:g} s against "
+                f"{redact_url(req.target)}")
+            outcome = drive(config, log_path, on_interval=on_interval, target_alive=alive,
+                            checkpoint=checkpoint, env=env)
+        else:
+            outcome = Outcome(Accumulator(_phases(scenario)), done=True)
+        if scenario.engines and outcome.done and not outcome.interrupted:
+            try:
+                dims, caps = probe_engines(url, env, run_id, scenario.engines, say)
+            except KeyboardInterrupt:
+                outcome.interrupted = True
+                outcome.abort_reason = "interrupted by the user"
+                outcome.exit_code = 3
+            else:
+                engine_dimensions.update(dims)
+                capabilities.update(caps)
         which = {name for key, name in (("agent_rate", "agent"), ("event_rate", "cdp"))
                  if scenario.probes.get(key, 0) > 0}
         if which and outcome.done and not outcome.interrupted:
@@ -648,6 +707,9 @@ def _assemble(
         lag_limit_ms=scenario.validity.loop_lag_p99_ms,
         min_rate_fraction=scenario.validity.min_rate_fraction,
     )
+    if not scenario.workload:
+        # Probes only: no load, so no generator to judge.
+        valid, reasons = True, []
     if not complete:
         valid = False
         head = outcome.abort_reason or "the run has not finished"

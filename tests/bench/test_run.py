@@ -309,3 +309,25 @@ def test_a_target_that_dies_mid_run_stops_the_run(
     assert "stopped answering" in (report.result["abort_reason"] or "")
     assert report.result["overall"]["count"] > 0
     assert read_result(report.path)["complete"] is False
+
+
+def test_probe_only_scenario_fills_engine_dimensions(tmp_path: Path, small_fixtures: Path) -> None:
+    fixtures = tmp_path / "fx"
+    shutil.copytree(small_fixtures, fixtures)
+    path = tmp_path / "engines.toml"
+    path.write_text('version = 1\nbase = "workflow-limits"\nname = "engines"\n'
+                    "[engines]\nworkflow_cap = 64\nsla = true\npack = true\n")
+    scenario = load_scenario(str(path), profile="quick")
+    report = run(RunRequest(scenario, target="reference://embedded", fixtures=fixtures,
+                            out=tmp_path / "runs"), say=lambda _m: None)
+    result = read_result(report.path)
+    assert report.exit_code == 0, result["invalid_reasons"]
+    assert result["operations"] == {} and result["harness_overhead"] is None
+    dims = result["dimensions"]
+    assert dims["workflow"]["value"] == 64 and dims["workflow"]["status"] == "pass"
+    assert [p["nodes"] for p in dims["workflow"]["curve"]][:3] == [1, 2, 4]
+    assert dims["sla"]["value"] == "action"
+    assert dims["pack"]["status"] == "pass" and dims["pack"]["idempotent"] is True
+    assert {result["capabilities"][c]["status"] for c in (
+        "workflow.dag", "workflow.breaker", "sla.field", "sla.action", "pack.manufacturing",
+    )} == {"pass"}

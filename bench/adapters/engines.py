@@ -1,0 +1,51 @@
+"""Optional adapter verbs for workflow, SLA and scenario-pack engines (issue 5).
+
+A platform that implements :class:`Engines` can be probed for ``workflow.max_nodes``,
+``sla.granularity`` and ``pack.enable_time``; one that does not is reported not-measured.
+Records the probes create or change go through :class:`~bench.adapters.base.Realtime`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from bench.adapters.base import Status
+
+
+@runtime_checkable
+class Engines(Protocol):
+    """Deploy and run workflows, define SLAs, move a test clock, switch scenario packs."""
+
+    def deploy_workflow(self, doc: dict[str, Any]) -> tuple[Status, dict[str, Any] | None]:
+        """Deploy ``{"name", "nodes", "edges"}``; the answer has ``id`` and ``version``."""
+
+    def run_workflow(
+        self, workflow_id: int, input: dict[str, Any], wait: bool = True
+    ) -> tuple[Status, dict[str, Any] | None]:
+        """Run the latest version; with ``wait`` the answer is the finished run."""
+
+    def workflow_run(self, run_id: str) -> tuple[Status, dict[str, Any] | None]: ...
+
+    def resume_workflow(self, workflow_id: int) -> tuple[Status, dict[str, Any] | None]: ...
+
+    def workflow_lineage(self, workflow_id: int) -> tuple[Status, dict[str, Any] | None]: ...
+
+    def create_sla(self, definition: dict[str, Any]) -> tuple[Status, dict[str, Any] | None]:
+        """Define an SLA; the answer has its ``id``."""
+
+    def sla_instances(self, sla_id: int) -> tuple[Status, list[dict[str, Any]] | None]: ...
+
+    def advance_clock(self, seconds: float) -> Status:
+        """Move the target's test clock; Status.unsupported when it has none."""
+
+    def enable_pack(self, name: str) -> tuple[Status, dict[str, Any] | None]: ...
+
+    def disable_pack(self, name: str) -> tuple[Status, dict[str, Any] | None]: ...
+
+    def pack_checks(self, name: str) -> tuple[Status, dict[str, Any] | None]:
+        """``{"checks": [{"module", "check", "passed", "detail"}], "all_passed"}``."""
+
+    def record_call(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> tuple[Status, dict[str, Any] | None]:
+        """A platform call the probes need beyond the verbs (pack module records, stages)."""

@@ -1,0 +1,644 @@
+"""No-code workflows: DAG documents validated on deploy, versioned, run in topological order.
+
+A document is ``{"name", "nodes": [{"id", "type", ...}], "edges": [[from, to(, "true"|"false")]],
+"timeout_s"}``. Validation and execution are linear in nodes + edges (Kahn's algorithm over
+adjacency lists); a run touches the database once at its end. Nodes not reached (the other
+branch of a condition) are skipped; a join runs once when any incoming branch reached it.
+Three failed or timed-out runs in a row pause a workflow (``workflow.paused``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta, Struct
+
+from reference_impl.clock import Clock
+from reference_impl.db import IntegrityViolation, Row
+from reference_impl.schema import OPPORTUNITY_STAGES, TABLES_BY_NAME
+from reference_impl.store import ENTITIES, StoreError, now_iso
+from reference_impl.stream import StreamHub, publish
+
+NODE_TYPES = frozenset({"trigger", "condition", "action", "parallel", "join", "wait"})
+TRIGGERS = frozenset({"manual", "record.created", "record.updated", "stage.changed", "event"})
+ACTIONS = frozenset({"set", "set_field", "create_activity", "notify", "noop"})
+OPS = frozenset({"==", "!=", ">", ">=", "<", "<=", "in"})
+OBJECTS = {"customer": "customers", "lead": "leads", "opportunity": "opportunities"}
+MAX_NODES = 200_000
+MAX_WRITES = 1_000
+BREAKER_THRESHOLD = 3
+_NUMERIC = ("int", "float", "id")
+_enc = msgspec.json.Encoder()
+
+
+class Node(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
+    """One node; only the parameters of its type are set."""
+
+    id: Annotated[str, Meta(min_length=1, max_length=64)]
+    type: str
+    on: str | None = None
+    object: str | None = None
+    stage: str | None = None
+    event_type: str | None = None
+    field: str | None = None
+    op: str | None = None
+    value: Any = None
+    action: str | None = None
+    subject: str | None = None
+    channel: str | None = None
+    seconds: Annotated[float, Meta(ge=0, le=86_400)] | None = None
+
+
+class WorkflowDeploy(Struct, forbid_unknown_fields=True, kw_only=True):
+    name: Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
+    nodes: Annotated[list[Node], Meta(min_length=1, max_length=MAX_NODES)]
+    edges: Annotated[list[list[str]], Meta(max_length=4 * MAX_NODES)] = []
+    timeout_s: Annotated[float, Meta(gt=0, le=3_600)] = 30.0
+
+
+class RunCreate(Struct, forbid_unknown_fields=True, kw_only=True):
+    input: dict[str, Any] = {}
+    wait: bool = True
+    version: Annotated[int, Meta(ge=1)] | None = None
+
+
+def _invalid(message: str, where: str) -> StoreError:
+    return StoreError(422, "invalid_workflow", message, where)
+
+
+@dataclass(slots=True)
+class Compiled:
+    """A validated document with adjacency lists, ready to run many times."""
+
+    doc: WorkflowDeploy
+    succ: list[list[tuple[int, bool | None]]]
+    indeg: list[int]
+    roots: list[int]
+    trigger: Node | None
+
+
+def _check_value(node: Node, where: str, kind: str | None) -> None:
+    values = node.value if node.op == "in" else [node.value]
+    if node.op == "in" and not isinstance(node.value, list):
+        raise _invalid(f"node {node.id!r}: `in` needs a list value", where)
+    for v in values:
+        is_num = isinstance(v, int | float) and not isinstance(v, bool)
+        if node.op in (">", ">=", "<", "<=") and not (is_num or isinstance(v, str)):
+            raise _invalid(f"node {node.id!r}: cannot order by {v!r}", where)
+        if kind in _NUMERIC and not is_num:
+            raise _invalid(
+                f"type error in node {node.id!r}: {node.field} is a number, {v!r} is not", where
+            )
+        if kind in ("text", "ts") and v is not None and not isinstance(v, str):
+            raise _invalid(
+                f"type error in node {node.id!r}: {node.field} is text, {v!r} is not", where
+            )
+
+
+def compile_doc(doc: WorkflowDeploy) -> Compiled:
+    """Validate the DAG (ids, types, parameters, edges, cycles) in O(nodes + edges)."""
+    nodes = doc.nodes
+    index: dict[str, int] = {}
+    trigger: Node | None = None
+    for i, node in enumerate(nodes):
+        if node.id in index:
+            raise _invalid(f"duplicate node id {node.id!r}", f"nodes[{i}]")
+        index[node.id] = i
+        if node.type not in NODE_TYPES:
+            raise _invalid(
+                f"node {node.id!r} has unknown type {node.type!r}; "
+                f"known: {', '.join(sorted(NODE_TYPES))}", f"nodes[{i}]",
+            )
+        if node.type == "trigger":
+            if trigger is not None:
+                raise _invalid(f"node {node.id!r}: only one trigger per workflow", f"nodes[{i}]")
+            trigger = node
+            if node.on not in TRIGGERS:
+                raise _invalid(f"trigger {node.id!r}: on must be one of "
+                               f"{', '.join(sorted(TRIGGERS))}", f"nodes[{i}]")
+            if node.object is not None and node.object not in OBJECTS:
+                raise _invalid(f"trigger {node.id!r}: unknown object {node.object!r}",
+                               f"nodes[{i}]")
+            if node.on in ("record.created", "record.updated") and node.object is None:
+                raise _invalid(f"trigger {node.id!r}: record triggers need an object",
+                               f"nodes[{i}]")
+            if node.stage is not None and node.stage not in OPPORTUNITY_STAGES:
+                raise _invalid(f"trigger {node.id!r}: unknown stage {node.stage!r}",
+                               f"nodes[{i}]")
+    kinds: dict[str, str] = {}
+    table = OBJECTS.get(trigger.object or "") if trigger is not None else None
+    if trigger is not None and trigger.on == "stage.changed":
+        table = "opportunities"
+    if table is not None:
+        kinds = {c.name: c.kind for c in TABLES_BY_NAME[table].columns}
+    for i, node in enumerate(nodes):
+        where = f"nodes[{i}]"
+        if node.type == "condition":
+            if not node.field or node.op not in OPS:
+                raise _invalid(f"condition {node.id!r} needs a field and an op among "
+                               f"{' '.join(sorted(OPS))}", where)
+            if table is not None and node.field not in kinds:
+                raise _invalid(f"condition {node.id!r}: {table} have no field {node.field!r}",
+                               where)
+            _check_value(node, where, kinds.get(node.field))
+        elif node.type == "action":
+            if node.action not in ACTIONS:
+                raise _invalid(f"action {node.id!r}: action must be one of "
+                               f"{', '.join(sorted(ACTIONS))}", where)
+            if node.action in ("set", "set_field") and not node.field:
+                raise _invalid(f"action {node.id!r} needs a field", where)
+            if node.action in ("set_field", "create_activity"):
+                if table is None:
+                    raise _invalid(f"action {node.id!r} needs a record trigger", where)
+                entity = ENTITIES[table]
+                if node.action == "set_field":
+                    try:
+                        msgspec.convert({node.field: node.value}, entity.update)
+                    except msgspec.ValidationError as exc:
+                        raise _invalid(f"action {node.id!r}: {exc}", where) from None
+        elif node.type == "wait" and node.seconds is None:
+            raise _invalid(f"wait {node.id!r} needs seconds", where)
+    n = len(nodes)
+    succ: list[list[tuple[int, bool | None]]] = [[] for _ in range(n)]
+    indeg = [0] * n
+    for k, edge in enumerate(doc.edges):
+        where = f"edges[{k}]"
+        if len(edge) not in (2, 3):
+            raise _invalid("an edge is [from, to] or [from, to, \"true\"|\"false\"]", where)
+        src, dst = index.get(edge[0]), index.get(edge[1])
+        if src is None or dst is None:
+            missing = edge[0] if src is None else edge[1]
+            raise _invalid(f"edge {k} is dangling: no node {missing!r}", where)
+        label: bool | None = None
+        if len(edge) == 3:
+            if nodes[src].type != "condition" or edge[2] not in ("true", "false"):
+                raise _invalid(f"edge {k}: only condition nodes have true/false edges", where)
+            label = edge[2] == "true"
+        succ[src].append((dst, label))
+        indeg[dst] += 1
+    if trigger is not None and indeg[index[trigger.id]]:
+        raise _invalid(f"trigger {trigger.id!r} cannot have incoming edges",
+                       f"nodes[{index[trigger.id]}]")
+    roots = [i for i in range(n) if indeg[i] == 0]
+    left = indeg.copy()
+    queue = deque(roots)
+    seen = 0
+    while queue:
+        i = queue.popleft()
+        seen += 1
+        for j, _label in succ[i]:
+            left[j] -= 1
+            if left[j] == 0:
+                queue.append(j)
+    if seen < n:
+        i = _on_cycle(succ, left)
+        raise _invalid(f"cycle through node {nodes[i].id!r}", f"nodes[{i}]")
+    return Compiled(doc, succ, indeg, roots, trigger)
+
+
+def prepare(body: bytes, decode: Callable[[bytes], WorkflowDeploy]) -> Compiled:
+    """Decode and validate a document with the cyclic GC paused.
+
+    Both allocate objects per node and edge; with the collector running, its repeated
+    passes over the young generations make 100,000-node documents cost superlinear time.
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return compile_doc(decode(body))
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _on_cycle(succ: list[list[tuple[int, bool | None]]], left: list[int]) -> int:
+    """A node on a cycle: walk back along unprocessed predecessors until one repeats."""
+    pred: dict[int, int] = {}
+    for i, out in enumerate(succ):
+        if left[i]:
+            for j, _label in out:
+                if left[j]:
+                    pred[j] = i
+    start = next(iter(pred))
+    seen: set[int] = set()
+    while start not in seen:
+        seen.add(start)
+        start = pred[start]
+    return start
+
+
+class _RunFailed(Exception):
+    pass
+
+
+def _compare(node: Node, ctx: dict[str, Any]) -> bool:
+    left, op, right = ctx.get(node.field or ""), node.op, node.value
+    try:
+        if op == "==":
+            return bool(left == right)
+        if op == "!=":
+            return bool(left != right)
+        if op == "in":
+            return left in right
+        if left is None:
+            return False
+        if op == ">":
+            return bool(left > right)
+        if op == ">=":
+            return bool(left >= right)
+        if op == "<":
+            return bool(left < right)
+        return bool(left <= right)
+    except TypeError:
+        raise _RunFailed(
+            f"type error in node {node.id!r}: {node.field}={left!r} {op} {right!r}"
+        ) from None
+
+
+@dataclass(slots=True)
+class RunResult:
+    status: str
+    executed: int
+    error: str | None
+    writes: list[Node] = field(default_factory=list)
+
+
+async def execute(c: Compiled, data: dict[str, Any], clock: Clock) -> RunResult:
+    """Run the DAG: synchronous nodes inline, ready wait nodes side by side."""
+    nodes, succ = c.doc.nodes, c.succ
+    indeg = c.indeg.copy()
+    active = bytearray(len(nodes))
+    for i in c.roots:
+        active[i] = 1
+    ctx = dict(data)
+    ready = deque(c.roots)
+    waits: list[int] = []
+    writes: list[Node] = []
+    executed = 0
+    started = clock.now()
+
+    def release(i: int, result: bool | None) -> None:
+        on = active[i]
+        for j, label in succ[i]:
+            if on and (label is None or label == result):
+                active[j] = 1
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                ready.append(j)
+
+    try:
+        async with asyncio.timeout(c.doc.timeout_s):
+            while ready or waits:
+                while ready:
+                    i = ready.popleft()
+                    node = nodes[i]
+                    result: bool | None = None
+                    if active[i]:
+                        kind = node.type
+                        if kind == "wait":
+                            waits.append(i)
+                            continue
+                        if kind == "condition":
+                            result = _compare(node, ctx)
+                        elif kind == "action":
+                            if node.action == "set":
+                                ctx[node.field or ""] = node.value
+                            elif node.action != "noop":
+                                writes.append(node)
+                                if len(writes) > MAX_WRITES:
+                                    raise _RunFailed(f"more than {MAX_WRITES} CRM writes")
+                        executed += 1
+                        if executed % 8192 == 0:
+                            # Big runs let other requests in now and then.
+                            await asyncio.sleep(0)
+                    release(i, result)
+                if waits:
+                    await asyncio.gather(*(clock.sleep(nodes[i].seconds or 0.0) for i in waits))
+                    if clock.now() - started > c.doc.timeout_s:
+                        return RunResult("timed_out", executed, "run exceeded timeout_s")
+                    executed += len(waits)
+                    for i in waits:
+                        release(i, None)
+                    waits = []
+    except TimeoutError:
+        return RunResult("timed_out", executed, f"run exceeded {c.doc.timeout_s:g} s")
+    except _RunFailed as exc:
+        return RunResult("failed", executed, str(exc))
+    return RunResult("completed", executed, None, writes)
+
+
+@dataclass(slots=True)
+class Meta_:
+    id: int
+    name: str
+    latest: int
+    status: str
+    failures: int
+    trigger: dict[str, Any] | None
+
+
+class WorkflowEngine:
+    """Deployed workflows, their runs, triggers and breaker."""
+
+    def __init__(self, hub: StreamHub, clock: Clock) -> None:
+        self.hub = hub
+        self.db = hub.db
+        self.clock = clock
+        self.meta: dict[int, Meta_] = {}
+        self.compiled: dict[tuple[int, int], Compiled] = {}
+        self.runs: dict[str, dict[str, Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._locks: dict[int, asyncio.Lock] = {}
+        # Workflows with an automatic trigger: record hooks look only at these.
+        self.automatic: set[int] = set()
+
+    async def start(self) -> None:
+        for r in await self.db.fetch_all("SELECT * FROM workflows"):
+            trig = json.loads(r["trigger"]) if r["trigger"] else None
+            self.meta[int(r["id"])] = Meta_(int(r["id"]), r["name"], int(r["latest_version"]),
+                                            r["status"], int(r["failures"]), trig)
+            self._index(int(r["id"]))
+
+    def _index(self, wid: int) -> None:
+        trig = self.meta[wid].trigger
+        if trig is not None and trig.get("on") != "manual":
+            self.automatic.add(wid)
+        else:
+            self.automatic.discard(wid)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+    @property
+    def listening(self) -> bool:
+        return bool(self.automatic)
+
+    async def deploy(self, compiled: Compiled, received: float) -> dict[str, Any]:
+        doc = compiled.doc
+        trig = msgspec.to_builtins(compiled.trigger) if compiled.trigger is not None else None
+        ts = now_iso()
+        body = _enc.encode(doc).decode()
+        try:
+            async with self.hub.transaction() as tx:
+                row = await tx.fetch_one(
+                    "SELECT id, latest_version FROM workflows WHERE name = ?", (doc.name,)
+                )
+                if row is None:
+                    wid = int(await tx.fetch_val(
+                        "INSERT INTO workflows (name, latest_version, status, failures, trigger, "
+                        "created_at, updated_at) VALUES (?, 1, 'active', 0, ?, ?, ?) RETURNING id",
+                        (doc.name, json.dumps(trig) if trig else None, ts, ts),
+                    ))
+                    version = 1
+                else:
+                    wid, version = int(row["id"]), int(row["latest_version"]) + 1
+                    await tx.execute(
+                        "UPDATE workflows SET latest_version = ?, trigger = ?, updated_at = ? "
+                        "WHERE id = ?", (version, json.dumps(trig) if trig else None, ts, wid),
+                    )
+                await tx.execute(
+                    "INSERT INTO workflow_versions (workflow_id, version, doc, deployed_at) "
+                    "VALUES (?, ?, ?, ?)", (wid, version, body, ts),
+                )
+                publish(tx, "workflow.deployed", None,
+                        {"workflow_id": wid, "name": doc.name, "version": version})
+        except IntegrityViolation as exc:
+            raise StoreError(409, "conflict", f"concurrent deploy of {doc.name!r}") from exc
+        old = self.meta.get(wid)
+        self.meta[wid] = Meta_(wid, doc.name, version, old.status if old else "active",
+                               old.failures if old else 0, trig)
+        self.compiled[(wid, version)] = compiled
+        self._index(wid)
+        return {"id": wid, "name": doc.name, "version": version, "nodes": len(doc.nodes),
+                "edges": len(doc.edges),
+                "deploy_ms": round((time.perf_counter() - received) * 1000, 3)}
+
+    def _meta(self, wid: int) -> Meta_:
+        meta = self.meta.get(wid)
+        if meta is None:
+            raise StoreError(404, "not_found", f"workflow {wid} does not exist")
+        return meta
+
+    async def _compiled(self, wid: int, version: int) -> Compiled:
+        found = self.compiled.get((wid, version))
+        if found is not None:
+            return found
+        raw = await self.db.fetch_val(
+            "SELECT doc FROM workflow_versions WHERE workflow_id = ? AND version = ?",
+            (wid, version),
+        )
+        if raw is None:
+            raise StoreError(404, "not_found", f"workflow {wid} has no version {version}",
+                             "version")
+        compiled = compile_doc(msgspec.json.decode(raw, type=WorkflowDeploy))
+        self.compiled[(wid, version)] = compiled
+        return compiled
+
+    async def get(self, wid: int, version: int | None) -> dict[str, Any]:
+        meta = self._meta(wid)
+        c = await self._compiled(wid, version or meta.latest)
+        return {"id": wid, "name": meta.name, "version": version or meta.latest,
+                "latest_version": meta.latest, "status": meta.status,
+                "timeout_s": c.doc.timeout_s, "nodes": msgspec.to_builtins(c.doc.nodes),
+                "edges": c.doc.edges}
+
+    async def lineage(self, wid: int) -> dict[str, Any]:
+        meta = self._meta(wid)
+        c = await self._compiled(wid, meta.latest)
+        obj = c.trigger.object if c.trigger is not None else None
+        if c.trigger is not None and c.trigger.on == "stage.changed":
+            obj = "opportunity"
+        reads: dict[tuple[str, str], list[str]] = {}
+        writes: dict[tuple[str, str], list[str]] = {}
+        integrations: dict[str, list[str]] = {}
+        for node in c.doc.nodes:
+            if node.type == "condition":
+                reads.setdefault((obj or "input", node.field or ""), []).append(node.id)
+            elif node.type == "action" and node.action == "set_field":
+                writes.setdefault((obj or "input", node.field or ""), []).append(node.id)
+            elif node.type == "action" and node.action == "create_activity":
+                writes.setdefault(("activity", "*"), []).append(node.id)
+            elif node.type == "action" and node.action == "set":
+                writes.setdefault(("context", node.field or ""), []).append(node.id)
+            elif node.type == "action" and node.action == "notify":
+                integrations.setdefault(node.channel or "stream", []).append(node.id)
+        if c.trigger is not None and c.trigger.on == "event":
+            reads.setdefault(("event", c.trigger.event_type or "*"), []).append(c.trigger.id)
+
+        def listing(found: dict[tuple[str, str], list[str]]) -> list[dict[str, Any]]:
+            return [{"object": o, "field": f, "nodes": ids[:100], "count": len(ids)}
+                    for (o, f), ids in sorted(found.items())]
+
+        return {
+            "workflow_id": wid, "version": meta.latest, "reads": listing(reads),
+            "writes": listing(writes),
+            "integrations": [{"channel": ch, "message": "workflow.notification",
+                              "nodes": ids[:100], "count": len(ids)}
+                             for ch, ids in sorted(integrations.items())],
+        }
+
+    async def resume(self, wid: int) -> dict[str, Any]:
+        meta = self._meta(wid)
+        meta.status, meta.failures = "active", 0
+        await self.db.execute(
+            "UPDATE workflows SET status = 'active', failures = 0, updated_at = ? WHERE id = ?",
+            (now_iso(), wid),
+        )
+        return {"id": wid, "name": meta.name, "status": meta.status}
+
+    async def run(self, wid: int, body: RunCreate, record: tuple[str, Row] | None = None
+                  ) -> dict[str, Any]:
+        meta = self._meta(wid)
+        if meta.status == "paused":
+            raise StoreError(409, "workflow_paused",
+                             f"workflow {wid} is paused after {BREAKER_THRESHOLD} failed runs; "
+                             f"POST /workflows/{wid}/resume")
+        version = body.version or meta.latest
+        c = await self._compiled(wid, version)
+        run_id = uuid.uuid4().hex
+        state: dict[str, Any] = {
+            "run_id": run_id, "workflow_id": wid, "version": version, "status": "running",
+            "executed_nodes": 0, "duration_ms": None, "error": None, "started_at": now_iso(),
+        }
+        self.runs[run_id] = state
+        coro = self._run(meta, c, state, body.input, record)
+        if body.wait:
+            await coro
+            return state
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return dict(state)
+
+    async def _run(self, meta: Meta_, c: Compiled, state: dict[str, Any],
+                   data: dict[str, Any], record: tuple[str, Row] | None) -> None:
+        t0 = time.perf_counter()
+        result = await execute(c, data, self.clock)
+        lock = self._locks.setdefault(meta.id, asyncio.Lock())
+        async with lock:
+            try:
+                await self._finish(meta, state, result, record, t0)
+            except StoreError as exc:
+                result = RunResult("failed", result.executed, exc.message)
+                await self._finish(meta, state, result, None, t0)
+            finally:
+                self.runs.pop(state["run_id"], None)
+
+    async def _finish(self, meta: Meta_, state: dict[str, Any], result: RunResult,
+                      record: tuple[str, Row] | None, t0: float) -> None:
+        ok = result.status == "completed"
+        failures = 0 if ok else meta.failures + 1
+        paused = failures >= BREAKER_THRESHOLD and meta.status != "paused"
+        ts = now_iso()
+        state.update(status=result.status, executed_nodes=result.executed, error=result.error,
+                     duration_ms=round((time.perf_counter() - t0) * 1000, 3), finished_at=ts)
+        wid = meta.id
+        async with self.hub.transaction() as tx:
+            customer_id = None
+            if ok and result.writes:
+                customer_id = await self._apply(tx, result.writes, record, wid)
+            await tx.execute(
+                "INSERT INTO workflow_runs (run_id, workflow_id, version, status, "
+                "executed_nodes, duration_ms, error, started_at, finished_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (state["run_id"], wid, state["version"], state["status"],
+                 state["executed_nodes"], state["duration_ms"], state["error"],
+                 state["started_at"], ts),
+            )
+            await tx.execute(
+                "UPDATE workflows SET failures = ?, status = ?, updated_at = ? WHERE id = ?",
+                (failures, "paused" if paused else meta.status, ts, wid),
+            )
+            publish(tx, "workflow.completed" if ok else "workflow.failed", customer_id,
+                    {k: state[k] for k in ("run_id", "workflow_id", "version", "status",
+                                           "executed_nodes", "duration_ms", "error")})
+            if paused:
+                publish(tx, "workflow.paused", None, {
+                    "workflow_id": wid, "name": meta.name, "failures": failures,
+                    "notify": "administrators", "last_error": result.error})
+        meta.failures = failures
+        if paused:
+            meta.status = "paused"
+
+    async def _apply(self, tx: Any, writes: list[Node], record: tuple[str, Row] | None,
+                     wid: int) -> int | None:
+        table, row = record if record is not None else ("", {})
+        customer_id = row.get("id") if table == "customers" else row.get("customer_id")
+        ts = now_iso()
+        for node in writes:
+            if node.action == "set_field":
+                if record is None:
+                    raise StoreError(422, "no_record", f"node {node.id!r} needs a record")
+                kind = ENTITIES[table].kinds.get(node.field or "")
+                value = json.dumps(node.value) if kind == "json" else node.value
+                await tx.execute(
+                    f"UPDATE {table} SET {node.field} = ?, updated_at = ? WHERE id = ?",
+                    (value, ts, row["id"]),
+                )
+            elif node.action == "create_activity":
+                if customer_id is None:
+                    raise StoreError(422, "no_customer", f"node {node.id!r}: no customer")
+                await tx.execute(
+                    "INSERT INTO activities (customer_id, type, subject, occurred_at, "
+                    "created_at) VALUES (?, 'note', ?, ?, ?)",
+                    (customer_id, node.subject or f"workflow {wid}", ts, ts),
+                )
+            elif node.action == "notify":
+                publish(tx, "workflow.notification", customer_id, {
+                    "workflow_id": wid, "node": node.id, "channel": node.channel or "stream",
+                    "subject": node.subject, "record_id": row.get("id")})
+        return int(customer_id) if customer_id is not None else None
+
+    async def get_run(self, run_id: str) -> dict[str, Any]:
+        live = self.runs.get(run_id)
+        if live is not None:
+            return dict(live)
+        row = await self.db.fetch_one("SELECT * FROM workflow_runs WHERE run_id = ?", (run_id,))
+        if row is None:
+            raise StoreError(404, "not_found", f"workflow run {run_id} does not exist")
+        return row
+
+    def on_record(self, table: str, created: bool, row: Row,
+                  stage: tuple[str | None, str] | None, event_type: str | None = None) -> None:
+        """Start the runs this change triggers, in the background."""
+        for wid in list(self.automatic):
+            meta = self.meta[wid]
+            trig = meta.trigger
+            if trig is None or meta.status != "active":
+                continue
+            on = trig.get("on")
+            if on == "event":
+                hit = event_type is not None and trig.get("event_type") in (None, event_type)
+            elif on == "stage.changed":
+                hit = stage is not None and trig.get("stage") in (None, stage[1])
+            elif on in ("record.created", "record.updated"):
+                hit = (event_type is None and OBJECTS.get(trig.get("object") or "") == table
+                       and created == (on == "record.created"))
+            else:
+                hit = False
+            if hit:
+                data = dict(row)
+                if stage is not None:
+                    data.update(from_stage=stage[0], to_stage=stage[1])
+                task = asyncio.create_task(self._triggered(meta.id, data, (table, row)))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _triggered(self, wid: int, data: dict[str, Any], record: tuple[str, Row]) -> None:
+        with contextlib.suppress(StoreError):
+            await self.run(wid, RunCreate(input=data, wait=True),
+                           record if record[0] in OBJECTS.values() else None)

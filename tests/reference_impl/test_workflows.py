@@ -1,0 +1,223 @@
+"""No-code workflows on both backends: validation, DAG execution, versions, breaker, lineage."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from reference_impl.api import build_app
+from reference_impl.db import open_database
+from reference_impl.server import load
+
+TOKEN = "test-token"
+
+
+@pytest.fixture(scope="module")
+def client(module_db_url: str, small_fixtures: Path) -> Iterator[TestClient]:
+    load(module_db_url, small_fixtures, reset=False, say=lambda _m: None)
+    app = build_app(open_database(module_db_url), token=TOKEN, test_clock=True)
+    with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        yield c
+
+
+def messages(client: TestClient, type_: str) -> list[dict[str, Any]]:
+    """Stored change-stream messages of one type, oldest first."""
+    db = client.app.state.hub.db  # type: ignore[attr-defined]
+    assert client.portal is not None
+    rows = client.portal.call(
+        db.fetch_all, "SELECT payload FROM stream_messages WHERE type = ? ORDER BY seq",
+        (type_,),
+    )
+    return [json.loads(r["payload"]) for r in rows]
+
+
+def deploy(client: TestClient, name: str, nodes: list[dict[str, Any]],
+           edges: list[list[str]], **extra: Any) -> Any:
+    return client.post("/workflows", json={"name": name, "nodes": nodes, "edges": edges,
+                                           **extra})
+
+
+def diamond(branches: int) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    nodes: list[dict[str, Any]] = [{"id": "t", "type": "trigger", "on": "manual"},
+                                   {"id": "p", "type": "parallel"}, {"id": "j", "type": "join"}]
+    edges = [["t", "p"]]
+    for b in range(branches):
+        nodes.append({"id": f"b{b}", "type": "action", "action": "set", "field": f"x{b}",
+                      "value": b})
+        edges += [["p", f"b{b}"], [f"b{b}", "j"]]
+    return nodes, edges
+
+
+@pytest.mark.parametrize(
+    ("nodes", "edges", "field", "words"),
+    [
+        ([{"id": "a", "type": "join"}, {"id": "b", "type": "join"}],
+         [["a", "b"], ["b", "a"]], "nodes[", "cycle"),
+        ([{"id": "a", "type": "join"}], [["a", "ghost"]], "edges[0]", "ghost"),
+        ([{"id": "a", "type": "join"}, {"id": "b", "type": "teleport"}], [], "nodes[1]",
+         "teleport"),
+        ([{"id": "t", "type": "trigger", "on": "record.created", "object": "opportunity"},
+          {"id": "c", "type": "condition", "field": "amount", "op": ">", "value": "big"}],
+         [["t", "c"]], "nodes[1]", "type error"),
+        ([{"id": "a", "type": "join"}, {"id": "a", "type": "join"}], [], "nodes[1]",
+         "duplicate"),
+    ],
+    ids=["cycle", "dangling", "unknown-type", "type-error", "duplicate-id"],
+)
+def test_invalid_documents_are_refused_naming_the_node(
+    client: TestClient, nodes: list[dict[str, Any]], edges: list[list[str]], field: str,
+    words: str,
+) -> None:
+    resp = deploy(client, "bad", nodes, edges)
+    assert resp.status_code == 422, resp.text
+    err = resp.json()["error"]
+    assert err["code"] == "invalid_workflow" and err["field"].startswith(field)
+    assert words in err["message"]
+
+
+def test_parallel_branches_and_join_run_each_node_once(client: TestClient) -> None:
+    nodes, edges = diamond(5)
+    created = deploy(client, "diamond", nodes, edges)
+    assert created.status_code == 201, created.text
+    doc = created.json()
+    assert doc["nodes"] == 8 and doc["edges"] == 11 and doc["deploy_ms"] >= 0
+    run = client.post(f"/workflows/{doc['id']}/runs", json={"input": {}, "wait": True})
+    assert run.status_code == 200, run.text
+    body = run.json()
+    assert body["status"] == "completed" and body["executed_nodes"] == 8
+    again = client.get(f"/workflows/runs/{body['run_id']}").json()
+    assert again["status"] == "completed" and again["executed_nodes"] == 8
+    assert body["run_id"] in [m["run_id"] for m in messages(client, "workflow.completed")]
+
+
+def test_condition_skips_the_other_branch(client: TestClient) -> None:
+    nodes = [{"id": "c", "type": "condition", "field": "amount", "op": ">", "value": 1000},
+             {"id": "hi", "type": "action", "action": "set", "field": "big", "value": True},
+             {"id": "lo", "type": "action", "action": "noop"}, {"id": "j", "type": "join"}]
+    edges = [["c", "hi", "true"], ["c", "lo", "false"], ["hi", "j"], ["lo", "j"]]
+    wid = deploy(client, "cond", nodes, edges).json()["id"]
+    run = client.post(f"/workflows/{wid}/runs", json={"input": {"amount": 5000}}).json()
+    assert run["status"] == "completed" and run["executed_nodes"] == 3
+
+
+def test_versions_and_async_runs(client: TestClient) -> None:
+    first = deploy(client, "versioned", *diamond(1)).json()
+    second = deploy(client, "versioned", *diamond(3)).json()
+    assert second["id"] == first["id"] and second["version"] == first["version"] + 1
+    wid = first["id"]
+    latest = client.post(f"/workflows/{wid}/runs", json={"wait": False})
+    assert latest.status_code == 202 and latest.json()["status"] == "running"
+    run_id = latest.json()["run_id"]
+    deadline = time.monotonic() + 10
+    while (state := client.get(f"/workflows/runs/{run_id}").json())["status"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert state["executed_nodes"] == 6 and state["version"] == 2
+    old = client.post(f"/workflows/{wid}/runs", json={"version": 1}).json()
+    assert old["executed_nodes"] == 4 and old["version"] == 1
+    assert client.get(f"/workflows/{wid}", params={"version": 1}).json()["version"] == 1
+
+
+def test_breaker_pauses_after_three_failures(client: TestClient) -> None:
+    nodes = [{"id": "c", "type": "condition", "field": "amount", "op": ">", "value": 1000}]
+    wid = deploy(client, "fragile", nodes, []).json()["id"]
+    for _ in range(3):
+        run = client.post(f"/workflows/{wid}/runs", json={"input": {"amount": "lots"}})
+        assert run.json()["status"] == "failed" and "type error" in run.json()["error"]
+    refused = client.post(f"/workflows/{wid}/runs", json={"input": {"amount": 1}})
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "workflow_paused"
+    paused = [m for m in messages(client, "workflow.paused") if m["workflow_id"] == wid]
+    assert len(paused) == 1 and paused[0]["notify"] == "administrators"
+    assert client.post(f"/workflows/{wid}/resume").json()["status"] == "active"
+    ok = client.post(f"/workflows/{wid}/runs", json={"input": {"amount": 1}}).json()
+    assert ok["status"] == "completed"
+
+
+def test_wait_node_times_out_on_the_test_clock(client: TestClient) -> None:
+    nodes = [{"id": "w", "type": "wait", "seconds": 120}]
+    wid = deploy(client, "slow", nodes, [], timeout_s=60).json()["id"]
+    run_id = client.post(f"/workflows/{wid}/runs", json={"wait": False}).json()["run_id"]
+    client.post("/clock/advance", json={"seconds": 121})
+    deadline = time.monotonic() + 10
+    while (state := client.get(f"/workflows/runs/{run_id}").json())["status"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert state["status"] == "timed_out"
+
+
+def test_lineage_lists_reads_writes_and_integrations(client: TestClient) -> None:
+    nodes = [
+        {"id": "t", "type": "trigger", "on": "record.created", "object": "lead"},
+        {"id": "c", "type": "condition", "field": "source", "op": "==", "value": "web"},
+        {"id": "s", "type": "action", "action": "set_field", "field": "status",
+         "value": "contacted"},
+        {"id": "n", "type": "action", "action": "notify", "channel": "email"},
+    ]
+    wid = deploy(client, "lineage", nodes, [["t", "c"], ["c", "s", "true"], ["s", "n"]]).json()
+    lineage = client.get(f"/workflows/{wid['id']}/lineage").json()
+    assert {(r["object"], r["field"]) for r in lineage["reads"]} == {("lead", "source")}
+    assert {(w["object"], w["field"]) for w in lineage["writes"]} == {("lead", "status")}
+    assert [i["channel"] for i in lineage["integrations"]] == ["email"]
+
+
+def test_record_created_trigger_sets_a_field_and_notifies(client: TestClient) -> None:
+    nodes = [
+        {"id": "t", "type": "trigger", "on": "record.created", "object": "lead"},
+        {"id": "c", "type": "condition", "field": "source", "op": "==", "value": "trade_show"},
+        {"id": "s", "type": "action", "action": "set_field", "field": "status",
+         "value": "qualified"},
+        {"id": "n", "type": "action", "action": "notify", "channel": "email"},
+    ]
+    deploy(client, "auto", nodes, [["t", "c"], ["c", "s", "true"], ["s", "n"]])
+    lead = client.post("/leads", json={"company_name": "Trigger Co", "contact_name": "A B",
+                                       "region_id": 1, "source": "trade_show"}).json()
+    deadline = time.monotonic() + 10
+    while client.get(f"/leads/{lead['id']}").json()["status"] != "qualified":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert any(m["record_id"] == lead["id"] for m in messages(client, "workflow.notification"))
+
+
+def test_large_documents_are_accepted_and_run(client: TestClient) -> None:
+    nodes, edges = diamond(5_000)
+    doc = deploy(client, "big", nodes, edges).json()
+    run = client.post(f"/workflows/{doc['id']}/runs", json={}).json()
+    assert run["executed_nodes"] == 5_003
+
+
+def _wait_for_notification(client: TestClient, workflow_id: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    while True:
+        found = [m for m in messages(client, "workflow.notification")
+                 if m["workflow_id"] == workflow_id]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, "no workflow.notification"
+        time.sleep(0.02)
+
+
+def test_stage_change_and_event_triggers_start_runs(client: TestClient) -> None:
+    staged = deploy(client, "on-stage", [
+        {"id": "t", "type": "trigger", "on": "stage.changed", "stage": "negotiation"},
+        {"id": "n", "type": "action", "action": "notify", "channel": "slack"}],
+        [["t", "n"]]).json()["id"]
+    evented = deploy(client, "on-event", [
+        {"id": "t", "type": "trigger", "on": "event", "event_type": "purchase"},
+        {"id": "n", "type": "action", "action": "notify", "channel": "email"}],
+        [["t", "n"]]).json()["id"]
+    opp = client.post("/opportunities", json={
+        "customer_id": 1, "owner_rep_id": 1, "name": "Trigger deal", "stage": "proposal",
+        "amount": 10.0, "expected_close": "2030-01-01"}).json()["id"]
+    client.post(f"/opportunities/{opp}/stage", json={"stage": "negotiation"})
+    assert _wait_for_notification(client, staged)["record_id"] == opp
+    resp = client.post("/events", json={
+        "customer_id": 1, "type": "purchase", "occurred_at": "2026-01-01T00:00:00Z",
+        "idempotency_key": f"wf-{time.time_ns()}"})
+    assert resp.status_code == 202, resp.text
+    _wait_for_notification(client, evented)
