@@ -223,21 +223,23 @@ class ReferenceAdapter:
 
     # ------------------------------------------------------------------ verbs
 
+    def _send(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        """One request; the whole body is read, which hands the connection back for reuse."""
+        if body is None:
+            resp = self._http().request(method, self.prefix + path)
+        else:
+            resp = self._http().request(
+                method, self.prefix + path, body=msgspec.json.encode(body), headers=_JSON_BODY,
+            )
+        with resp:
+            return resp.status_code, resp.read()
+
     def _call(self, method: str, path: str, body: Any = None) -> Status:
         try:
-            if body is None:
-                resp = self._http().request(method, self.prefix + path)
-            else:
-                resp = self._http().request(
-                    method, self.prefix + path, body=msgspec.json.encode(body),
-                    headers=_JSON_BODY,
-                )
-            with resp:
-                # Reading the whole body hands the connection back to the pool for reuse.
-                resp.read()
-                return status_for_http(resp.status_code)
+            code, _raw = self._send(method, path, body)
         except _TRANSPORT_ERRORS:
             return Status.error
+        return status_for_http(code)
 
     def get_customer(self, customer_id: int) -> Status:
         return self._call("GET", f"/customers/{customer_id}")
@@ -271,18 +273,10 @@ class ReferenceAdapter:
     ) -> tuple[Status, dict[str, Any] | None]:
         """A call whose JSON answer the caller needs; transport failures are Status.error."""
         try:
-            if body is None:
-                resp = self._http().request(method, self.prefix + path)
-            else:
-                resp = self._http().request(
-                    method, self.prefix + path, body=msgspec.json.encode(body),
-                    headers=_JSON_BODY,
-                )
-            with resp:
-                raw = resp.read()
-                status = status_for_http(resp.status_code)
+            code, raw = self._send(method, path, body)
         except _TRANSPORT_ERRORS:
             return Status.error, None
+        status = status_for_http(code)
         if status is not Status.ok:
             return status, None
         try:

@@ -25,7 +25,10 @@ CDP_IDS = ("cdp.realtime", "cdp.tags_explained")
 STEP_FIELDS = ("step", "intent", "inputs", "output", "confidence", "duration_ms")
 
 
-def _result(status: str, evidence: Any = None, reason: str | None = None) -> dict[str, Any]:
+def verdict(
+    status: str, evidence: Any = None, reason: str | None = None
+) -> dict[str, Any]:
+    """One capability's status with what was observed and why."""
     out: dict[str, Any] = {"status": status}
     if evidence is not None:
         out["evidence"] = evidence
@@ -99,7 +102,7 @@ def probe_agent(adapter: Realtime, run_id: str) -> dict[str, dict[str, Any]]:
         }
         runs = {name: _agent_outcome(adapter, lead, qty) for name, (lead, qty) in cases.items()}
     except ProbeError as exc:
-        failed = _result("fail", reason=str(exc))
+        failed = verdict("fail", reason=str(exc))
         return {"agent.takeover": failed, "agent.steps": failed, "agent.explain": failed}
 
     def reasons(name: str) -> str:
@@ -121,7 +124,7 @@ def probe_agent(adapter: Realtime, run_id: str) -> dict[str, dict[str, Any]]:
     }
     takeover_evidence["max_quote"] = max_quote
     wrong = [name for name, ok in expected.items() if not ok]
-    takeover = _result(
+    takeover = verdict(
         "fail" if wrong else "pass", takeover_evidence,
         f"unexpected outcome for: {', '.join(wrong)}" if wrong else None,
     )
@@ -131,14 +134,14 @@ def probe_agent(adapter: Realtime, run_id: str) -> dict[str, dict[str, Any]]:
         if f not in entry
     ]
     steps_ok = len(log) >= 5 and not missing
-    steps = _result(
+    steps = verdict(
         "pass" if steps_ok else "fail",
         {"steps": [e.get("step") for e in log], "durations_ms": [e.get("duration_ms")
                                                                  for e in log]},
         None if steps_ok else f"{len(log)} steps logged; missing fields: {missing[:5]}",
     )
     unexplained = [e.get("step") for e in log if not e.get("rule") or not e.get("inputs")]
-    explain = _result(
+    explain = verdict(
         "pass" if log and not unexplained else "fail",
         {"rules": {str(e.get("step")): e.get("rule") for e in log}},
         f"steps without rule or inputs: {unexplained}" if unexplained or not log else None,
@@ -151,7 +154,7 @@ def probe_cdp(adapter: Realtime, run_id: str) -> dict[str, dict[str, Any]]:
     try:
         customer = _customer(adapter, run_id, "cdp")
     except ProbeError as exc:
-        failed = _result("fail", reason=str(exc))
+        failed = verdict("fail", reason=str(exc))
         return {"cdp.realtime": failed, "cdp.tags_explained": failed}
     keys = [f"{run_id}-cap-{i}" for i in range(4)]
     received: dict[str, int] = {}
@@ -177,14 +180,14 @@ def probe_cdp(adapter: Realtime, run_id: str) -> dict[str, dict[str, Any]]:
     listener.join(timeout=STREAM_TIMEOUT_S)
     listener.kill(block=False)
     if status is not Status.ok:
-        realtime = _result("fail", reason=f"the event batch was answered {status.value}")
+        realtime = verdict("fail", reason=f"the event batch was answered {status.value}")
     elif len(received) < len(keys):
-        realtime = _result("fail", {"received": len(received), "sent": len(keys)},
+        realtime = verdict("fail", {"received": len(received), "sent": len(keys)},
                            f"only {len(received)} of {len(keys)} profile updates arrived "
                            f"within {STREAM_TIMEOUT_S:g} s")
     else:
         delays = sorted((ns - sent) / 1e6 for ns in received.values())
-        realtime = _result("pass", {"interface": "HTTP batch push, SSE change stream",
+        realtime = verdict("pass", {"interface": "HTTP batch push, SSE change stream",
                                     "max_delay_ms": round(delays[-1], 3)})
     pstatus, profile = adapter.customer_profile(customer)
     tags = (profile or {}).get("tags") or {}
@@ -194,12 +197,12 @@ def probe_cdp(adapter: Realtime, run_id: str) -> dict[str, dict[str, Any]]:
         or not tag.get("source_events")
     ]
     if pstatus is not Status.ok or not tags:
-        explained = _result("fail", reason=f"profile answered {pstatus.value} with no tags")
+        explained = verdict("fail", reason=f"profile answered {pstatus.value} with no tags")
     elif incomplete:
-        explained = _result("fail", {"tags": sorted(tags)},
+        explained = verdict("fail", {"tags": sorted(tags)},
                             f"tags without formula, weights or source events: {incomplete}")
     else:
-        explained = _result("pass", {
+        explained = verdict("pass", {
             name: {"value": tag["value"], "formula": tag["formula"]}
             for name, tag in tags.items()
         })
@@ -216,8 +219,8 @@ def run_capability_probes(adapter: Adapter, run_id: str, which: set[str]) -> dic
     if unsupported or not isinstance(adapter, Realtime):
         reason = f"the {adapter.name} adapter does not implement the agent and event verbs"
         return {
-            cid: _result("unsupported", reason=declared[cid].note or "declared unsupported")
-            if cid in unsupported else _result("not-measured", reason=reason)
+            cid: verdict("unsupported", reason=declared[cid].note or "declared unsupported")
+            if cid in unsupported else verdict("not-measured", reason=reason)
             for cid in ids
         }
     if "agent" in which:

@@ -16,6 +16,7 @@ import gevent
 
 from bench.adapters.base import LeadInput, Realtime, Status, StreamMessage
 from bench.adapters.engines import Engines
+from bench.scenarios.capability_probes import verdict
 
 Say = Callable[[str], None]
 Outcome = tuple[dict[str, Any], dict[str, dict[str, Any]]]
@@ -27,20 +28,11 @@ PACK_IDS = ("pack.hotplug", "pack.manufacturing")
 LEVELS = ("field", "process", "action")
 
 
-def _cap(status: str, evidence: Any = None, reason: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"status": status}
-    if evidence is not None:
-        out["evidence"] = evidence
-    if reason:
-        out["reason"] = reason
-    return out
-
-
 def _not_measured(adapter: Any, dim: dict[str, Any], ids: tuple[str, ...]) -> Outcome:
     reason = (f"the {getattr(adapter, 'name', type(adapter).__name__)} adapter does not "
               "implement the engine verbs (bench.adapters.engines.Engines)")
     return ({**dim, "status": "not-measured", "reason": reason},
-            {cid: _cap("not-measured", reason=reason) for cid in ids})
+            {cid: verdict("not-measured", reason=reason) for cid in ids})
 
 
 class _Listener:
@@ -174,11 +166,11 @@ def _dag(adapter: Engines, run_id: str, largest: int) -> dict[str, Any]:
                (("cycle", cyclic), ("dangling", dangling))}
     wrong = [k for k, s in refused.items() if s is not Status.rejected]
     if wrong:
-        return _cap("fail", {k: s.value for k, s in refused.items()},
+        return verdict("fail", {k: s.value for k, s in refused.items()},
                     f"invalid documents not refused: {', '.join(wrong)}")
     if not largest:
-        return _cap("fail", reason="no workflow was accepted and executed")
-    return _cap("pass", {"largest_executed": largest, "cycle": "rejected",
+        return verdict("fail", reason="no workflow was accepted and executed")
+    return verdict("pass", {"largest_executed": largest, "cycle": "rejected",
                          "dangling": "rejected"})
 
 
@@ -190,7 +182,7 @@ def _breaker_and_lineage(adapter: Engines, run_id: str) -> dict[str, dict[str, A
            "edges": [["c", "n", "true"]]}
     status, deployed = adapter.deploy_workflow(doc)
     if status is not Status.ok or not deployed:
-        failed = _cap("fail", reason=f"deploying the probe workflow answered {status.value}")
+        failed = verdict("fail", reason=f"deploying the probe workflow answered {status.value}")
         return {"workflow.breaker": failed, "workflow.lineage": failed}
     wid = int(deployed["id"])
     listener = _Listener(adapter, ["workflow.paused"])
@@ -202,20 +194,20 @@ def _breaker_and_lineage(adapter: Engines, run_id: str) -> dict[str, dict[str, A
         listener.close()
     failed_runs = [o.get("status") for o in outcomes if o]
     if failed_runs != ["failed"] * 3 or refused is not Status.rejected or paused is None:
-        breaker = _cap("fail", {"runs": failed_runs, "fourth_run": refused.value,
+        breaker = verdict("fail", {"runs": failed_runs, "fourth_run": refused.value,
                                 "paused_message": paused is not None},
                        "three failed runs did not pause the workflow and notify")
     else:
-        breaker = _cap("pass", {"runs": failed_runs, "fourth_run": "refused",
+        breaker = verdict("pass", {"runs": failed_runs, "fourth_run": "refused",
                                 "notify": paused.payload.get("notify")})
     adapter.resume_workflow(wid)
     status, lineage = adapter.workflow_lineage(wid)
     reads = {r.get("field") for r in (lineage or {}).get("reads", [])}
     integrations = {i.get("channel") for i in (lineage or {}).get("integrations", [])}
     if status is Status.ok and "amount" in reads and "email" in integrations:
-        lin = _cap("pass", {"reads": sorted(reads), "integrations": sorted(integrations)})
+        lin = verdict("pass", {"reads": sorted(reads), "integrations": sorted(integrations)})
     else:
-        lin = _cap("fail", lineage, f"lineage answered {status.value} without the read field "
+        lin = verdict("fail", lineage, f"lineage answered {status.value} without the read field "
                                     "and the integration")
     return {"workflow.breaker": breaker, "workflow.lineage": lin}
 
@@ -270,13 +262,14 @@ def probe_sla(adapter: Any, run_id: str, options: dict[str, Any], say: Say) -> O
             dim["levels"][level] = entry
             status, sla = adapter.create_sla(_definition(level, within))
             if status is not Status.ok or not sla:
-                caps[f"sla.{level}"] = _cap("fail", reason=f"defining it answered {status.value}")
+                caps[f"sla.{level}"] = verdict(
+                    "fail", reason=f"defining it answered {status.value}")
                 continue
             sid = int(sla["id"])
             created_ns = time.perf_counter_ns()
             obj, record = _sla_record(adapter, run_id, level)
             if record is None:
-                caps[f"sla.{level}"] = _cap("fail", reason=f"could not create a probe {obj}")
+                caps[f"sla.{level}"] = verdict("fail", reason=f"could not create a probe {obj}")
                 continue
             statuses_seen |= _statuses(adapter, sid, record)
             if test_clock:
@@ -291,12 +284,12 @@ def probe_sla(adapter: Any, run_id: str, options: dict[str, Any], say: Say) -> O
             msg = listener.wait_for(_breach_of(sid, record),
                                     STREAM_TIMEOUT_S + (0 if test_clock else within))
             if msg is None:
-                caps[f"sla.{level}"] = _cap("fail", reason="no sla.breached message arrived")
+                caps[f"sla.{level}"] = verdict("fail", reason="no sla.breached message arrived")
                 continue
             entry["supported"] = True
             entry["breach_lag_ms"] = round((msg.received_ns - start_ns) / 1e6, 3)
             statuses_seen |= _statuses(adapter, sid, record)
-            caps[f"sla.{level}"] = _cap("pass", {"object": obj, "within_s": within,
+            caps[f"sla.{level}"] = verdict("pass", {"object": obj, "within_s": within,
                                                  "breach_lag_ms": entry["breach_lag_ms"]})
             if escalated is None:
                 esc = listener.wait_for(_escalation_of(sid), 2.0)
@@ -310,13 +303,13 @@ def probe_sla(adapter: Any, run_id: str, options: dict[str, Any], say: Say) -> O
     if not supported:
         dim["reason"] = "no SLA level breached observably"
     wanted = {"green", "yellow", "red"}
-    caps["sla.status"] = (_cap("pass", sorted(statuses_seen)) if wanted <= statuses_seen else
-                          _cap("fail", sorted(statuses_seen), "not all of green, yellow, red "
+    caps["sla.status"] = (verdict("pass", sorted(statuses_seen)) if wanted <= statuses_seen else
+                          verdict("fail", sorted(statuses_seen), "not all of green, yellow, red "
                                "were shown"))
     notified = (escalated or {}).get("notified") or {}
     caps["sla.escalation"] = (
-        _cap("pass", escalated) if notified.get("rep_id") is not None else
-        _cap("fail", escalated, "no escalation to the director was observed"))
+        verdict("pass", escalated) if notified.get("rep_id") is not None else
+        verdict("fail", escalated, "no escalation to the director was observed"))
     return dim, caps
 
 
@@ -373,7 +366,7 @@ def probe_pack(adapter: Any, run_id: str, options: dict[str, Any], say: Say) -> 
     if not passed:
         dim.update(status="fail", reason=f"enable answered {status.value}; checks did not all "
                    f"pass within {timeout:g} s")
-        failed = _cap("fail", checks or None, dim["reason"])
+        failed = verdict("fail", checks or None, dim["reason"])
         return dim, {"pack.hotplug": failed, "pack.manufacturing": failed}
     dim["value"] = round(time.perf_counter() - t0, 6)
     dim["modules"] = len({c.get("module") for c in checks.get("checks", [])})
@@ -395,7 +388,7 @@ def probe_pack(adapter: Any, run_id: str, options: dict[str, Any], say: Say) -> 
     hot = {"idempotent": dim["idempotent"], "hidden_while_disabled": hidden.value,
            "data_kept": kept_ok, "reenable_s": dim["reenable_s"]}
     ok = dim["idempotent"] and made is Status.ok and hidden is not Status.ok and kept_ok
-    caps["pack.hotplug"] = _cap("pass" if ok else "fail", hot,
+    caps["pack.hotplug"] = verdict("pass" if ok else "fail", hot,
                                 None if ok else "enable/disable/enable did not behave")
     caps["pack.manufacturing"] = _manufacturing(adapter, run_id, checks)
     if not was_on:
@@ -408,7 +401,7 @@ def _manufacturing(adapter: Any, run_id: str, checks: dict[str, Any]) -> dict[st
     modules = {c.get("module") for c in checks.get("checks", []) if c.get("passed")}
     needed = {"bom", "equipment", "spare_parts", "ppap", "contracts"}
     if not needed <= modules:
-        return _cap("fail", sorted(modules), f"modules missing or failing: "
+        return verdict("fail", sorted(modules), f"modules missing or failing: "
                                              f"{sorted(needed - modules)}")
     part = f"probe-{run_id}"
     status, contract = adapter.record_call("POST", "/mfg/contracts",
@@ -416,7 +409,7 @@ def _manufacturing(adapter: Any, run_id: str, checks: dict[str, Any]) -> dict[st
     status2, ppap = adapter.record_call("POST", "/mfg/ppap", {
         "customer_id": 1, "part_number": part, "elements": ["design_records"]})
     if status is not Status.ok or status2 is not Status.ok or not contract or not ppap:
-        return _cap("fail", reason="could not create a contract and a PPAP submission")
+        return verdict("fail", reason="could not create a contract and a PPAP submission")
     frozen, _ = adapter.record_call("POST", f"/mfg/contracts/{contract['id']}/approve", {})
     _st, pack = adapter.record_call("GET", "/packs/manufacturing")
     elements = [f for m in (pack or {}).get("modules", []) if m.get("name") == "ppap"
@@ -427,5 +420,5 @@ def _manufacturing(adapter: Any, run_id: str, checks: dict[str, Any]) -> dict[st
           and (done or {}).get("status") == "approved")
     evidence = {"modules": sorted(modules), "incomplete_ppap": frozen.value,
                 "complete_ppap": released.value}
-    return _cap("pass" if ok else "fail", evidence,
+    return verdict("pass" if ok else "fail", evidence,
                 None if ok else "approval not frozen then released by PPAP completeness")
