@@ -93,34 +93,46 @@ def _matrix_section(df: pl.DataFrame, platforms: Sequence[str], claims_line: str
 def _charts_section(charts: Sequence[Chart]) -> str:
     parts = ["<h2 id=\"charts\">Charts</h2>"]
     for chart in charts:
-        key = f"chart-{chart.key}"
         height = chart.figure.layout.height or 480
-        # "</" cannot end the script element early: the JSON escapes every "<".
-        spec = pio.to_json(chart.figure, validate=False).replace("<", "\\u003c")
         parts.append(
             f"<figure><h3>{escape(chart.title)}</h3>"
-            f'<div id="{key}" class="plotly-graph-div" style="height:{height}px;width:100%"></div>'
-            f'<script type="application/json" class="crmbench-figure" data-target="{key}">'
-            f"{spec}</script><figcaption>{escape(chart.caption)}</figcaption></figure>"
+            f'<div id="chart-{chart.key}" class="plotly-graph-div" '
+            f'style="height:{height}px;width:100%"></div>'
+            f"<figcaption>{escape(chart.caption)}</figcaption></figure>"
         )
     return "".join(parts)
 
 
-# plotly.js is 4.8 MB; gzip and base64 bring it to about 1.9 MB. The page inflates it with
-# the browser's own DecompressionStream (no network), then draws every figure.
+def _packed_figures(charts: Sequence[Chart]) -> str:
+    """Every chart's data and layout as one gzip-compressed, base64 JSON list."""
+    specs = ",".join(
+        f'{{"target":"chart-{chart.key}","figure":{pio.to_json(chart.figure, validate=False)}}}'
+        for chart in charts
+    )
+    return _pack(f"[{specs}]")
+
+
+def _pack(text: str) -> str:
+    return base64.b64encode(gzip.compress(text.encode(), 9, mtime=0)).decode()
+
+
+# plotly.js is 4.8 MB and the chart data grows with the run; gzip and base64 bring the
+# page to about 2 MB. The page inflates both with the browser's own DecompressionStream
+# (no network), then draws every figure.
 _LOADER = """
 (async () => {
-  const packed = document.getElementById("plotly-gz").textContent;
-  const bytes = Uint8Array.from(atob(packed), (c) => c.charCodeAt(0));
-  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
-  const code = await new Response(stream).text();
+  const inflate = async (id) => {
+    const packed = document.getElementById(id).textContent;
+    const bytes = Uint8Array.from(atob(packed), (c) => c.charCodeAt(0));
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+    return await new Response(stream).text();
+  };
   const script = document.createElement("script");
-  script.text = code;
+  script.text = await inflate("plotly-gz");
   document.head.appendChild(script);
   const config = {displaylogo: false, responsive: true};
-  for (const el of document.querySelectorAll("script.crmbench-figure")) {
-    const fig = JSON.parse(el.textContent);
-    Plotly.newPlot(el.dataset.target, fig.data, fig.layout, config);
+  for (const spec of JSON.parse(await inflate("figures-gz"))) {
+    Plotly.newPlot(spec.target, spec.figure.data, spec.figure.layout, config);
   }
 })();
 """
@@ -128,7 +140,7 @@ _LOADER = """
 
 @lru_cache(maxsize=1)
 def _packed_plotlyjs() -> str:
-    return base64.b64encode(gzip.compress(get_plotlyjs().encode(), 9, mtime=0)).decode()
+    return _pack(get_plotlyjs())
 
 
 def _capabilities_section(items: Sequence[CapabilityStatus]) -> str:
@@ -164,5 +176,7 @@ def page(
         + _charts_section(charts)
         + _capabilities_section(capabilities)
         + f'<script type="application/octet-stream" id="plotly-gz">{_packed_plotlyjs()}</script>'
+        + f'<script type="application/octet-stream" id="figures-gz">{_packed_figures(charts)}'
+        "</script>"
         + f"<script>{_LOADER}</script></body></html>\n"
     )

@@ -77,7 +77,10 @@ def fmt(value: float) -> str:
         return f"{value:,.0f}"
     if abs(value) >= 10:
         return f"{value:.1f}"
-    return f"{value:.2f}"
+    if value == 0 or abs(value) >= 1:
+        return f"{value:.2f}"
+    # Small values keep three significant figures: 0.0017 s, not 0.00 s.
+    return f"{value:.3g}"
 
 
 def figure_text(

@@ -207,7 +207,7 @@ def test_capability_report_covers_every_id(report_dir: Path) -> None:
 def test_results_json_is_machine_readable(report_dir: Path) -> None:
     data = json.loads((report_dir / "results.json").read_text())
     assert data["platforms"] == ["reference", *CLAIMED_PLATFORMS]
-    assert {r["run_id"] for r in data["runs"]} == {"4ee94a0d8cb1", "probed", "vendor"}
+    assert {r["run_id"] for r in data["runs"]} == {"d4fec3fd968a", "probed", "vendor"}
     assert [r["problem"] for r in data["runs"]][2] == f"incomplete: {NO_CREDENTIALS}"
     overall = next(o for o in data["operations"] if o["operation"] == "overall")
     assert overall["runs"] == 2 and overall["count"] == 240_000
@@ -218,7 +218,7 @@ def test_html_embeds_plotly_once_and_nothing_external(report_dir: Path) -> None:
     page = (report_dir / "report.html").read_text()
     # plotly.js travels once, gzip-compressed; the charts are data, drawn by one loader.
     assert page.count('id="plotly-gz"') == 1
-    assert page.count('class="crmbench-figure"') == 7
+    assert page.count('id="figures-gz"') == 1
     assert page.count('class="plotly-graph-div"') == 7
     assert len(page.encode()) < 2_500_000
     assert "<script src" not in page and "<link" not in page
