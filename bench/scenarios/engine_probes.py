@@ -295,6 +295,11 @@ def probe_sla(adapter: Any, run_id: str, options: dict[str, Any], say: Say) -> O
                 esc = listener.wait_for(_escalation_of(sid), 2.0)
                 escalated = esc.payload if esc is not None else None
             say(f"SLA {level}: breach seen {entry['breach_lag_ms']} ms after the deadline")
+        real_s = float(options.get("real_time_s", 2.0))
+        if test_clock and real_s > 0:
+            dim["real_time"] = _real_time_breach(adapter, run_id, listener, real_s)
+            say(f"SLA field, {real_s:g} s in real time: breach seen "
+                f"{dim['real_time']['breach_lag_ms']} ms after the deadline")
     finally:
         listener.close()
     supported = [lv for lv in LEVELS if dim["levels"][lv]["supported"]]
@@ -311,6 +316,28 @@ def probe_sla(adapter: Any, run_id: str, options: dict[str, Any], say: Say) -> O
         verdict("pass", escalated) if notified.get("rep_id") is not None else
         verdict("fail", escalated, "no escalation to the director was observed"))
     return dim, caps
+
+
+def _real_time_breach(
+    adapter: Any, run_id: str, listener: _Listener, within: float
+) -> dict[str, Any]:
+    """A short field-level SLA left to breach on the wall clock, beside the test clock."""
+    out: dict[str, Any] = {"within_s": within, "breach_lag_ms": None}
+    status, sla = adapter.create_sla(_definition("field", within))
+    if status is not Status.ok or not sla:
+        out["reason"] = f"defining it answered {status.value}"
+        return out
+    created_ns = time.perf_counter_ns()
+    _obj, record = _sla_record(adapter, run_id, "field")
+    if record is None:
+        out["reason"] = "could not create a probe lead"
+        return out
+    msg = listener.wait_for(_breach_of(int(sla["id"]), record), within + STREAM_TIMEOUT_S)
+    if msg is None:
+        out["reason"] = "no sla.breached message arrived"
+        return out
+    out["breach_lag_ms"] = round((msg.received_ns - created_ns) / 1e6 - within * 1e3, 3)
+    return out
 
 
 def _breach_of(sla_id: int, record_id: int) -> Callable[[StreamMessage], bool]:

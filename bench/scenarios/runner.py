@@ -423,7 +423,10 @@ def _engine_options(name: str, engines: dict[str, Any]) -> dict[str, Any]:
     if name == "workflow":
         return {"cap": int(engines.get("workflow_cap", 100_000))}
     if name == "sla":
-        return {k: engines[k] for k in ("sla_within_s",) if k in engines}
+        out: dict[str, Any] = {k: engines[k] for k in ("sla_within_s",) if k in engines}
+        if "sla_real_time_s" in engines:
+            out["real_time_s"] = engines["sla_real_time_s"]
+        return out
     return {"pack": engines.get("pack_name", "manufacturing"),
             **{k: engines[k] for k in ("pack_timeout_s",) if k in engines}}
 
