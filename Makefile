@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/crmbench run
+	$(BIN)/crmbench run --report reports/latest
 
 lint: $(STAMP)
 	$(BIN)/ruff check bench reference_impl tests

@@ -206,6 +206,11 @@ def run(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print the result path and headline figures on stdout.")
     ] = False,
+    report_dir: Annotated[
+        Path | None,
+        typer.Option("--report", help="Also write the report of this run (matrix, report.html, "
+                     "capability report) into this folder."),
+    ] = None,
 ) -> None:
     """Run a workload scenario against a target and write its result file."""
     from bench.report.progress import RunProgress, summary_table
@@ -234,6 +239,14 @@ def run(
         why = "; ".join(result["invalid_reasons"]) or "incomplete"
         err.print(f"[yellow]result written to {report.path}, marked "
                   f"{'invalid' if result['complete'] else 'incomplete'}: {escape(why)}[/]")
+    if report_dir is not None:
+        from bench.claims import load_claims
+        from bench.report.build import FORMATS, assemble, write
+        from bench.results.collect import load_runs
+
+        built = assemble(load_runs([report.path]), load_claims(None))
+        written = write(built, report_dir, list(FORMATS), say=lambda m: err.print(m, markup=False))
+        err.print(f"[green]report: {len(written)} files in {escape(str(report_dir))}[/]")
     if json_out:
         typer.echo(json.dumps(_headline(report.path, result), indent=2))
     if report.exit_code:
