@@ -30,7 +30,9 @@ from reference_impl.store import ENTITIES, StoreError, now_iso
 from reference_impl.stream import StreamHub, publish
 
 NODE_TYPES = frozenset({"trigger", "condition", "action", "parallel", "join", "wait"})
-TRIGGERS = frozenset({"manual", "record.created", "record.updated", "stage.changed", "event"})
+TRIGGERS = frozenset({
+    "manual", "record.created", "record.updated", "stage.changed", "event", "schedule",
+})
 ACTIONS = frozenset({"set", "set_field", "create_activity", "notify", "noop"})
 OPS = frozenset({"==", "!=", ">", ">=", "<", "<=", "in"})
 OBJECTS = {"customer": "customers", "lead": "leads", "opportunity": "opportunities"}
@@ -131,6 +133,9 @@ def compile_doc(doc: WorkflowDeploy) -> Compiled:
                                f"nodes[{i}]")
             if node.on in ("record.created", "record.updated") and node.object is None:
                 raise _invalid(f"trigger {node.id!r}: record triggers need an object",
+                               f"nodes[{i}]")
+            if node.on == "schedule" and (node.seconds is None or node.seconds < 1):
+                raise _invalid(f"trigger {node.id!r}: a schedule needs seconds >= 1 between runs",
                                f"nodes[{i}]")
             if node.stage is not None and node.stage not in OPPORTUNITY_STAGES:
                 raise _invalid(f"trigger {node.id!r}: unknown stage {node.stage!r}",
@@ -361,6 +366,8 @@ class WorkflowEngine:
         self._locks: dict[int, asyncio.Lock] = {}
         # Workflows with an automatic trigger: record hooks look only at these.
         self.automatic: set[int] = set()
+        # Scheduled workflows and when each is next due, on the service clock.
+        self.scheduled: dict[int, float] = {}
 
     async def start(self) -> None:
         for r in await self.db.fetch_all("SELECT * FROM workflows"):
@@ -368,13 +375,40 @@ class WorkflowEngine:
             self.meta[int(r["id"])] = Meta_(int(r["id"]), r["name"], int(r["latest_version"]),
                                             r["status"], int(r["failures"]), trig)
             self._index(int(r["id"]))
+        task = asyncio.create_task(self._schedule_loop())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _index(self, wid: int) -> None:
         trig = self.meta[wid].trigger
-        if trig is not None and trig.get("on") != "manual":
+        on = trig.get("on") if trig is not None else None
+        if on == "schedule":
+            assert trig is not None
+            self.automatic.discard(wid)
+            self.scheduled[wid] = self.clock.now() + float(trig.get("seconds") or 60)
+        elif on is not None and on != "manual":
             self.automatic.add(wid)
+            self.scheduled.pop(wid, None)
         else:
             self.automatic.discard(wid)
+            self.scheduled.pop(wid, None)
+
+    async def _schedule_loop(self) -> None:
+        """Start scheduled runs when due; the test clock's advances wake it at once."""
+        while True:
+            now = self.clock.now()
+            for wid, due in list(self.scheduled.items()):
+                meta = self.meta.get(wid)
+                if meta is None or meta.trigger is None or due > now:
+                    continue
+                self.scheduled[wid] = now + float(meta.trigger.get("seconds") or 60)
+                if meta.status == "active":
+                    task = asyncio.create_task(self._triggered(
+                        wid, {"scheduled_at": self.clock.iso(due)}, ("schedule", {})))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            nearest = min(self.scheduled.values(), default=now + 1.0) - now
+            await self.clock.sleep(min(max(nearest, 0.05), 1.0))
 
     async def stop(self) -> None:
         for task in list(self._tasks):

@@ -221,3 +221,16 @@ def test_stage_change_and_event_triggers_start_runs(client: TestClient) -> None:
         "idempotency_key": f"wf-{time.time_ns()}"})
     assert resp.status_code == 202, resp.text
     _wait_for_notification(client, evented)
+
+
+def test_schedule_trigger_runs_when_due_on_the_test_clock(client: TestClient) -> None:
+    bad = deploy(client, "bad-schedule", [{"id": "t", "type": "trigger", "on": "schedule"}], [])
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "nodes[0]"
+    wid = deploy(client, "every-10-min", [
+        {"id": "t", "type": "trigger", "on": "schedule", "seconds": 600},
+        {"id": "n", "type": "action", "action": "notify", "channel": "email"}],
+        [["t", "n"]]).json()["id"]
+    assert not [m for m in messages(client, "workflow.notification")
+                if m["workflow_id"] == wid]
+    assert client.post("/clock/advance", json={"seconds": 601}).status_code == 200
+    _wait_for_notification(client, wid)
