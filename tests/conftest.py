@@ -226,3 +226,24 @@ def live_crm(module_db_url: str, small_fixtures: Path) -> Iterator[LiveCrm]:
         yield live
     finally:
         stop()
+
+
+API_TOKEN = "test-token"
+
+
+@contextmanager
+def app_client(
+    db_url: str, fixtures: Path, *, test_clock: bool = False, raise_server_exceptions: bool = True
+) -> Iterator[Any]:
+    """The reference CRM in-process on ``db_url`` loaded with ``fixtures``, token already set."""
+    from starlette.testclient import TestClient
+
+    from reference_impl.api import build_app
+    from reference_impl.db import open_database
+    from reference_impl.server import load
+
+    load(db_url, fixtures, reset=False, say=lambda _m: None)
+    app = build_app(open_database(db_url), token=API_TOKEN, test_clock=test_clock)
+    with TestClient(app, headers={"Authorization": f"Bearer {API_TOKEN}"},
+                    raise_server_exceptions=raise_server_exceptions) as client:
+        yield client

@@ -12,9 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from reference_impl.api import build_app
-from reference_impl.db import open_database
-from reference_impl.server import load
+from tests.conftest import app_client
 
 FIELDS = [
     "name", "industry", "region_id", "owner_rep_id", "tier", "employees", "annual_revenue",
@@ -54,10 +52,7 @@ methods = st.sampled_from(["GET", "POST", "PATCH", "DELETE", "PUT"])
 
 @pytest.fixture(scope="module")
 def client(module_db_url: str, small_fixtures: Path) -> Iterator[TestClient]:
-    load(module_db_url, small_fixtures, reset=False, say=lambda _m: None)
-    app = build_app(open_database(module_db_url), token="t")
-    with TestClient(app, headers={"Authorization": "Bearer t"},
-                    raise_server_exceptions=False) as c:
+    with app_client(module_db_url, small_fixtures, raise_server_exceptions=False) as c:
         yield c
 
 

@@ -11,17 +11,15 @@ from starlette.testclient import TestClient
 
 from reference_impl.api import build_app
 from reference_impl.db import open_database
-from reference_impl.server import load
+from tests.conftest import API_TOKEN, app_client
 from tests.reference_impl.test_workflows import messages
 
-TOKEN = "test-token"
+TOKEN = API_TOKEN
 
 
 @pytest.fixture(scope="module")
 def client(module_db_url: str, small_fixtures: Path) -> Iterator[TestClient]:
-    load(module_db_url, small_fixtures, reset=False, say=lambda _m: None)
-    app = build_app(open_database(module_db_url), token=TOKEN, test_clock=True)
-    with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+    with app_client(module_db_url, small_fixtures, test_clock=True) as c:
         yield c
 
 
