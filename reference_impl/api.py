@@ -28,12 +28,12 @@ from reference_impl import cdp
 from reference_impl import models as m
 from reference_impl.agents import AgentRuntime, Scorer
 from reference_impl.clock import Clock
-from reference_impl.db import Database
+from reference_impl.db import Database, Executor
 from reference_impl.loader import create_schema
 from reference_impl.openapi import build_openapi
 from reference_impl.packs import PackService
 from reference_impl.sla import SlaCreate, SlaEngine
-from reference_impl.store import ENTITIES, Page, Store, StoreError
+from reference_impl.store import ENTITIES, AfterCommit, Change, Page, Store, StoreError
 from reference_impl.stream import DEFAULT_QUEUE, DEFAULT_RETENTION, Filter, StreamHub
 from reference_impl.workflows import RunCreate, WorkflowDeploy, WorkflowEngine, prepare
 
@@ -249,7 +249,6 @@ def build_app(
                 Query(request, set())
                 body = await decode(request, entity.create)
                 created = await store.create(name, body)
-                await after_write(name, True, created, set())
                 return json_response(created, 201)
             if name == "customers":
                 return await search(request)
@@ -270,7 +269,6 @@ def build_app(
             if request.method == "PATCH":
                 body = await decode(request, entity.update)
                 updated = await store.update(name, id_, body)
-                await after_write(name, False, updated, set(m.changed_fields(body)))
                 return json_response(updated)
             await store.delete(name, id_)
             return Response(status_code=204)
@@ -307,7 +305,6 @@ def build_app(
         Query(request, set())
         body = await decode(request, m.StageChange)
         updated = await store.update("opportunities", id_, m.OpportunityUpdate(stage=body.stage))
-        await after_write("opportunities", False, updated, {"stage"})
         return json_response(updated)
 
     async def stats(request: Request) -> Response:
@@ -380,25 +377,14 @@ def build_app(
             return json_response(await agents.put_config(name, body))
         return json_response(agents.get_config(name))
 
-    async def after_write(name: str, created: bool, row: dict[str, Any],
-                          changed: set[str]) -> None:
-        """Feed workflow triggers and SLA instances; nothing to do while none exist."""
-        flows, watched = workflows.listening, slas.listening
-        if not (flows or watched):
-            return
-        stage: tuple[str | None, str] | None = None
-        if name == "opportunities" and created:
-            stage = (None, str(row["stage"]))
-        elif name == "opportunities" and "stage" in changed:
-            last = await db.fetch_one(
-                "SELECT from_stage, to_stage, changed_at FROM opportunity_stage_changes "
-                "WHERE opportunity_id = ? ORDER BY id DESC LIMIT 1", (row["id"],))
-            if last is not None and last["changed_at"] == row["updated_at"]:
-                stage = (last["from_stage"] or None, str(last["to_stage"]))
-        if flows:
-            workflows.on_record(name, created, row, stage)
-        if watched:
-            await slas.on_record(name, created, row, changed, stage)
+    async def trigger_workflows(_tx: Executor, change: Change) -> AfterCommit | None:
+        """Start triggered workflow runs once the record's transaction has committed."""
+        if not workflows.listening:
+            return None
+        return lambda: workflows.on_record(change.table, change.created, change.row,
+                                           change.stage)
+
+    store.hooks += [slas.on_change, trigger_workflows]
 
     def after_events(events: list[m.EventIn], result: dict[str, Any]) -> None:
         if not workflows.listening:

@@ -2,12 +2,14 @@
 
 Tables are created without secondary indexes, filled in foreign-key order (SQLite
 ``executemany`` in one transaction, PostgreSQL ``COPY``), then indexed and analysed.
-The loaded profile's manifest hash is recorded; a database that holds other data is
-refused rather than mixed. A load that was cut off is detected and redone.
+The loaded profile's manifest hash and a fingerprint of the schema are recorded; a
+database that holds other data, or tables of another version, is refused rather than mixed.
+A load that was cut off is detected and redone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from reference_impl.db import Database
 from reference_impl.schema import (
     FIXTURE_TABLES,
     TABLES,
+    Dialect,
     create_index_sql,
     create_table_sql,
 )
@@ -36,6 +39,13 @@ class LoadInfo:
     loaded_now: bool
     seconds: float
     rows: dict[str, int]
+
+
+def schema_hash(dialect: Dialect) -> str:
+    """A fingerprint of the tables and indexes this version creates."""
+    text = "\n".join([create_table_sql(t, dialect) for t in TABLES]
+                     + [s for t in TABLES for s in create_index_sql(t)])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 async def _table_exists(db: Database, name: str) -> bool:
@@ -100,6 +110,11 @@ async def prepare(
 
     manifest = read_manifest(data)
     wanted = manifest_hash(data)
+    if meta.get("fixture_hash") == wanted and meta.get("schema_hash") != schema_hash(db.dialect):
+        raise DatabaseError(
+            f"database {db.url_for_display} holds fixture profile {wanted[:12]} in the tables "
+            "of another crmbench version; start with --reset to load it anew"
+        )
     if meta.get("fixture_hash") == wanted:
         await create_schema(db)
         say(f"database already holds fixture profile {wanted[:12]}")
@@ -137,5 +152,5 @@ async def prepare(
             await db.reset_identity(table.name)
     await db.run_script(["ANALYZE"])
     say(f"built indexes in {time.perf_counter() - t0:.1f} s")
-    await _set_meta(db, state="ready", fixture_hash=wanted)
+    await _set_meta(db, state="ready", fixture_hash=wanted, schema_hash=schema_hash(db.dialect))
     return LoadInfo(wanted, True, time.perf_counter() - start, rows)

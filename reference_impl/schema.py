@@ -272,7 +272,12 @@ TABLES: tuple[Table, ...] = (
     # SLA definitions and their instances (sla.py); times are seconds on the service clock.
     Table(
         "slas",
-        (_c("id", "id"), _c("definition", "json"), _c("created_at", "ts")),
+        (
+            _c("id", "id"), _c("definition", "json"), _c("created_at", "ts"),
+            # A pack's SLA names its pack; disabling the pack deactivates it.
+            _c("pack", "text", nullable=True), _c("pack_key", "text", nullable=True),
+            _c("active", "bool"),
+        ),
         fixture=False,
     ),
     Table(
@@ -292,6 +297,14 @@ TABLES: tuple[Table, ...] = (
         "packs",
         (_c("name", "text"), _c("enabled", "bool"), _c("updated_at", "ts")),
         primary_key=("name",),
+        fixture=False,
+    ),
+    Table(
+        "pack_items",
+        (
+            _c("pack", "text"), _c("kind", "text"), _c("key", "text"), _c("ref_id", "int"),
+        ),
+        primary_key=("pack", "kind", "key"),
         fixture=False,
     ),
     Table(

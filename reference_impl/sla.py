@@ -5,9 +5,15 @@ record's creation), ``process`` (an opportunity reaches ``to_stage`` within T of
 ``from_stage``), ``action`` (``first_contact``: a lead is contacted within T of its creation,
 i.e. its assignment: met by an activity logged for the lead's customer or by the lead's status
 becoming contacted/qualified/converted; ``proposal``: an opportunity reaches the proposal
-stage, or a later one, within T of its creation). Only the 24x7 calendar is supported.
-Open instances sit in a deadline heap; a background task wakes at the earliest deadline, and
-``POST /clock/advance`` (test clock) runs the same check before it answers.
+stage, or a later one, within T of its creation). T runs around the clock (``"24x7"``) or
+on a business calendar (working hours, weekdays, holidays in a time zone).
+
+Instances start and are met inside the transaction that writes the record (a store write
+hook), so a record and its SLA instances commit or roll back together; memory follows once
+the transaction has committed. Open instances sit in a deadline heap; a background task
+wakes at the earliest deadline, and ``POST /clock/advance`` (test clock) runs the same check
+before it answers. A record that meets its SLA after the deadline, before the checker got to
+it, is breached, not met.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from reference_impl import calendars
+from reference_impl.calendars import BusinessCalendar, CalendarError
 from reference_impl.clock import Clock
-from reference_impl.db import Row
+from reference_impl.db import Executor, Row
 from reference_impl.schema import OPPORTUNITY_STAGES, TABLES_BY_NAME
-from reference_impl.store import StoreError, now_iso
+from reference_impl.store import AfterCommit, Change, StoreError, now_iso
 from reference_impl.stream import StreamHub, publish
 
 log = logging.getLogger("reference_impl.sla")
@@ -51,7 +59,7 @@ class SlaCreate(Struct, forbid_unknown_fields=True, kw_only=True, omit_defaults=
     action: Literal["first_contact", "proposal"] | None = None
     name: Annotated[str, Meta(max_length=200)] | None = None
     at_risk_fraction: Annotated[float, Meta(gt=0, lt=1)] = 0.8
-    calendar: Literal["24x7"] = "24x7"
+    calendar: Literal["24x7"] | BusinessCalendar = "24x7"
     escalation: Escalation | None = None
 
 
@@ -59,7 +67,21 @@ def _bad(message: str, where: str) -> StoreError:
     return StoreError(422, "invalid_sla", message, where)
 
 
-def validate(sla: SlaCreate) -> None:
+def deadline(sla: SlaCreate, start: float, seconds: float | None = None) -> float:
+    """When ``seconds`` (by default the SLA's T) of the SLA's time have passed since start."""
+    span = sla.within_s if seconds is None else seconds
+    if isinstance(sla.calendar, BusinessCalendar):
+        return calendars.add(sla.calendar, start, span)
+    return start + span
+
+
+def validate(sla: SlaCreate, now: float) -> None:
+    if isinstance(sla.calendar, BusinessCalendar):
+        try:
+            calendars.validate(sla.calendar)
+            deadline(sla, now)
+        except CalendarError as exc:
+            raise _bad(str(exc), exc.field) from None
     if sla.level == "field":
         cols = {c.name: c for c in TABLES_BY_NAME[OBJECT_TABLES[sla.object]].columns}
         if sla.field not in cols or not cols[sla.field].nullable:
@@ -94,16 +116,24 @@ class Instance:
 class SlaEngine:
     """Definitions, open instances (in memory and stored), the deadline heap."""
 
+    # Entries of met instances stay in the heap until this many have piled up (and half).
+    COMPACT_AFTER = 1_024
+
     def __init__(self, hub: StreamHub, clock: Clock) -> None:
         self.hub = hub
         self.db = hub.db
         self.clock = clock
         self.defs: dict[int, SlaCreate] = {}
+        # SLAs of disabled packs: they start no instances; those already open run on.
+        self.inactive: set[int] = set()
+        self.owner: dict[int, tuple[str, str]] = {}
         self.open: dict[int, Instance] = {}
         # Writes look instances up by record and by customer, never by scanning them all.
         self.by_record: dict[tuple[str, int], set[int]] = {}
         self.by_customer: dict[int, set[int]] = {}
         self.heap: list[tuple[float, int]] = []
+        # Heap entries of instances met before their deadline, dropped in bulk now and then.
+        self._stale = 0
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -113,8 +143,13 @@ class SlaEngine:
         return bool(self.defs)
 
     async def start(self) -> None:
-        for r in await self.db.fetch_all("SELECT id, definition FROM slas"):
-            self.defs[int(r["id"])] = msgspec.json.decode(r["definition"], type=SlaCreate)
+        for r in await self.db.fetch_all("SELECT * FROM slas"):
+            sid = int(r["id"])
+            self.defs[sid] = msgspec.json.decode(r["definition"], type=SlaCreate)
+            if not r["active"]:
+                self.inactive.add(sid)
+            if r["pack"] is not None:
+                self.owner[sid] = (r["pack"], r["pack_key"])
         for r in await self.db.fetch_all("SELECT * FROM sla_instances WHERE state = 'open'"):
             self._track(Instance(int(r["id"]), int(r["sla_id"]), r["object"],
                                  int(r["record_id"]), r["customer_id"], float(r["started_s"]),
@@ -152,8 +187,10 @@ class SlaEngine:
                 log.exception("SLA check failed; retrying")
                 await asyncio.sleep(0.5)
 
-    async def create(self, sla: SlaCreate) -> dict[str, Any]:
-        validate(sla)
+    async def create(self, sla: SlaCreate, pack: tuple[str, str] | None = None
+                     ) -> dict[str, Any]:
+        """Define an SLA; ``pack`` is (pack, key) for an SLA a pack brings."""
+        validate(sla, self.clock.now())
         if sla.escalation is not None and sla.escalation.reassign_to is not None:
             found = await self.db.fetch_val("SELECT 1 FROM reps WHERE id = ?",
                                             (sla.escalation.reassign_to,))
@@ -162,16 +199,34 @@ class SlaEngine:
                            "escalation.reassign_to")
         body = msgspec.json.encode(sla).decode()
         sid = int(await self.db.fetch_val(
-            "INSERT INTO slas (definition, created_at) VALUES (?, ?) RETURNING id",
-            (body, now_iso())))
+            "INSERT INTO slas (definition, created_at, pack, pack_key, active) "
+            "VALUES (?, ?, ?, ?, ?) RETURNING id",
+            (body, now_iso(), pack[0] if pack else None, pack[1] if pack else None,
+             self._bool(True))))
         self.defs[sid] = sla
+        if pack is not None:
+            self.owner[sid] = pack
         return self.describe(sid)
+
+    def _bool(self, value: bool) -> bool | int:
+        return value if self.db.dialect == "postgresql" else int(value)
+
+    async def set_active(self, sid: int, active: bool) -> None:
+        self.describe(sid)
+        await self.db.execute("UPDATE slas SET active = ? WHERE id = ?",
+                              (self._bool(active), sid))
+        if active:
+            self.inactive.discard(sid)
+        else:
+            self.inactive.add(sid)
 
     def describe(self, sid: int) -> dict[str, Any]:
         sla = self.defs.get(sid)
         if sla is None:
             raise StoreError(404, "not_found", f"SLA {sid} does not exist")
-        return {"id": sid, **msgspec.to_builtins(sla)}
+        owner = self.owner.get(sid)
+        return {"id": sid, **msgspec.to_builtins(sla), "active": sid not in self.inactive,
+                "pack": owner[0] if owner else None}
 
     async def instances(self, sid: int, limit: int, after: int | None) -> dict[str, Any]:
         sla = self.defs.get(sid)
@@ -187,12 +242,12 @@ class SlaEngine:
                 "limit": limit}
 
     def _present(self, sla: SlaCreate, r: Row, now: float) -> dict[str, Any]:
-        started, deadline = float(r["started_s"]), float(r["deadline_s"])
+        started, due = float(r["started_s"]), float(r["deadline_s"])
         if r["state"] == "met":
             status = "met"
         elif r["state"] == "breached":
             status = "red"
-        elif now >= started + sla.at_risk_fraction * (deadline - started):
+        elif now >= deadline(sla, started, sla.at_risk_fraction * sla.within_s):
             status = "yellow"
         else:
             status = "green"
@@ -200,27 +255,27 @@ class SlaEngine:
         return {
             "id": r["id"], "sla_id": r["sla_id"], "object": r["object"],
             "record_id": r["record_id"], "status": status, "started_at": iso(started),
-            "deadline": iso(deadline), "met_at": iso(r["met_s"]) if r["met_s"] else None,
+            "deadline": iso(due), "met_at": iso(r["met_s"]) if r["met_s"] else None,
             "breached_at": iso(r["breached_s"]) if r["breached_s"] else None,
             "detected_at": iso(r["detected_s"]) if r["detected_s"] else None,
         }
 
-    async def _start(self, sid: int, obj: str, row: Row, met: bool) -> None:
-        sla = self.defs[sid]
-        if any(i.sla_id == sid and i.object == obj and i.record_id == row["id"]
-               for i in self._for_record(obj, int(row["id"]))):
+    async def _start(self, tx: Executor, sid: int, obj: str, row: Row, met: bool,
+                     out: list[Instance]) -> None:
+        if any(i.sla_id == sid for i in self._for_record(obj, int(row["id"]))):
             return
+        sla = self.defs[sid]
         now = self.clock.now()
+        due = deadline(sla, now)
         customer = row["id"] if obj == "customer" else row.get("customer_id")
-        iid = int(await self.db.fetch_val(
+        iid = int(await tx.fetch_val(
             "INSERT INTO sla_instances (sla_id, object, record_id, customer_id, started_s, "
             "deadline_s, state, met_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (sid, obj, row["id"], customer, now, now + sla.within_s,
-             "met" if met else "open", now if met else None),
+            (sid, obj, row["id"], customer, now, due, "met" if met else "open",
+             now if met else None),
         ))
         if not met:
-            self._track(Instance(iid, sid, obj, int(row["id"]), customer, now,
-                                 now + sla.within_s))
+            out.append(Instance(iid, sid, obj, int(row["id"]), customer, now, due))
 
     def _for_record(self, obj: str, record_id: int) -> list[Instance]:
         ids = self.by_record.get((obj, record_id), ())
@@ -242,51 +297,77 @@ class SlaEngine:
                         del self.by_customer[inst.customer_id]
         return inst
 
-    async def _meet(self, insts: list[Instance]) -> None:
+    async def _meet(self, tx: Executor, insts: list[Instance], out: list[int]) -> None:
         now = self.clock.now()
         for inst in insts:
-            if self._untrack(inst.id) is not None:
-                await self.db.execute(
+            # Past its deadline the instance is the checker's to breach, even if not yet seen.
+            if inst.deadline > now and await tx.execute(
                     "UPDATE sla_instances SET state = 'met', met_s = ? WHERE id = ? "
-                    "AND state = 'open'", (now, inst.id))
+                    "AND state = 'open'", (now, inst.id)):
+                out.append(inst.id)
 
-    async def on_record(self, table: str, created: bool, row: Row, changed: set[str],
-                        stage: tuple[str | None, str] | None) -> None:
-        """Start and meet instances for one created or updated record."""
+    async def on_change(self, tx: Executor, change: Change) -> AfterCommit | None:
+        """Store write hook: start and meet instances in the record's transaction."""
+        if not self.defs:
+            return None
+        started: list[Instance] = []
+        met: list[int] = []
+        await self._on_record(tx, change, started, met)
+        if not (started or met):
+            return None
+
+        def follow() -> None:
+            for inst in started:
+                self._track(inst)
+            for iid in met:
+                if self._untrack(iid) is not None:
+                    self._stale += 1
+            if self._stale > self.COMPACT_AFTER and self._stale * 2 > len(self.heap):
+                self.heap = [(i.deadline, i.id) for i in self.open.values()]
+                heapq.heapify(self.heap)
+                self._stale = 0
+
+        return follow
+
+    async def _on_record(self, tx: Executor, change: Change, started: list[Instance],
+                         met: list[int]) -> None:
+        table, created, row, stage = change.table, change.created, change.row, change.stage
         obj = next((o for o, t in OBJECT_TABLES.items() if t == table), None)
         if table == "activities" and created and row.get("customer_id") is not None:
-            await self._meet([
+            await self._meet(tx, [
                 self.open[i] for i in self.by_customer.get(row["customer_id"], ())
                 if self.open[i].object == "lead"
-                and self.defs[self.open[i].sla_id].action == "first_contact"])
+                and self.defs[self.open[i].sla_id].action == "first_contact"], met)
             return
         if obj is None:
             return
         mine = self._for_record(obj, int(row["id"])) if not created else []
         for sid, sla in list(self.defs.items()):
-            if sla.object != obj:
+            if sla.object != obj or sid in self.inactive:
                 continue
             if sla.level == "field":
                 filled = row.get(sla.field or "") not in (None, "")
                 if created:
-                    await self._start(sid, obj, row, filled)
+                    await self._start(tx, sid, obj, row, filled, started)
                 elif filled:
-                    await self._meet([i for i in mine if i.sla_id == sid])
+                    await self._meet(tx, [i for i in mine if i.sla_id == sid], met)
             elif sla.level == "process":
                 if stage is not None and stage[1] == sla.to_stage:
-                    await self._meet([i for i in mine if i.sla_id == sid])
+                    await self._meet(tx, [i for i in mine if i.sla_id == sid], met)
                 if stage is not None and stage[1] == sla.from_stage:
-                    await self._start(sid, obj, row, False)
+                    await self._start(tx, sid, obj, row, False, started)
             elif sla.action == "first_contact":
                 if created:
-                    await self._start(sid, obj, row, row.get("status") in CONTACTED)
+                    await self._start(tx, sid, obj, row, row.get("status") in CONTACTED,
+                                      started)
                 elif row.get("status") in CONTACTED:
-                    await self._meet([i for i in mine if i.sla_id == sid])
+                    await self._meet(tx, [i for i in mine if i.sla_id == sid], met)
             elif sla.action == "proposal":
                 if created:
-                    await self._start(sid, obj, row, row.get("stage") in PROPOSAL_OR_LATER)
+                    await self._start(tx, sid, obj, row, row.get("stage") in PROPOSAL_OR_LATER,
+                                      started)
                 elif stage is not None and stage[1] in PROPOSAL_OR_LATER:
-                    await self._meet([i for i in mine if i.sla_id == sid])
+                    await self._meet(tx, [i for i in mine if i.sla_id == sid], met)
 
     async def check(self) -> int:
         """Breach every open instance whose deadline has passed; returns how many."""
@@ -307,9 +388,10 @@ class SlaEngine:
 
     async def _breach(self, tx: Any, inst: Instance, now: float) -> None:
         sla = self.defs[inst.sla_id]
-        await tx.execute(
-            "UPDATE sla_instances SET state = 'breached', breached_s = ?, detected_s = ? "
-            "WHERE id = ?", (inst.deadline, now, inst.id))
+        if not await tx.execute(
+                "UPDATE sla_instances SET state = 'breached', breached_s = ?, detected_s = ? "
+                "WHERE id = ? AND state = 'open'", (inst.deadline, now, inst.id)):
+            return  # met by a write that committed while this check waited for the lock
         publish(tx, "sla.breached", inst.customer_id, {
             "sla_id": inst.sla_id, "instance_id": inst.id, "level": sla.level,
             "object": inst.object, "record_id": inst.record_id,

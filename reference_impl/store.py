@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,11 +129,39 @@ class Page:
     next_after: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One created or updated record, as write hooks see it inside the transaction."""
+
+    table: str
+    created: bool
+    row: Row
+    changed: frozenset[str]
+    stage: tuple[str | None, str] | None
+
+
+AfterCommit = Callable[[], None]
+WriteHook = Callable[[Executor, Change], Awaitable[AfterCommit | None]]
+
+
 class Store:
-    """The reference CRM's data operations."""
+    """The reference CRM's data operations.
+
+    Write hooks run inside the record's transaction (what they write commits or rolls back
+    with the record); the callables they return run once it has committed.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.hooks: list[WriteHook] = []
+
+    async def _run_hooks(self, tx: Executor, change: Change) -> list[AfterCommit]:
+        done: list[AfterCommit] = []
+        for hook in self.hooks:
+            after = await hook(tx, change)
+            if after is not None:
+                done.append(after)
+        return done
 
     async def _check_refs(
         self, tx: Executor, entity: Entity, values: dict[str, Any]
@@ -210,8 +238,12 @@ class Store:
                 row = present(entity, await self._get(tx, entity, new_id))
                 if name == "customers":
                     row["tags"] = tags
+                stage = (None, str(values["stage"])) if name == "opportunities" else None
+                done = await self._run_hooks(tx, Change(name, True, row, frozenset(), stage))
         except IntegrityViolation as exc:
             raise StoreError(409, "conflict", f"write refused by a constraint: {exc}") from exc
+        for after in done:
+            after()
         return row
 
     async def _check_contact_owner(self, tx: Executor, contact_id: int, customer_id: int) -> None:
@@ -257,10 +289,12 @@ class Store:
                         "WHERE id = ?",
                         [*(_to_db(kinds[c], values[c]) for c in cols), id_],
                     )
+                stage: tuple[str | None, str] | None = None
                 if name == "opportunities" and values.get("stage", current["stage"]) != current[
                     "stage"
                 ]:
                     await self._record_stage(tx, id_, current["stage"], str(values["stage"]), ts)
+                    stage = (current["stage"], str(values["stage"]))
                 if name == "customers" and values.get("consent_profiling") is False:
                     # Withdrawn consent: what profiling derived so far goes too.
                     await tx.execute(
@@ -276,8 +310,14 @@ class Store:
                 row = present(entity, await self._get(tx, entity, id_))
                 if name == "customers":
                     row["tags"] = await self._tags(tx, id_)
+                changed = frozenset(k for k in values if k != "updated_at")
+                if tags is not None:
+                    changed |= {"tags"}
+                done = await self._run_hooks(tx, Change(name, False, row, changed, stage))
         except IntegrityViolation as exc:
             raise StoreError(409, "conflict", f"write refused by a constraint: {exc}") from exc
+        for after in done:
+            after()
         return row
 
     async def delete(self, name: str, id_: int) -> None:

@@ -144,7 +144,7 @@ class EmbeddedReference:
                 info = load(url, self.fixtures, reset=False, say=self._say)
             except DatabaseError:
                 # The cache is ours: if it holds another profile, rebuild it rather than refuse.
-                self._say(f"{cache} holds other fixture data; loading it anew")
+                self._say(f"{cache} holds other fixture data or an older schema; loading it anew")
                 for path in _sqlite_files(cache):
                     path.unlink(missing_ok=True)
                 info = load(url, self.fixtures, reset=False, say=self._say)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -143,3 +144,87 @@ def test_test_clock_is_refused_when_disabled(tmp_path: Path) -> None:
         for resp in (c.get("/clock"), c.post("/clock/advance", json={"seconds": 1})):
             assert resp.status_code == 404
             assert resp.json()["error"]["code"] == "test_clock_disabled"
+
+
+def test_business_calendar_sla_counts_working_time_only(client: TestClient) -> None:
+    from reference_impl import calendars
+
+    cal = {"timezone": "Europe/Berlin", "days": ["mon", "tue", "wed", "thu", "fri"],
+           "start": "09:00", "end": "17:00", "holidays": ["2031-12-25"]}
+    sid = sla(client, level="field", object="lead", field="email", within_s=4 * 3600,
+              calendar=cal)
+    assert client.get(f"/slas/{sid}").json()["calendar"] == cal
+    rid = lead(client)
+    inst = instance(client, sid, rid)
+    started = dt.datetime.fromisoformat(inst["started_at"]).timestamp()
+    want = calendars.add(calendars.BusinessCalendar(**{**cal, "holidays": [
+        dt.date(2031, 12, 25)]}), started, 4 * 3600)
+    assert dt.datetime.fromisoformat(inst["deadline"]).timestamp() == pytest.approx(want)
+    # Four working hours are at least four hours and less than four days (Easter aside).
+    assert 4 * 3600 <= want - started < 5 * 86_400
+
+
+@pytest.mark.parametrize(
+    ("calendar", "field"),
+    [({"timezone": "Mars/Olympus"}, "calendar.timezone"),
+     ({"start": "18:00", "end": "09:00"}, "calendar.end"),
+     ({"days": ["mon", "mon"]}, "calendar.days"),
+     ({"days": ["mon"], "start": "09:00", "end": "09:01"}, "within_s")],
+)
+def test_unusable_calendars_are_refused(client: TestClient, calendar: dict[str, Any],
+                                        field: str) -> None:
+    resp = client.post("/slas", json={"level": "field", "object": "lead", "field": "email",
+                                      "within_s": 9 * 365 * 86_400, "calendar": calendar})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == field
+
+
+def test_instances_roll_back_with_their_record(client: TestClient) -> None:
+    from reference_impl.store import StoreError
+
+    store, slas = client.app.state.store, client.app.state.slas
+    sid = sla(client, level="field", object="lead", field="email", within_s=50)
+    before = len(client.get(f"/slas/{sid}/instances", params={"limit": 500}).json()["items"])
+    tracked = dict(slas.open)
+
+    async def refuse(_tx: Any, _change: Any) -> None:
+        raise StoreError(409, "conflict", "refused after the SLA hook")
+
+    store.hooks.append(refuse)
+    try:
+        resp = client.post("/leads", json={"company_name": "Gone", "contact_name": "G",
+                                           "region_id": 1})
+    finally:
+        store.hooks.remove(refuse)
+    assert resp.status_code == 409
+    after = client.get(f"/slas/{sid}/instances", params={"limit": 500}).json()["items"]
+    assert len(after) == before and slas.open == tracked
+
+
+def test_met_after_the_deadline_is_a_breach(client: TestClient) -> None:
+    sid = sla(client, level="field", object="lead", field="email", within_s=30)
+    rid = lead(client)
+    client.app.state.clock.offset += 31  # past the deadline, before any check ran
+    assert client.patch(f"/leads/{rid}", json={"email": "late@x.example"}).status_code == 200
+    advance(client, 0.001)
+    assert instance(client, sid, rid)["status"] == "red"
+    assert rid in breached(client, sid)
+
+
+def test_met_instances_leave_the_deadline_heap(db_url: str, small_fixtures: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    with app_client(db_url, small_fixtures, test_clock=True) as client:
+        _heap_is_compacted(client, monkeypatch)
+
+
+def _heap_is_compacted(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    slas = client.app.state.slas
+    monkeypatch.setattr(slas, "COMPACT_AFTER", 5)
+    sid = sla(client, level="field", object="lead", field="email", within_s=10 * 86_400)
+    ids = [lead(client) for _ in range(12)]
+    for rid in ids:
+        assert client.patch(f"/leads/{rid}", json={"email": "m@x.example"}).status_code == 200
+    assert {i["status"] for i in client.get(f"/slas/{sid}/instances").json()["items"]} == {
+        "met"}
+    # Twelve met instances: the heap was rebuilt once more than five had piled up.
+    assert not slas.open and len(slas.heap) <= 5
