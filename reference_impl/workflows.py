@@ -5,12 +5,21 @@ A document is ``{"name", "nodes": [{"id", "type", ...}], "edges": [[from, to(, "
 adjacency lists); a run touches the database once at its end. Nodes not reached (the other
 branch of a condition) are skipped; a join runs once when any incoming branch reached it.
 Three failed or timed-out runs in a row pause a workflow (``workflow.paused``).
+
+A schedule trigger runs every ``seconds`` (counted from the previous run) or on a 5-field
+``cron`` expression in a ``timezone`` (IANA name, default UTC), both on the service clock, so
+the test clock drives them. After a cron run the next due time is the first fire time
+strictly after the one that fired, so runs keep to the expression's boundaries; if that time
+has passed too (the service was behind by more than one period, e.g. the test clock jumped a
+week), the missed fire times are not caught up: the workflow runs once and resumes at the
+first fire time after now.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import gc
 import json
 import time
@@ -19,8 +28,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import msgspec
+from cronsim import CronSim, CronSimError
 from msgspec import Meta, Struct
 
 from reference_impl.clock import Clock
@@ -59,6 +70,8 @@ class Node(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True)
     subject: str | None = None
     channel: str | None = None
     seconds: Annotated[float, Meta(ge=0, le=86_400)] | None = None
+    cron: str | None = None
+    timezone: str | None = None
 
 
 class WorkflowDeploy(Struct, forbid_unknown_fields=True, kw_only=True):
@@ -107,6 +120,64 @@ def _check_value(node: Node, where: str, kind: str | None) -> None:
             )
 
 
+def _zone(name: str | None) -> dt.tzinfo:
+    return dt.UTC if name in (None, "UTC") else ZoneInfo(name)
+
+
+def cron_next(expr: str, timezone: str | None, after: float) -> float | None:
+    """The first fire time of ``expr`` in ``timezone`` strictly after ``after`` (epoch s)."""
+    start = dt.datetime.fromtimestamp(after, _zone(timezone))
+    try:
+        return next(CronSim(expr, start)).timestamp()
+    except StopIteration:
+        return None
+
+
+def _next_due(trig: dict[str, Any], fired: float, now: float) -> float | None:
+    """When a schedule that was due at ``fired`` is next due, the clock reading ``now``."""
+    cron = trig.get("cron")
+    if cron is None:
+        return now + float(trig.get("seconds") or 60)
+    nxt = cron_next(cron, trig.get("timezone"), fired)
+    if nxt is not None and nxt <= now:
+        return cron_next(cron, trig.get("timezone"), now)
+    return nxt
+
+
+def _check_schedule(node: Node, where: str) -> None:
+    if node.on != "schedule":
+        raise _invalid(f"trigger {node.id!r}: cron and timezone belong to schedule triggers",
+                       where)
+    if (node.seconds is None) == (node.cron is None):
+        raise _invalid(f"trigger {node.id!r}: a schedule needs exactly one of seconds "
+                       "(>= 1 between runs) or cron", where)
+    if node.seconds is not None:
+        if node.seconds < 1:
+            raise _invalid(f"trigger {node.id!r}: a schedule needs seconds >= 1 between runs",
+                           where)
+        if node.timezone is not None:
+            raise _invalid(f"trigger {node.id!r}: timezone applies to cron schedules only",
+                           where)
+        return
+    assert node.cron is not None
+    try:
+        _zone(node.timezone)
+    except (KeyError, ValueError, OSError):
+        raise _invalid(f"trigger {node.id!r}: unknown timezone {node.timezone!r} "
+                       "(an IANA name such as Europe/Paris)", where) from None
+    try:
+        fires = cron_next(node.cron, node.timezone, time.time())
+    except CronSimError as exc:
+        raise _invalid(f"trigger {node.id!r}: bad cron expression {node.cron!r}: {exc}",
+                       where) from None
+    if len(node.cron.split()) != 5:
+        raise _invalid(f"trigger {node.id!r}: bad cron expression {node.cron!r}: five fields "
+                       "(minute hour day month weekday) expected; seconds are not supported",
+                       where)
+    if fires is None:
+        raise _invalid(f"trigger {node.id!r}: cron expression {node.cron!r} never fires", where)
+
+
 def compile_doc(doc: WorkflowDeploy) -> Compiled:
     """Validate the DAG (ids, types, parameters, edges, cycles) in O(nodes + edges)."""
     nodes = doc.nodes
@@ -134,9 +205,8 @@ def compile_doc(doc: WorkflowDeploy) -> Compiled:
             if node.on in ("record.created", "record.updated") and node.object is None:
                 raise _invalid(f"trigger {node.id!r}: record triggers need an object",
                                f"nodes[{i}]")
-            if node.on == "schedule" and (node.seconds is None or node.seconds < 1):
-                raise _invalid(f"trigger {node.id!r}: a schedule needs seconds >= 1 between runs",
-                               f"nodes[{i}]")
+            if node.on == "schedule" or node.cron is not None or node.timezone is not None:
+                _check_schedule(node, f"nodes[{i}]")
             if node.stage is not None and node.stage not in OPPORTUNITY_STAGES:
                 raise _invalid(f"trigger {node.id!r}: unknown stage {node.stage!r}",
                                f"nodes[{i}]")
@@ -385,7 +455,12 @@ class WorkflowEngine:
         if on == "schedule":
             assert trig is not None
             self.automatic.discard(wid)
-            self.scheduled[wid] = self.clock.now() + float(trig.get("seconds") or 60)
+            now = self.clock.now()
+            first = _next_due(trig, now, now)
+            if first is None:
+                self.scheduled.pop(wid, None)
+            else:
+                self.scheduled[wid] = first
         elif on is not None and on != "manual":
             self.automatic.add(wid)
             self.scheduled.pop(wid, None)
@@ -401,7 +476,11 @@ class WorkflowEngine:
                 meta = self.meta.get(wid)
                 if meta is None or meta.trigger is None or due > now:
                     continue
-                self.scheduled[wid] = now + float(meta.trigger.get("seconds") or 60)
+                nxt = _next_due(meta.trigger, due, now)
+                if nxt is None:
+                    del self.scheduled[wid]
+                else:
+                    self.scheduled[wid] = nxt
                 if meta.status == "active":
                     task = asyncio.create_task(self._triggered(
                         wid, {"scheduled_at": self.clock.iso(due)}, ("schedule", {})))

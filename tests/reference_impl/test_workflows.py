@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Iterator
@@ -222,6 +223,7 @@ def test_stage_change_and_event_triggers_start_runs(client: TestClient) -> None:
 def test_schedule_trigger_runs_when_due_on_the_test_clock(client: TestClient) -> None:
     bad = deploy(client, "bad-schedule", [{"id": "t", "type": "trigger", "on": "schedule"}], [])
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "nodes[0]"
+    assert "exactly one of seconds" in bad.json()["error"]["message"]
     wid = deploy(client, "every-10-min", [
         {"id": "t", "type": "trigger", "on": "schedule", "seconds": 600},
         {"id": "n", "type": "action", "action": "notify", "channel": "email"}],
@@ -230,3 +232,108 @@ def test_schedule_trigger_runs_when_due_on_the_test_clock(client: TestClient) ->
                 if m["workflow_id"] == wid]
     assert client.post("/clock/advance", json={"seconds": 601}).status_code == 200
     _wait_for_notification(client, wid)
+
+
+def _clock_now(client: TestClient) -> float:
+    now = client.get("/clock").json()["now"]
+    return dt.datetime.strptime(now, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
+
+
+def _iso(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _advance(client: TestClient, seconds: float) -> None:
+    assert client.post("/clock/advance", json={"seconds": seconds}).status_code == 200
+
+
+def _runs(client: TestClient, workflow_id: int, type_: str = "workflow.completed") -> int:
+    return sum(1 for m in messages(client, type_) if m["workflow_id"] == workflow_id)
+
+
+def _wait_for_runs(client: TestClient, workflow_id: int, count: int) -> None:
+    """Wait until ``count`` runs completed, then make sure no extra run follows."""
+    deadline = time.monotonic() + 10
+    while _runs(client, workflow_id) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} runs"
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert _runs(client, workflow_id) == count
+
+
+def _cron_flow(client: TestClient, name: str, trigger: dict[str, Any],
+               expected: list[float]) -> int:
+    """A scheduled workflow that notifies only when scheduled_at is one of ``expected``."""
+    created = deploy(client, name, [
+        {"id": "t", "type": "trigger", "on": "schedule", **trigger},
+        {"id": "c", "type": "condition", "field": "scheduled_at", "op": "in",
+         "value": [_iso(at) for at in expected]},
+        {"id": "n", "type": "action", "action": "notify", "channel": "email"}],
+        [["t", "c"], ["c", "n", "true"]])
+    assert created.status_code == 201, created.text
+    return int(created.json()["id"])
+
+
+def test_cron_schedule_runs_once_per_boundary_on_the_test_clock(client: TestClient) -> None:
+    now = _clock_now(client)
+    boundary = (now // 300 + 1) * 300
+    _advance(client, boundary - now + 60)
+    fires = [boundary + 300 * k for k in range(1, 6)]
+    wid = _cron_flow(client, "every-5-min", {"cron": "*/5 * * * *"}, fires)
+    _advance(client, 200)
+    time.sleep(0.5)
+    assert _runs(client, wid) == 0
+    _advance(client, 41)
+    _wait_for_runs(client, wid, 1)
+    for k in range(2, 5):
+        _advance(client, 300)
+        _wait_for_runs(client, wid, k)
+    assert _runs(client, wid, "workflow.notification") == 4
+    # A week behind: one run for the missed boundary, then the next boundary after now.
+    _advance(client, 7 * 86_400)
+    _wait_for_runs(client, wid, 5)
+    assert _runs(client, wid, "workflow.notification") == 5
+    _advance(client, 300)
+    _wait_for_runs(client, wid, 6)
+
+
+def test_cron_schedule_honours_its_timezone(client: TestClient) -> None:
+    now = _clock_now(client)
+    day = 86_400
+    one_am = (now + 120 - 3_600) // day * day + day + 3_600
+    _advance(client, one_am - now - 60)
+    wid = _cron_flow(client, "nine-in-shanghai",
+                     {"cron": "0 9 * * *", "timezone": "Asia/Shanghai"}, [one_am])
+    time.sleep(0.5)
+    assert _runs(client, wid) == 0
+    _advance(client, 61)
+    _wait_for_runs(client, wid, 1)
+    assert _wait_for_notification(client, wid)["workflow_id"] == wid
+
+
+@pytest.mark.parametrize(
+    ("trigger", "words"),
+    [
+        ({"on": "schedule", "cron": "61 * * * *"}, "Bad minute"),
+        ({"on": "schedule", "cron": "*/5 * * *"}, "Wrong number of fields"),
+        ({"on": "schedule", "cron": "0 */5 * * * *"}, "five fields"),
+        ({"on": "schedule", "cron": "0 9 * * *", "timezone": "Mars/Olympus"},
+         "unknown timezone 'Mars/Olympus'"),
+        ({"on": "schedule", "cron": "*/5 * * * *", "seconds": 300}, "exactly one"),
+        ({"on": "schedule", "seconds": 60, "timezone": "UTC"}, "cron schedules only"),
+        ({"on": "manual", "cron": "*/5 * * * *"}, "schedule triggers"),
+    ],
+    ids=["bad-field", "four-fields", "six-fields", "bad-timezone", "seconds-and-cron",
+         "timezone-without-cron", "cron-on-manual"],
+)
+def test_bad_schedules_are_refused_naming_the_trigger(
+    client: TestClient, trigger: dict[str, Any], words: str
+) -> None:
+    resp = deploy(client, "bad-cron", [
+        {"id": "n", "type": "action", "action": "noop"},
+        {"id": "t", "type": "trigger", **trigger}], [["t", "n"]])
+    assert resp.status_code == 422, resp.text
+    err = resp.json()["error"]
+    assert err["code"] == "invalid_workflow" and err["field"] == "nodes[1]"
+    assert words in err["message"]
+
