@@ -13,6 +13,9 @@ strictly after the one that fired, so runs keep to the expression's boundaries; 
 has passed too (the service was behind by more than one period, e.g. the test clock jumped a
 week), the missed fire times are not caught up: the workflow runs once and resumes at the
 first fire time after now.
+
+Compiled versions are kept in a least-recently-used cache bounded by their total node count;
+a version pushed out is compiled again from ``workflow_versions`` when it is next needed.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import gc
 import json
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -50,6 +53,7 @@ OBJECTS = {"customer": "customers", "lead": "leads", "opportunity": "opportuniti
 MAX_NODES = 200_000
 MAX_WRITES = 1_000
 BREAKER_THRESHOLD = 3
+CACHE_NODES = 500_000
 _NUMERIC = ("int", "float", "id")
 _enc = msgspec.json.Encoder()
 
@@ -422,15 +426,54 @@ class Meta_:
     trigger: dict[str, Any] | None
 
 
+class CompiledCache:
+    """Compiled versions by (workflow id, version), least recently used out first, holding
+    at most ``budget`` nodes in total; a version larger than the budget is not kept."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.nodes = 0
+        self._entries: OrderedDict[tuple[int, int], Compiled] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def get(self, key: tuple[int, int]) -> Compiled | None:
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+        return found
+
+    def put(self, key: tuple[int, int], compiled: Compiled) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.nodes -= len(old.doc.nodes)
+        size = len(compiled.doc.nodes)
+        if size > self.budget:
+            return
+        self._entries[key] = compiled
+        self.nodes += size
+        while self.nodes > self.budget:
+            _key, out = self._entries.popitem(last=False)
+            self.nodes -= len(out.doc.nodes)
+
+
+def _decode_doc(raw: bytes) -> WorkflowDeploy:
+    return msgspec.json.decode(raw, type=WorkflowDeploy)
+
+
 class WorkflowEngine:
     """Deployed workflows, their runs, triggers and breaker."""
 
-    def __init__(self, hub: StreamHub, clock: Clock) -> None:
+    def __init__(self, hub: StreamHub, clock: Clock, cache_nodes: int = CACHE_NODES) -> None:
         self.hub = hub
         self.db = hub.db
         self.clock = clock
         self.meta: dict[int, Meta_] = {}
-        self.compiled: dict[tuple[int, int], Compiled] = {}
+        self.compiled = CompiledCache(cache_nodes)
         self.runs: dict[str, dict[str, Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._locks: dict[int, asyncio.Lock] = {}
@@ -534,7 +577,7 @@ class WorkflowEngine:
         old = self.meta.get(wid)
         self.meta[wid] = Meta_(wid, doc.name, version, old.status if old else "active",
                                old.failures if old else 0, trig)
-        self.compiled[(wid, version)] = compiled
+        self.compiled.put((wid, version), compiled)
         self._index(wid)
         return {"id": wid, "name": doc.name, "version": version, "nodes": len(doc.nodes),
                 "edges": len(doc.edges),
@@ -557,8 +600,8 @@ class WorkflowEngine:
         if raw is None:
             raise StoreError(404, "not_found", f"workflow {wid} has no version {version}",
                              "version")
-        compiled = compile_doc(msgspec.json.decode(raw, type=WorkflowDeploy))
-        self.compiled[(wid, version)] = compiled
+        compiled = prepare(raw.encode() if isinstance(raw, str) else raw, _decode_doc)
+        self.compiled.put((wid, version), compiled)
         return compiled
 
     async def get(self, wid: int, version: int | None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from reference_impl.workflows import Compiled, CompiledCache, Node, WorkflowDeploy, compile_doc
 from tests.conftest import API_TOKEN, app_client
 
 TOKEN = API_TOKEN
@@ -337,3 +338,38 @@ def test_bad_schedules_are_refused_naming_the_trigger(
     assert err["code"] == "invalid_workflow" and err["field"] == "nodes[1]"
     assert words in err["message"]
 
+
+def test_compiled_cache_evicts_the_least_recently_used() -> None:
+    def compiled(n: int) -> Compiled:
+        return compile_doc(WorkflowDeploy(name="c", nodes=[
+            Node(id=f"n{i}", type="join") for i in range(n)]))
+
+    cache = CompiledCache(10)
+    cache.put((1, 1), compiled(4))
+    cache.put((1, 2), compiled(4))
+    assert cache.get((1, 1)) is not None
+    cache.put((1, 3), compiled(4))
+    assert (1, 2) not in cache and (1, 1) in cache and cache.nodes == 8
+    cache.put((2, 1), compiled(11))
+    assert (2, 1) not in cache and cache.nodes == 8 and len(cache) == 2
+
+
+def test_versions_pushed_out_of_the_cache_still_run(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = client.app.state.workflows  # type: ignore[attr-defined]
+    monkeypatch.setattr(engine, "compiled", CompiledCache(20))
+    sizes = {}
+    wid = 0
+    for branches in range(1, 7):
+        doc = deploy(client, "cached", *diamond(branches)).json()
+        wid = doc["id"]
+        sizes[doc["version"]] = doc["nodes"]
+        assert engine.compiled.nodes <= 20
+    assert (wid, min(sizes)) not in engine.compiled
+    for version, nodes in sizes.items():
+        got = client.get(f"/workflows/{wid}", params={"version": version}).json()
+        assert got["version"] == version and len(got["nodes"]) == nodes
+        run = client.post(f"/workflows/{wid}/runs", json={"version": version}).json()
+        assert run["status"] == "completed" and run["executed_nodes"] == nodes
+        assert engine.compiled.nodes <= 20
