@@ -8,6 +8,7 @@ own change-stream subscription, stamped with ``time.perf_counter_ns`` like every
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,9 @@ from bench.scenarios.capability_probes import verdict
 Say = Callable[[str], None]
 Outcome = tuple[dict[str, Any], dict[str, dict[str, Any]]]
 DEFAULT_CAP = 100_000
+DEFAULT_REPEATS = 3
+# Below this size a run takes milliseconds and timing noise swamps the doubling ratio.
+LINEARITY_FROM = 1024
 STREAM_TIMEOUT_S = 10.0
 WORKFLOW_IDS = ("workflow.dag", "workflow.breaker", "workflow.lineage")
 SLA_IDS = ("sla.field", "sla.process", "sla.action", "sla.status", "sla.escalation")
@@ -96,45 +100,103 @@ def workflow_doc(name: str, nodes: int) -> dict[str, Any]:
     return {"name": name, "nodes": out, "edges": edges, "timeout_s": 600}
 
 
-def _try_size(adapter: Engines, run_id: str, n: int) -> dict[str, Any]:
-    point: dict[str, Any] = {"nodes": n, "deploy_s": None, "run_s": None,
-                             "accepted": False, "executed": False}
-    doc = workflow_doc(f"crmbench probe {run_id} size {n}", n)
+def _attempt(adapter: Engines, doc: dict[str, Any], n: int) -> dict[str, Any]:
+    """Deploy ``doc`` (a new version when its name exists) and run it once, both timed."""
+    out: dict[str, Any] = {"deploy_s": None, "run_s": None, "accepted": False,
+                           "executed": False}
     t0 = time.perf_counter()
     status, deployed = adapter.deploy_workflow(doc)
-    point["deploy_s"] = round(time.perf_counter() - t0, 6)
+    out["deploy_s"] = round(time.perf_counter() - t0, 6)
     if status is not Status.ok or not deployed or "id" not in deployed:
-        point["error"] = f"deploy answered {status.value}"
-        return point
-    point["accepted"] = True
+        out["error"] = f"deploy answered {status.value}"
+        return out
+    out["accepted"] = True
     t0 = time.perf_counter()
     status, run = adapter.run_workflow(int(deployed["id"]), {"amount": 1}, wait=True)
-    point["run_s"] = round(time.perf_counter() - t0, 6)
+    out["run_s"] = round(time.perf_counter() - t0, 6)
     if status is not Status.ok or not run:
-        point["error"] = f"run answered {status.value}"
-        return point
-    point["executed"] = run.get("status") == "completed" and run.get("executed_nodes") == n
-    if not point["executed"]:
-        point["error"] = (f"run {run.get('status')} with {run.get('executed_nodes')} of {n} "
-                          "nodes executed")
+        out["error"] = f"run answered {status.value}"
+        return out
+    out["executed"] = run.get("status") == "completed" and run.get("executed_nodes") == n
+    if not out["executed"]:
+        out["error"] = (f"run {run.get('status')} with {run.get('executed_nodes')} of {n} "
+                        "nodes executed")
+    return out
+
+
+def summarise_size(n: int, attempts: list[dict[str, Any]], repeats: int) -> dict[str, Any]:
+    """One curve point: median, min and max deploy and run seconds over the attempts.
+
+    The size is accepted and executed only when all ``repeats`` attempts were.
+    """
+    point: dict[str, Any] = {
+        "nodes": n, "repeats": len(attempts),
+        "accepted": len(attempts) == repeats and all(a["accepted"] for a in attempts),
+        "executed": len(attempts) == repeats and all(a["executed"] for a in attempts),
+    }
+    for key in ("deploy", "run"):
+        values = [a[f"{key}_s"] for a in attempts if a[f"{key}_s"] is not None]
+        point[f"{key}_s"] = round(statistics.median(values), 6) if values else None
+        point[f"{key}_min_s"] = min(values, default=None)
+        point[f"{key}_max_s"] = max(values, default=None)
+    error = next((a["error"] for a in attempts if "error" in a), None)
+    if error is not None:
+        point["error"] = error
     return point
 
 
+def _measure_size(adapter: Engines, run_id: str, n: int, repeats: int, say: Say
+                  ) -> dict[str, Any]:
+    """``repeats`` deploys (versions of one workflow) and runs of size ``n``; stops at a failure."""
+    doc = workflow_doc(f"crmbench probe {run_id} size {n}", n)
+    attempts: list[dict[str, Any]] = []
+    while len(attempts) < repeats:
+        attempts.append(_attempt(adapter, doc, n))
+        if not attempts[-1]["executed"]:
+            break
+    point = summarise_size(n, attempts, repeats)
+    say(f"workflow {n} nodes x{point['repeats']}: deploy {point['deploy_s']} s "
+        f"({point['deploy_min_s']}..{point['deploy_max_s']}), run {point['run_s']} s "
+        f"({point['run_min_s']}..{point['run_max_s']}), "
+        f"{'ok' if point['executed'] else point.get('error')}")
+    return point
+
+
+def worst_doubling(curve: list[dict[str, Any]], low: int = LINEARITY_FROM
+                   ) -> tuple[float | None, int | None]:
+    """The largest ratio of median deploy + run time of N to that of N/2, and that N.
+
+    Only executed sizes N/2 >= ``low`` count; linear scaling gives about 2.
+    """
+    totals = {p["nodes"]: p["deploy_s"] + p["run_s"] for p in curve if p["executed"]}
+    worst: tuple[float | None, int | None] = (None, None)
+    for n, total in sorted(totals.items()):
+        if n >= low and 2 * n in totals and total > 0:
+            ratio = totals[2 * n] / total
+            if worst[0] is None or ratio > worst[0]:
+                worst = (round(ratio, 3), 2 * n)
+    return worst
+
+
 def probe_workflow(adapter: Any, run_id: str, options: dict[str, Any], say: Say) -> Outcome:
-    """workflow.max_nodes (doubling to the cap, then bisection) and the workflow capabilities."""
+    """workflow.max_nodes (doubling to the cap, then bisection) and the workflow capabilities.
+
+    Each size is measured ``repeats`` times; the curve holds medians with min and max, and
+    ``worst_doubling_ratio`` (at ``worst_doubling_at`` nodes) summarises its linearity.
+    """
     cap = int(options.get("cap", DEFAULT_CAP))
+    repeats = int(options.get("repeats", DEFAULT_REPEATS))
     dim: dict[str, Any] = {"capability": "workflow.max_nodes", "unit": "nodes", "cap": cap,
-                           "value": None, "curve": []}
+                           "repeats": repeats, "value": None, "curve": [],
+                           "worst_doubling_ratio": None, "worst_doubling_at": None}
     if not isinstance(adapter, Engines):
         return _not_measured(adapter, dim, WORKFLOW_IDS)
     curve: list[dict[str, Any]] = dim["curve"]
     good, bad = 0, None
     n = 1
     while True:
-        point = _try_size(adapter, run_id, n)
+        point = _measure_size(adapter, run_id, n, repeats, say)
         curve.append(point)
-        say(f"workflow {n} nodes: deploy {point['deploy_s']} s, run {point['run_s']} s, "
-            f"{'ok' if point['executed'] else point.get('error')}")
         if not point["executed"]:
             bad = n
             break
@@ -144,13 +206,18 @@ def probe_workflow(adapter: Any, run_id: str, options: dict[str, Any], say: Say)
         n = min(n * 2, cap)
     while bad is not None and bad - good > max(1, good // 100):
         mid = (good + bad) // 2
-        point = _try_size(adapter, run_id, mid)
+        point = _measure_size(adapter, run_id, mid, repeats, say)
         curve.append(point)
         good, bad = (mid, bad) if point["executed"] else (good, mid)
     dim["value"] = good
     dim["status"] = "pass" if good else "fail"
     if bad is not None:
-        dim["reason"] = f"first failing size {bad}: {curve[-1].get('error', 'failed')}"
+        failed = next(p for p in curve if p["nodes"] == bad)
+        dim["reason"] = f"first failing size {bad}: {failed.get('error', 'failed')}"
+    dim["worst_doubling_ratio"], dim["worst_doubling_at"] = worst_doubling(curve)
+    if dim["worst_doubling_ratio"] is not None:
+        say(f"workflow linearity: worst doubling ratio {dim['worst_doubling_ratio']} "
+            f"({dim['worst_doubling_at'] // 2} -> {dim['worst_doubling_at']} nodes)")
     caps = {"workflow.dag": _dag(adapter, run_id, good),
             **_breaker_and_lineage(adapter, run_id)}
     return dim, caps

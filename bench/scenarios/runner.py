@@ -421,7 +421,10 @@ ENGINE_PROBES = ("workflow", "sla", "pack")
 def _engine_options(name: str, engines: dict[str, Any]) -> dict[str, Any]:
     """Scenario ``[engines]`` settings in the shape each probe function takes."""
     if name == "workflow":
-        return {"cap": int(engines.get("workflow_cap", 100_000))}
+        wf: dict[str, Any] = {"cap": int(engines.get("workflow_cap", 100_000))}
+        if "workflow_repeats" in engines:
+            wf["repeats"] = int(engines["workflow_repeats"])
+        return wf
     if name == "sla":
         out: dict[str, Any] = {k: engines[k] for k in ("sla_within_s",) if k in engines}
         if "sla_real_time_s" in engines:

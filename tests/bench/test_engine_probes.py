@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bench.adapters.base import Status
 from bench.adapters.engines import Engines
 from bench.adapters.noop import NoopAdapter
 from bench.adapters.reference import ReferenceAdapter
-from bench.scenarios.engine_probes import probe_pack, probe_sla, probe_workflow, workflow_doc
+from bench.scenarios import engine_probes
+from bench.scenarios.engine_probes import (
+    probe_pack,
+    probe_sla,
+    probe_workflow,
+    summarise_size,
+    workflow_doc,
+    worst_doubling,
+)
 from tests.conftest import LIVE_TOKEN, start_live_crm
 
 
@@ -42,13 +52,31 @@ def test_the_probe_workflow_has_exactly_n_nodes() -> None:
         assert len(doc["nodes"]) == n and len({node["id"] for node in doc["nodes"]}) == n
 
 
-def test_probe_workflow_measures_up_to_the_cap(adapter: ReferenceAdapter) -> None:
+def test_probe_workflow_measures_up_to_the_cap(
+    adapter: ReferenceAdapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert isinstance(adapter, Engines)
-    dim, caps = probe_workflow(adapter, "wfprobe", {"cap": 1024}, lambda _m: None)
+    versions: dict[str, list[int]] = {}
+    deploy = adapter.deploy_workflow
+
+    def spy(doc: dict[str, Any]) -> tuple[Status, dict[str, Any] | None]:
+        status, out = deploy(doc)
+        versions.setdefault(doc["name"], []).append((out or {}).get("version", 0))
+        return status, out
+
+    monkeypatch.setattr(adapter, "deploy_workflow", spy)
+    said: list[str] = []
+    dim, caps = probe_workflow(adapter, "wfprobe", {"cap": 2048, "repeats": 2}, said.append)
     assert dim["capability"] == "workflow.max_nodes" and dim["status"] == "pass"
-    assert dim["value"] == 1024 and dim["unit"] == "nodes" and dim["cap"] == 1024
-    assert [p["nodes"] for p in dim["curve"]] == [2**k for k in range(11)]
-    assert all(p["accepted"] and p["executed"] for p in dim["curve"])
+    assert dim["value"] == 2048 and dim["unit"] == "nodes" and dim["cap"] == 2048
+    assert [p["nodes"] for p in dim["curve"]] == [2**k for k in range(12)]
+    for p in dim["curve"]:
+        assert p["accepted"] and p["executed"] and p["repeats"] == 2
+        assert p["deploy_min_s"] <= p["deploy_s"] <= p["deploy_max_s"]
+        assert p["run_min_s"] <= p["run_s"] <= p["run_max_s"]
+    assert dim["worst_doubling_at"] == 2048 and dim["worst_doubling_ratio"] > 0
+    assert any("x2" in m for m in said) and any("worst doubling" in m for m in said)
+    assert versions["crmbench probe wfprobe size 2048"] == [1, 2]
     for cid in ("workflow.dag", "workflow.breaker", "workflow.lineage"):
         assert caps[cid]["status"] == "pass", caps[cid]
 
@@ -71,6 +99,60 @@ def test_probe_pack_enables_checks_and_hotplugs(adapter: ReferenceAdapter) -> No
     assert dim["idempotent"] is True
     assert caps["pack.hotplug"]["status"] == "pass", caps
     assert caps["pack.manufacturing"]["status"] == "pass", caps
+
+
+class _Flaky:
+    """Deploys and runs that succeed, except the run numbered ``fail_run`` (from 1)."""
+
+    def __init__(self, fail_run: int = 0) -> None:
+        self.names: list[str] = []
+        self.runs = 0
+        self.fail_run = fail_run
+
+    def deploy_workflow(self, doc: dict[str, Any]) -> tuple[Status, dict[str, Any]]:
+        self.names.append(doc["name"])
+        self.size = len(doc["nodes"])
+        return Status.ok, {"id": 7, "version": len(self.names)}
+
+    def run_workflow(self, workflow_id: int, input: dict[str, Any], wait: bool = True
+                     ) -> tuple[Status, dict[str, Any]]:
+        self.runs += 1
+        if self.runs == self.fail_run:
+            return Status.ok, {"status": "timed_out", "executed_nodes": 1}
+        return Status.ok, {"status": "completed", "executed_nodes": self.size}
+
+
+def test_each_size_is_measured_repeats_times_as_new_versions() -> None:
+    target = _Flaky()
+    point = engine_probes._measure_size(target, "r", 8, 3, lambda _m: None)  # type: ignore[arg-type]
+    assert len(target.names) == 3 and len(set(target.names)) == 1
+    assert point["executed"] and point["repeats"] == 3
+    flaky = _Flaky(fail_run=2)
+    point = engine_probes._measure_size(flaky, "r", 8, 3, lambda _m: None)  # type: ignore[arg-type]
+    assert len(flaky.names) == 2 and point["repeats"] == 2
+    assert point["accepted"] is False and point["executed"] is False
+    assert "timed_out" in point["error"]
+
+
+def test_a_stall_in_one_repeat_does_not_move_the_median() -> None:
+    attempts = [{"deploy_s": d, "run_s": r, "accepted": True, "executed": True}
+                for d, r in ((0.10, 0.02), (0.90, 0.03), (0.12, 0.01))]
+    point = summarise_size(4096, attempts, 3)
+    assert point["deploy_s"] == 0.12 and point["run_s"] == 0.02
+    assert point["deploy_min_s"] == 0.10 and point["deploy_max_s"] == 0.90
+    assert point["run_min_s"] == 0.01 and point["run_max_s"] == 0.03
+    assert point["accepted"] and point["executed"]
+    assert not summarise_size(4096, attempts[:2], 3)["executed"]
+
+
+def test_worst_doubling_looks_at_doublings_from_1024() -> None:
+    def pt(n: int, total: float, executed: bool = True) -> dict[str, Any]:
+        return {"nodes": n, "deploy_s": total, "run_s": 0.0, "executed": executed}
+
+    curve = [pt(256, 0.001), pt(512, 0.01), pt(1024, 0.1), pt(2048, 0.2), pt(4096, 0.5),
+             pt(8192, 1.0), pt(16384, 9.0, executed=False), pt(12288, 1.5)]
+    assert worst_doubling(curve) == (2.5, 4096)
+    assert worst_doubling(curve[:3]) == (None, None)
 
 
 def test_adapters_without_engines_are_not_measured() -> None:
