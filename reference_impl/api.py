@@ -198,7 +198,7 @@ def build_app(
     clock = Clock(test_clock)
     workflows = WorkflowEngine(hub, clock)
     slas = SlaEngine(hub, clock)
-    packs = PackService(db)
+    packs = PackService(db, workflows, slas)
     agents = AgentRuntime(hub, scorer)
     nats_ingest = cdp.NatsIngest(hub, nats_url) if nats_url else None
 
@@ -482,6 +482,16 @@ def build_app(
         Query(request, set())
         return json_response(await packs.checks(request.path_params["name"]))
 
+    async def pack_reports(request: Request) -> Response:
+        Query(request, set())
+        name = request.path_params["name"]
+        return json_response({"items": packs.describe(name)["reports"]})
+
+    async def pack_report(request: Request) -> Response:
+        Query(request, set())
+        return json_response(await packs.report(request.path_params["name"],
+                                                request.path_params["report"]))
+
     async def _json_object(request: Request) -> dict[str, Any]:
         try:
             data = msgspec.json.decode(await read_json(request))
@@ -525,6 +535,8 @@ def build_app(
         Route("/packs/{name}", pack_item, methods=["GET"]),
         Route("/packs/{name}/{verb:str}", pack_switch, methods=["POST"]),
         Route("/packs/{name}/checks", pack_checks, methods=["GET"]),
+        Route("/packs/{name}/reports", pack_reports, methods=["GET"]),
+        Route("/packs/{name}/reports/{report}", pack_report, methods=["GET"]),
         Route("/mfg/contracts/{id}/approve", mfg_approve, methods=["POST"]),
         Route("/mfg/{module}", mfg_collection, methods=["GET", "POST"]),
         Route("/mfg/{module}/{id}", mfg_item, methods=["GET", "PATCH"]),

@@ -359,14 +359,16 @@ def _engine_paths() -> dict[str, Any]:
             "A workflow version (latest unless ?version=)", "200", 400, 401, 404)},
         "/workflows/{id}/runs": {"parameters": [_ID], "post": _op(
             "Run a workflow {input, wait, version}: 200 finished run, or 202 when wait=false; "
-            "409 workflow_paused", "200", 400, 401, 404, 409, 422, body=True)},
+            "409 workflow_paused or workflow_disabled (its pack is off)", "200", 400, 401,
+            404, 409, 422, body=True)},
         "/workflows/runs/{run_id}": {"get": _op("A workflow run", "200", 401, 404)},
         "/workflows/{id}/resume": {"parameters": [_ID], "post": _op(
             "Resume a workflow paused by its breaker", "200", 401, 404)},
         "/workflows/{id}/lineage": {"parameters": [_ID], "get": _op(
             "Objects and fields read and written, integrations used", "200", 401, 404)},
         "/slas": {"get": _op("SLA definitions", "200", 401),
-                  "post": _op("Define an SLA (level field|process|action)", "201", 400, 401,
+                  "post": _op("Define an SLA (level field|process|action; calendar \"24x7\" or "
+                              "{timezone, days, start, end, holidays})", "201", 400, 401,
                               422, body=True)},
         "/slas/{id}": {"parameters": [_ID], "get": _op("An SLA definition", "200", 401, 404)},
         "/slas/{id}/instances": {"parameters": [_ID], "get": _op(
@@ -378,11 +380,17 @@ def _engine_paths() -> dict[str, Any]:
         "/packs": {"get": _op("Scenario packs", "200", 401)},
         "/packs/{name}": {"parameters": [name], "get": _op("A pack", "200", 401, 404)},
         "/packs/{name}/enable": {"parameters": [name], "post": _op(
-            "Enable a pack (idempotent)", "200", 401, 404)},
+            "Enable a pack and deploy its workflows and SLAs (idempotent)", "200", 401, 404, 422)},
         "/packs/{name}/disable": {"parameters": [name], "post": _op(
             "Disable a pack (idempotent; data kept)", "200", 401, 404)},
         "/packs/{name}/checks": {"parameters": [name], "get": _op(
             "Run the pack's acceptance checks", "200", 401, 404)},
+        "/packs/{name}/reports": {"parameters": [name], "get": _op(
+            "The pack's reports", "200", 401, 404)},
+        "/packs/{name}/reports/{report}": {
+            "parameters": [name, {"name": "report", "in": "path", "required": True,
+                                  "schema": {"type": "string"}}],
+            "get": _op("Run one of the pack's reports", "200", 401, 404)},
         "/mfg/{module}": {"parameters": [module],
                           "get": _op("Records of a manufacturing module", "200", 400, 401, 404),
                           "post": _op("Create a record", "201", 400, 401, 404, 422,

@@ -1,9 +1,14 @@
-"""Scenario packs: declarative bundles of modules switched on and off at run time.
+"""Scenario packs: declarative bundles switched on and off at run time, without a restart.
 
-The manufacturing pack has 12 modules stored in ``pack_records`` (so disabling keeps the
-data, and enabling needs no DDL). Contracts follow IATF 16949: approval is frozen while the
-customer's PPAP for the contract's part lacks any of the 18 PPAP elements. Acceptance checks
-exercise each module for real inside a transaction that is rolled back.
+A pack brings modules (objects and their fields), workflows, SLAs and reports. Module
+records live in ``pack_records`` (disabling keeps the data, enabling needs no DDL); the
+pack's workflows and SLAs are deployed through their engines on first enable, and disabled
+(workflows refuse runs and ignore triggers, SLAs start no instances) while the pack is off;
+``pack_items`` remembers what a pack deployed, so enabling again deploys nothing twice.
+Reports are group-by aggregations over module records. The manufacturing pack has 12
+modules; its contracts follow IATF 16949: approval is frozen while the customer's PPAP for
+the contract's part lacks any of the 18 PPAP elements. Acceptance checks exercise each
+module, workflow, SLA and report for real inside a transaction that is rolled back.
 """
 
 from __future__ import annotations
@@ -11,10 +16,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from reference_impl.db import Database, Executor, Row
+from reference_impl.sla import SlaCreate, SlaEngine
 from reference_impl.store import StoreError, now_iso
+from reference_impl.workflows import WorkflowDeploy, WorkflowEngine, compile_doc
 
 PPAP_ELEMENTS = (
     "design_records", "engineering_change_documents", "customer_engineering_approval",
@@ -64,7 +74,69 @@ MANUFACTURING: tuple[Module, ...] = (
     Module("service_visits", "Field service visits",
            {"serial_number": ("str", True), "scheduled_for": ("str", True)}, "serial_number"),
 )
-PACKS: dict[str, tuple[Module, ...]] = {"manufacturing": MANUFACTURING}
+
+
+@dataclass(frozen=True)
+class Report:
+    """``measures``: (output name, "count" | "sum", field or None) per column."""
+
+    name: str
+    title: str
+    module: str
+    group_by: tuple[str, ...]
+    measures: tuple[tuple[str, str, str | None], ...]
+
+
+@dataclass(frozen=True)
+class Pack:
+    name: str
+    title: str
+    modules: tuple[Module, ...]
+    workflows: tuple[dict[str, Any], ...] = ()
+    slas: tuple[tuple[str, dict[str, Any]], ...] = ()
+    reports: tuple[Report, ...] = ()
+
+
+_PLANT_HOURS = {"timezone": "UTC", "days": ["mon", "tue", "wed", "thu", "fri"],
+                "start": "08:00", "end": "17:00"}
+MANUFACTURING_PACK = Pack(
+    "manufacturing", "Discrete manufacturing (IATF 16949)", MANUFACTURING,
+    workflows=(
+        {"name": "manufacturing/large-deal-ppap-review", "timeout_s": 30, "nodes": [
+            {"id": "negotiation", "type": "trigger", "on": "stage.changed",
+             "stage": "negotiation"},
+            {"id": "large", "type": "condition", "field": "amount", "op": ">=",
+             "value": 100_000},
+            {"id": "ask-quality", "type": "action", "action": "notify", "channel": "quality",
+             "subject": "Large deal in negotiation: confirm the customer's PPAP status"}],
+         "edges": [["negotiation", "large"], ["large", "ask-quality", "true"]]},
+        {"name": "manufacturing/weekly-calibration-review", "timeout_s": 30, "nodes": [
+            {"id": "weekly", "type": "trigger", "on": "schedule", "cron": "0 7 * * mon",
+             "timezone": "UTC"},
+            {"id": "remind", "type": "action", "action": "notify", "channel": "quality",
+             "subject": "Weekly review of gauges due for calibration"}],
+         "edges": [["weekly", "remind"]]},
+    ),
+    slas=(
+        ("service-lead-first-contact", {
+            "name": "Service lead: first contact within 4 working hours", "level": "action",
+            "action": "first_contact", "object": "lead", "within_s": 4 * 3600,
+            "calendar": _PLANT_HOURS, "escalation": {"notify": "director"}}),
+        ("proposal-to-negotiation", {
+            "name": "Quote answered within 5 working days", "level": "process",
+            "object": "opportunity", "from_stage": "proposal", "to_stage": "negotiation",
+            "within_s": 5 * 9 * 3600, "calendar": _PLANT_HOURS}),
+    ),
+    reports=(
+        Report("spare_parts_by_site", "Spare parts on hand per site", "spare_parts",
+               ("site",), (("quantity", "sum", "quantity"), ("skus", "count", None))),
+        Report("contracts_by_status", "Contracts by approval status", "contracts",
+               ("status",), (("contracts", "count", None), ("value", "sum", "value"))),
+        Report("quality_issues_by_part", "Open 8D reports per part", "quality_issues",
+               ("part_number",), (("issues", "count", None),)),
+    ),
+)
+PACKS: dict[str, Pack] = {"manufacturing": MANUFACTURING_PACK}
 _TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float),
                                        "list": (list,)}
 
@@ -74,7 +146,7 @@ class _Rollback(Exception):
 
 
 def _module(pack: str, name: str) -> Module:
-    for mod in PACKS[pack]:
+    for mod in PACKS[pack].modules:
         if mod.name == name:
             return mod
     raise StoreError(404, "not_found", f"pack {pack} has no module {name!r}")
@@ -107,28 +179,48 @@ def validate(mod: Module, data: dict[str, Any], partial: bool) -> dict[str, Any]
 class PackService:
     """Pack switches (kept in memory and in ``packs``) and module records."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, workflows: WorkflowEngine, slas: SlaEngine) -> None:
         self.db = db
+        self.workflows = workflows
+        self.slas = slas
         self.enabled: dict[str, bool] = dict.fromkeys(PACKS, False)
+        # What each pack deployed: (kind, key) -> workflow or SLA id.
+        self.items: dict[str, dict[tuple[str, str], int]] = {n: {} for n in PACKS}
 
     async def start(self) -> None:
         for r in await self.db.fetch_all("SELECT name, enabled FROM packs"):
             if r["name"] in self.enabled:
                 self.enabled[r["name"]] = bool(r["enabled"])
+        for r in await self.db.fetch_all("SELECT * FROM pack_items"):
+            if r["pack"] in self.items:
+                self.items[r["pack"]][(r["kind"], r["key"])] = int(r["ref_id"])
 
     def describe(self, name: str) -> dict[str, Any]:
         if name not in PACKS:
             raise StoreError(404, "not_found", f"no pack named {name!r}")
-        return {"name": name, "enabled": self.enabled[name],
+        pack, items = PACKS[name], self.items[name]
+        return {"name": name, "title": pack.title, "enabled": self.enabled[name],
                 "modules": [{"name": m.name, "title": m.title,
                              "fields": {k: v[0] for k, v in m.fields.items()},
                              **({"elements": list(PPAP_ELEMENTS)} if m.name == "ppap" else {})}
-                            for m in PACKS[name]]}
+                            for m in pack.modules],
+                "workflows": [{"name": w["name"], "id": items.get(("workflow", w["name"]))}
+                              for w in pack.workflows],
+                "slas": [{"key": k, "name": d["name"], "level": d["level"],
+                          "id": items.get(("sla", k))} for k, d in pack.slas],
+                "reports": [{"name": r.name, "title": r.title, "module": r.module}
+                            for r in pack.reports]}
 
     async def switch(self, name: str, on: bool) -> dict[str, Any]:
-        """Enable or disable; idempotent, and records are kept either way."""
+        """Enable or disable; idempotent, and records are kept either way.
+
+        Enabling deploys the bundle before the switch flips, so a pack is never on without
+        its workflows and SLAs; disabling flips the switch first.
+        """
         self.describe(name)
         started = time.perf_counter()
+        if on:
+            await self._bundle(name, True)
         if self.db.dialect == "postgresql":
             sql = ("INSERT INTO packs (name, enabled, updated_at) VALUES (?, ?, ?) "
                    "ON CONFLICT (name) DO UPDATE SET enabled = EXCLUDED.enabled, "
@@ -139,8 +231,54 @@ class PackService:
                                     now_iso()))
         changed = self.enabled[name] != on
         self.enabled[name] = on
+        if not on:
+            await self._bundle(name, False)
         return {**self.describe(name), "changed": changed,
                 "switch_ms": round((time.perf_counter() - started) * 1000, 3)}
+
+    async def _bundle(self, name: str, on: bool) -> None:
+        """Deploy (first time), re-enable or disable the pack's workflows and SLAs."""
+        pack, items = PACKS[name], self.items[name]
+        for doc in pack.workflows:
+            wid = items.get(("workflow", doc["name"]))
+            if on:
+                wanted = compile_doc(msgspec.convert(doc, WorkflowDeploy))
+                if wid is None or await self.workflows.latest_differs(wid, wanted.doc):
+                    wid = int((await self.workflows.deploy(wanted, time.perf_counter()))["id"])
+                    await self._remember(name, "workflow", doc["name"], wid)
+            if wid is not None:
+                await self.workflows.set_enabled(wid, on)
+        for key, definition in pack.slas:
+            sid = items.get(("sla", key))
+            if on and sid is None:
+                created = await self.slas.create(msgspec.convert(definition, SlaCreate),
+                                                 (name, key))
+                sid = int(created["id"])
+                await self._remember(name, "sla", key, sid)
+            if sid is not None:
+                await self.slas.set_active(sid, on)
+
+    async def _remember(self, pack: str, kind: str, key: str, ref: int) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute("DELETE FROM pack_items WHERE pack = ? AND kind = ? AND key = ?",
+                             (pack, kind, key))
+            await tx.execute("INSERT INTO pack_items (pack, kind, key, ref_id) "
+                             "VALUES (?, ?, ?, ?)", (pack, kind, key, ref))
+        self.items[pack][(kind, key)] = ref
+
+    async def report(self, name: str, report: str) -> dict[str, Any]:
+        """Run one of the pack's reports over its module records."""
+        self.describe(name)
+        self.require(name)
+        found = next((r for r in PACKS[name].reports if r.name == report), None)
+        if found is None:
+            raise StoreError(404, "not_found", f"pack {name} has no report {report!r}")
+        t0 = time.perf_counter()
+        rows = await run_report(self.db, self.db.dialect, name, found)
+        return {"pack": name, "report": found.name, "title": found.title,
+                "columns": [*found.group_by, *(m[0] for m in found.measures)], "rows": rows,
+                "generated_at": now_iso(),
+                "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)}
 
     def require(self, name: str) -> None:
         if not self.enabled.get(name, False):
@@ -238,14 +376,15 @@ class PackService:
             try:
                 async with self.db.transaction() as tx:
                     customer = await tx.fetch_val("SELECT MIN(id) FROM customers")
-                    for mod in PACKS[name]:
+                    for mod in PACKS[name].modules:
                         results += await self._check(tx, name, mod, customer)
+                    results += await self._check_bundle(tx, name)
                     raise _Rollback
             except _Rollback:
                 pass
         else:
             results = [{"module": m.name, "check": "enabled", "passed": False,
-                        "detail": "pack disabled"} for m in PACKS[name]]
+                        "detail": "pack disabled"} for m in PACKS[name].modules]
         return {"pack": name, "enabled": self.enabled[name], "checks": results,
                 "all_passed": bool(results) and all(r["passed"] for r in results)}
 
@@ -288,3 +427,58 @@ class PackService:
             out.append({"module": mod.name, "check": "create and read back", "passed": False,
                         "detail": exc.message})
         return out
+
+    async def _check_bundle(self, tx: Executor, name: str) -> list[dict[str, Any]]:
+        pack, items = PACKS[name], self.items[name]
+        out: list[dict[str, Any]] = []
+        for doc in pack.workflows:
+            wid = items.get(("workflow", doc["name"]))
+            status = self.workflows.status(wid) if wid is not None else "not deployed"
+            out.append({"module": "workflows", "check": f"{doc['name']} deployed and active",
+                        "passed": status == "active", "detail": f"status {status}"})
+        for key, _definition in pack.slas:
+            sid = items.get(("sla", key))
+            active = sid is not None and sid in self.slas.defs and sid not in self.slas.inactive
+            out.append({"module": "slas", "check": f"{key} defined and active",
+                        "passed": active, "detail": f"sla {sid}" if sid else "not defined"})
+        for report in pack.reports:
+            # A record of the report's module goes in first, so the report has a row to show.
+            mod = _module(name, report.module)
+            sample: dict[str, Any] = {"customer_id": await tx.fetch_val(
+                "SELECT MIN(id) FROM customers")}
+            for key, (kind, _req) in mod.fields.items():
+                sample[key] = {"str": f"probe-{key}", "int": 3, "float": 1.5, "list": []}[kind]
+            try:
+                await self.create(tx, name, mod.name, sample)
+                rows = await run_report(tx, self.db.dialect, name, report)
+                passed = any(all(r.get(g) is not None for g in report.group_by) for r in rows)
+                detail = f"{len(rows)} row(s)"
+            except StoreError as exc:
+                passed, detail = False, exc.message
+            out.append({"module": "reports", "check": f"{report.name} answers",
+                        "passed": passed, "detail": detail})
+        return out
+
+
+async def run_report(ex: Executor, dialect: str, pack: str, report: Report
+                     ) -> list[dict[str, Any]]:
+    """Group module records by the report's fields; at most 1,000 groups, largest first."""
+    pg = dialect == "postgresql"
+
+    def field(name: str, number: bool = False) -> str:
+        # Field names come from pack definitions, never from a request.
+        if pg:
+            return f"((data::jsonb ->> '{name}')::numeric)" if number else \
+                f"(data::jsonb ->> '{name}')"
+        return f"json_extract(data, '$.{name}')"
+
+    cols = [f"{field(g)} AS {g}" for g in report.group_by]
+    for out, fn, src in report.measures:
+        cols.append(f"COUNT(*) AS {out}" if fn == "count" else
+                    f"SUM({field(src or '', number=True)}) AS {out}")
+    groups = ", ".join(str(i + 1) for i in range(len(report.group_by)))
+    rows = await ex.fetch_all(
+        f"SELECT {', '.join(cols)} FROM pack_records WHERE pack = ? AND module = ? "
+        f"GROUP BY {groups} ORDER BY {len(report.group_by) + 1} DESC, {groups} LIMIT 1000",
+        (pack, report.module))
+    return [{k: float(v) if isinstance(v, Decimal) else v for k, v in r.items()} for r in rows]

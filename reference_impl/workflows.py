@@ -647,8 +647,36 @@ class WorkflowEngine:
                              for ch, ids in sorted(integrations.items())],
         }
 
+    def status(self, wid: int) -> str:
+        return self._meta(wid).status
+
+    async def latest_differs(self, wid: int, doc: WorkflowDeploy) -> bool:
+        """Whether ``doc`` differs from the workflow's latest deployed version."""
+        meta = self.meta.get(wid)
+        if meta is None:
+            return True
+        current = await self._compiled(wid, meta.latest)
+        return bool(_enc.encode(current.doc) != _enc.encode(doc))
+
+    async def set_enabled(self, wid: int, on: bool) -> None:
+        """A pack switches its workflows: a disabled one refuses runs and ignores triggers."""
+        meta = self._meta(wid)
+        if on == (meta.status != "disabled"):
+            return
+        meta.status, meta.failures = ("active" if on else "disabled"), 0
+        await self.db.execute(
+            "UPDATE workflows SET status = ?, failures = 0, updated_at = ? WHERE id = ?",
+            (meta.status, now_iso(), wid),
+        )
+
+    def _refuse_disabled(self, meta: Meta_) -> None:
+        if meta.status == "disabled":
+            raise StoreError(409, "workflow_disabled",
+                             f"workflow {meta.id} belongs to a disabled pack; enable the pack")
+
     async def resume(self, wid: int) -> dict[str, Any]:
         meta = self._meta(wid)
+        self._refuse_disabled(meta)
         meta.status, meta.failures = "active", 0
         await self.db.execute(
             "UPDATE workflows SET status = 'active', failures = 0, updated_at = ? WHERE id = ?",
@@ -659,6 +687,7 @@ class WorkflowEngine:
     async def run(self, wid: int, body: RunCreate, record: tuple[str, Row] | None = None
                   ) -> dict[str, Any]:
         meta = self._meta(wid)
+        self._refuse_disabled(meta)
         if meta.status == "paused":
             raise StoreError(409, "workflow_paused",
                              f"workflow {wid} is paused after {BREAKER_THRESHOLD} failed runs; "
