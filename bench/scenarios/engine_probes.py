@@ -441,12 +441,17 @@ def _checks_pass(adapter: Engines, name: str, timeout: float) -> tuple[bool, dic
     return False, last
 
 
+# Checks of what a pack brings besides its modules (workflows, SLAs, reports).
+BUNDLE_PARTS = ("workflows", "slas", "reports")
+
+
 def probe_pack(adapter: Any, run_id: str, options: dict[str, Any], say: Say) -> Outcome:
     """pack.enable_time (enable call -> all checks pass), re-enable time and idempotency."""
     name = str(options.get("pack", "manufacturing"))
     timeout = float(options.get("pack_timeout_s", 60.0))
     dim: dict[str, Any] = {"capability": "pack.enable_time", "unit": "s", "value": None,
-                           "modules": None, "reenable_s": None, "idempotent": False}
+                           "modules": None, "bundle": None, "reenable_s": None,
+                           "idempotent": False}
     if not isinstance(adapter, Engines):
         return _not_measured(adapter, dim, PACK_IDS)
     _status, before = adapter.record_call("GET", f"/packs/{name}")
@@ -463,7 +468,10 @@ def probe_pack(adapter: Any, run_id: str, options: dict[str, Any], say: Say) -> 
         failed = verdict("fail", checks or None, dim["reason"])
         return dim, {"pack.hotplug": failed, "pack.manufacturing": failed}
     dim["value"] = round(time.perf_counter() - t0, 6)
-    dim["modules"] = len({c.get("module") for c in checks.get("checks", [])})
+    found = {c.get("module") for c in checks.get("checks", [])}
+    dim["modules"] = len(found - set(BUNDLE_PARTS))
+    dim["bundle"] = {part: sum(c.get("module") == part for c in checks.get("checks", []))
+                     for part in BUNDLE_PARTS}
     say(f"pack {name}: checks pass {dim['value']} s after enabling")
     again, _ = adapter.enable_pack(name)
     made, record = adapter.record_call("POST", "/mfg/equipment", {

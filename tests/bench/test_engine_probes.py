@@ -96,6 +96,7 @@ def test_probe_pack_enables_checks_and_hotplugs(adapter: ReferenceAdapter) -> No
     dim, caps = probe_pack(adapter, "packprobe", {}, lambda _m: None)
     assert dim["capability"] == "pack.enable_time" and dim["status"] == "pass", dim
     assert dim["value"] > 0 and dim["reenable_s"] > 0 and dim["modules"] == 12
+    assert dim["bundle"] == {"workflows": 2, "slas": 2, "reports": 3}
     assert dim["idempotent"] is True
     assert caps["pack.hotplug"]["status"] == "pass", caps
     assert caps["pack.manufacturing"]["status"] == "pass", caps
