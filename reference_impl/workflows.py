@@ -58,8 +58,12 @@ _NUMERIC = ("int", "float", "id")
 _enc = msgspec.json.Encoder()
 
 
-class Node(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True):
-    """One node; only the parameters of its type are set."""
+class Node(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True, gc=False):
+    """One node; only the parameters of its type are set.
+
+    Untracked by the cyclic GC (a node holds only strings, numbers and JSON values, never
+    itself): cached 100,000-node documents would otherwise lengthen every full collection.
+    """
 
     id: Annotated[str, Meta(min_length=1, max_length=64)]
     type: str
@@ -81,7 +85,8 @@ class Node(Struct, forbid_unknown_fields=True, omit_defaults=True, kw_only=True)
 class WorkflowDeploy(Struct, forbid_unknown_fields=True, kw_only=True):
     name: Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
     nodes: Annotated[list[Node], Meta(min_length=1, max_length=MAX_NODES)]
-    edges: Annotated[list[list[str]], Meta(max_length=4 * MAX_NODES)] = []
+    # Tuples of strings drop out of the GC's tracking; lists would stay in it.
+    edges: Annotated[list[tuple[str, ...]], Meta(max_length=4 * MAX_NODES)] = []
     timeout_s: Annotated[float, Meta(gt=0, le=3_600)] = 30.0
 
 
@@ -97,10 +102,18 @@ def _invalid(message: str, where: str) -> StoreError:
 
 @dataclass(slots=True)
 class Compiled:
-    """A validated document with adjacency lists, ready to run many times."""
+    """A validated document with its graph in compressed rows, ready to run many times.
+
+    The successors of node i are ``targets[offsets[i]:offsets[i + 1]]`` with the edge labels
+    at the same positions in ``labels`` (0 none, 1 true, 2 false). Flat lists of
+    small integers instead of a list per node: a cached graph adds a handful of objects for
+    the garbage collector to track, not one per node and edge.
+    """
 
     doc: WorkflowDeploy
-    succ: list[list[tuple[int, bool | None]]]
+    offsets: list[int]
+    targets: list[int]
+    labels: bytes
     indeg: list[int]
     roots: list[int]
     trigger: Node | None
@@ -247,9 +260,9 @@ def compile_doc(doc: WorkflowDeploy) -> Compiled:
                         raise _invalid(f"action {node.id!r}: {exc}", where) from None
         elif node.type == "wait" and node.seconds is None:
             raise _invalid(f"wait {node.id!r} needs seconds", where)
-    n = len(nodes)
-    succ: list[list[tuple[int, bool | None]]] = [[] for _ in range(n)]
-    indeg = [0] * n
+    n, m = len(nodes), len(doc.edges)
+    srcs, dsts, labs = [0] * m, [0] * m, bytearray(m)
+    offsets, indeg = [0] * (n + 1), [0] * n
     for k, edge in enumerate(doc.edges):
         where = f"edges[{k}]"
         if len(edge) not in (2, 3):
@@ -258,13 +271,21 @@ def compile_doc(doc: WorkflowDeploy) -> Compiled:
         if src is None or dst is None:
             missing = edge[0] if src is None else edge[1]
             raise _invalid(f"edge {k} is dangling: no node {missing!r}", where)
-        label: bool | None = None
         if len(edge) == 3:
             if nodes[src].type != "condition" or edge[2] not in ("true", "false"):
                 raise _invalid(f"edge {k}: only condition nodes have true/false edges", where)
-            label = edge[2] == "true"
-        succ[src].append((dst, label))
+            labs[k] = 1 if edge[2] == "true" else 2
+        srcs[k], dsts[k] = src, dst
+        offsets[src + 1] += 1
         indeg[dst] += 1
+    for i in range(n):
+        offsets[i + 1] += offsets[i]
+    targets, labels, fill = [0] * m, bytearray(m), offsets[:-1]
+    for k in range(m):
+        src = srcs[k]
+        at = fill[src]
+        targets[at], labels[at] = dsts[k], labs[k]
+        fill[src] = at + 1
     if trigger is not None and indeg[index[trigger.id]]:
         raise _invalid(f"trigger {trigger.id!r} cannot have incoming edges",
                        f"nodes[{index[trigger.id]}]")
@@ -275,14 +296,15 @@ def compile_doc(doc: WorkflowDeploy) -> Compiled:
     while queue:
         i = queue.popleft()
         seen += 1
-        for j, _label in succ[i]:
+        for at in range(offsets[i], offsets[i + 1]):
+            j = targets[at]
             left[j] -= 1
             if left[j] == 0:
                 queue.append(j)
     if seen < n:
-        i = _on_cycle(succ, left)
+        i = _on_cycle(offsets, targets, left)
         raise _invalid(f"cycle through node {nodes[i].id!r}", f"nodes[{i}]")
-    return Compiled(doc, succ, indeg, roots, trigger)
+    return Compiled(doc, offsets, targets, bytes(labels), indeg, roots, trigger)
 
 
 def prepare(body: bytes, decode: Callable[[bytes], WorkflowDeploy]) -> Compiled:
@@ -300,12 +322,13 @@ def prepare(body: bytes, decode: Callable[[bytes], WorkflowDeploy]) -> Compiled:
             gc.enable()
 
 
-def _on_cycle(succ: list[list[tuple[int, bool | None]]], left: list[int]) -> int:
+def _on_cycle(offsets: list[int], targets: list[int], left: list[int]) -> int:
     """A node on a cycle: walk back along unprocessed predecessors until one repeats."""
     pred: dict[int, int] = {}
-    for i, out in enumerate(succ):
+    for i in range(len(left)):
         if left[i]:
-            for j, _label in out:
+            for at in range(offsets[i], offsets[i + 1]):
+                j = targets[at]
                 if left[j]:
                     pred[j] = i
     start = next(iter(pred))
@@ -354,7 +377,7 @@ class RunResult:
 
 async def execute(c: Compiled, data: dict[str, Any], clock: Clock) -> RunResult:
     """Run the DAG: synchronous nodes inline, ready wait nodes side by side."""
-    nodes, succ = c.doc.nodes, c.succ
+    nodes, offsets, targets, labels = c.doc.nodes, c.offsets, c.targets, c.labels
     indeg = c.indeg.copy()
     active = bytearray(len(nodes))
     for i in c.roots:
@@ -368,8 +391,9 @@ async def execute(c: Compiled, data: dict[str, Any], clock: Clock) -> RunResult:
 
     def release(i: int, result: bool | None) -> None:
         on = active[i]
-        for j, label in succ[i]:
-            if on and (label is None or label == result):
+        for at in range(offsets[i], offsets[i + 1]):
+            j, label = targets[at], labels[at]
+            if on and (label == 0 or (label == 1) == result):
                 active[j] = 1
             indeg[j] -= 1
             if indeg[j] == 0:

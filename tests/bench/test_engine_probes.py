@@ -154,6 +154,11 @@ def test_worst_doubling_looks_at_doublings_from_1024() -> None:
              pt(8192, 1.0), pt(16384, 9.0, executed=False), pt(12288, 1.5)]
     assert worst_doubling(curve) == (2.5, 4096)
     assert worst_doubling(curve[:3]) == (None, None)
+    # The fastest repeat of each size is the default; medians on request.
+    curve[4].update(deploy_min_s=0.3, run_min_s=0.0)
+    curve[5].update(deploy_min_s=0.6, run_min_s=0.0)
+    assert worst_doubling(curve) == (2.0, 2048)
+    assert worst_doubling(curve, stat="median") == (2.5, 4096)
 
 
 def test_adapters_without_engines_are_not_measured() -> None:
