@@ -22,7 +22,7 @@ from bench.scenarios.capability_probes import verdict
 Say = Callable[[str], None]
 Outcome = tuple[dict[str, Any], dict[str, dict[str, Any]]]
 DEFAULT_CAP = 100_000
-DEFAULT_REPEATS = 3
+DEFAULT_REPEATS = 5
 # Below this size a run takes milliseconds and timing noise swamps the doubling ratio.
 LINEARITY_FROM = 1024
 STREAM_TIMEOUT_S = 10.0
