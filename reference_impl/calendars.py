@@ -43,8 +43,9 @@ class BusinessCalendar(Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 @lru_cache(maxsize=64)
-def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
+def zone(name: str | None) -> ZoneInfo:
+    """The IANA time zone ``name`` (UTC when None); ZoneInfoNotFoundError when unknown."""
+    return ZoneInfo(name or "UTC")
 
 
 def _minutes(hhmm: str) -> int:
@@ -55,7 +56,7 @@ def _minutes(hhmm: str) -> int:
 def validate(cal: BusinessCalendar) -> None:
     """Refuse unknown zones, empty or reversed hours and repeated days."""
     try:
-        _zone(cal.timezone)
+        zone(cal.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise CalendarError(f"unknown time zone {cal.timezone!r}", "calendar.timezone") from None
     if _minutes(cal.start) >= _minutes(cal.end):
@@ -64,23 +65,23 @@ def validate(cal: BusinessCalendar) -> None:
         raise CalendarError("a weekday is listed twice", "calendar.days")
 
 
-def _at(day: dt.date, minutes: int, zone: ZoneInfo) -> float:
+def _at(day: dt.date, minutes: int, tz: ZoneInfo) -> float:
     # Aware datetime + timedelta is wall-clock arithmetic: 09:00 stays 09:00 across DST.
-    return (dt.datetime.combine(day, dt.time(), zone) + dt.timedelta(minutes=minutes)).timestamp()
+    return (dt.datetime.combine(day, dt.time(), tz) + dt.timedelta(minutes=minutes)).timestamp()
 
 
 def add(cal: BusinessCalendar, start: float, seconds: float) -> float:
     """The instant ``seconds`` of working time after ``start`` (seconds since the epoch)."""
-    zone = _zone(cal.timezone)
+    tz = zone(cal.timezone)
     days = {WEEKDAYS.index(d) for d in cal.days}
     holidays = set(cal.holidays)
     opens, closes = _minutes(cal.start), _minutes(cal.end)
-    day = dt.datetime.fromtimestamp(start, zone).date()
+    day = dt.datetime.fromtimestamp(start, tz).date()
     left = seconds
     for _ in range(MAX_DAYS):
         if day.weekday() in days and day not in holidays:
-            close = _at(day, closes, zone)
-            begin = max(_at(day, opens, zone), start)
+            close = _at(day, closes, tz)
+            begin = max(_at(day, opens, tz), start)
             if begin < close:
                 if left <= close - begin:
                     return begin + left

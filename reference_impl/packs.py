@@ -145,6 +145,16 @@ class _Rollback(Exception):
     pass
 
 
+def _sample(mod: Module, customer: int | None) -> dict[str, Any]:
+    """A valid record of ``mod`` for acceptance checks."""
+    sample: dict[str, Any] = {"customer_id": customer}
+    for key, (kind, _req) in mod.fields.items():
+        sample[key] = {"str": f"probe-{key}", "int": 3, "float": 1.5, "list": []}[kind]
+    if mod.name == "bom":
+        sample["lines"] = [{"component_sku": "C-1", "quantity": 2}]
+    return sample
+
+
 def _module(pack: str, name: str) -> Module:
     for mod in PACKS[pack].modules:
         if mod.name == name:
@@ -227,8 +237,7 @@ class PackService:
                    "updated_at = EXCLUDED.updated_at")
         else:
             sql = "INSERT OR REPLACE INTO packs (name, enabled, updated_at) VALUES (?, ?, ?)"
-        await self.db.execute(sql, (name, on if self.db.dialect == "postgresql" else int(on),
-                                    now_iso()))
+        await self.db.execute(sql, (name, on, now_iso()))
         changed = self.enabled[name] != on
         self.enabled[name] = on
         if not on:
@@ -378,7 +387,7 @@ class PackService:
                     customer = await tx.fetch_val("SELECT MIN(id) FROM customers")
                     for mod in PACKS[name].modules:
                         results += await self._check(tx, name, mod, customer)
-                    results += await self._check_bundle(tx, name)
+                    results += await self._check_bundle(tx, name, customer)
                     raise _Rollback
             except _Rollback:
                 pass
@@ -390,12 +399,7 @@ class PackService:
 
     async def _check(self, tx: Executor, pack: str, mod: Module, customer: int | None
                      ) -> list[dict[str, Any]]:
-        sample: dict[str, Any] = {"customer_id": customer}
-        for key, (kind, _req) in mod.fields.items():
-            sample[key] = {"str": f"probe-{key}", "int": 3, "float": 1.5,
-                           "list": []}[kind]
-        if mod.name == "bom":
-            sample["lines"] = [{"component_sku": "C-1", "quantity": 2}]
+        sample = _sample(mod, customer)
         out: list[dict[str, Any]] = []
         try:
             if mod.name == "contracts":
@@ -428,7 +432,8 @@ class PackService:
                         "detail": exc.message})
         return out
 
-    async def _check_bundle(self, tx: Executor, name: str) -> list[dict[str, Any]]:
+    async def _check_bundle(self, tx: Executor, name: str, customer: int | None
+                            ) -> list[dict[str, Any]]:
         pack, items = PACKS[name], self.items[name]
         out: list[dict[str, Any]] = []
         for doc in pack.workflows:
@@ -444,12 +449,8 @@ class PackService:
         for report in pack.reports:
             # A record of the report's module goes in first, so the report has a row to show.
             mod = _module(name, report.module)
-            sample: dict[str, Any] = {"customer_id": await tx.fetch_val(
-                "SELECT MIN(id) FROM customers")}
-            for key, (kind, _req) in mod.fields.items():
-                sample[key] = {"str": f"probe-{key}", "int": 3, "float": 1.5, "list": []}[kind]
             try:
-                await self.create(tx, name, mod.name, sample)
+                await self.create(tx, name, mod.name, _sample(mod, customer))
                 rows = await run_report(tx, self.db.dialect, name, report)
                 passed = any(all(r.get(g) is not None for g in report.group_by) for r in rows)
                 detail = f"{len(rows)} row(s)"

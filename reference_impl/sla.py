@@ -201,20 +201,15 @@ class SlaEngine:
         sid = int(await self.db.fetch_val(
             "INSERT INTO slas (definition, created_at, pack, pack_key, active) "
             "VALUES (?, ?, ?, ?, ?) RETURNING id",
-            (body, now_iso(), pack[0] if pack else None, pack[1] if pack else None,
-             self._bool(True))))
+            (body, now_iso(), pack[0] if pack else None, pack[1] if pack else None, True)))
         self.defs[sid] = sla
         if pack is not None:
             self.owner[sid] = pack
         return self.describe(sid)
 
-    def _bool(self, value: bool) -> bool | int:
-        return value if self.db.dialect == "postgresql" else int(value)
-
     async def set_active(self, sid: int, active: bool) -> None:
         self.describe(sid)
-        await self.db.execute("UPDATE slas SET active = ? WHERE id = ?",
-                              (self._bool(active), sid))
+        await self.db.execute("UPDATE slas SET active = ? WHERE id = ?", (active, sid))
         if active:
             self.inactive.discard(sid)
         else:

@@ -136,7 +136,6 @@ class Change:
     table: str
     created: bool
     row: Row
-    changed: frozenset[str]
     stage: tuple[str | None, str] | None
 
 
@@ -239,7 +238,7 @@ class Store:
                 if name == "customers":
                     row["tags"] = tags
                 stage = (None, str(values["stage"])) if name == "opportunities" else None
-                done = await self._run_hooks(tx, Change(name, True, row, frozenset(), stage))
+                done = await self._run_hooks(tx, Change(name, True, row, stage))
         except IntegrityViolation as exc:
             raise StoreError(409, "conflict", f"write refused by a constraint: {exc}") from exc
         for after in done:
@@ -310,10 +309,7 @@ class Store:
                 row = present(entity, await self._get(tx, entity, id_))
                 if name == "customers":
                     row["tags"] = await self._tags(tx, id_)
-                changed = frozenset(k for k in values if k != "updated_at")
-                if tags is not None:
-                    changed |= {"tags"}
-                done = await self._run_hooks(tx, Change(name, False, row, changed, stage))
+                done = await self._run_hooks(tx, Change(name, False, row, stage))
         except IntegrityViolation as exc:
             raise StoreError(409, "conflict", f"write refused by a constraint: {exc}") from exc
         for after in done:

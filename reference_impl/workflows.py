@@ -31,12 +31,12 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo
 
 import msgspec
 from cronsim import CronSim, CronSimError
 from msgspec import Meta, Struct
 
+from reference_impl.calendars import zone
 from reference_impl.clock import Clock
 from reference_impl.db import IntegrityViolation, Row
 from reference_impl.schema import OPPORTUNITY_STAGES, TABLES_BY_NAME
@@ -137,13 +137,9 @@ def _check_value(node: Node, where: str, kind: str | None) -> None:
             )
 
 
-def _zone(name: str | None) -> dt.tzinfo:
-    return dt.UTC if name in (None, "UTC") else ZoneInfo(name)
-
-
 def cron_next(expr: str, timezone: str | None, after: float) -> float | None:
     """The first fire time of ``expr`` in ``timezone`` strictly after ``after`` (epoch s)."""
-    start = dt.datetime.fromtimestamp(after, _zone(timezone))
+    start = dt.datetime.fromtimestamp(after, zone(timezone))
     try:
         return next(CronSim(expr, start)).timestamp()
     except StopIteration:
@@ -178,7 +174,7 @@ def _check_schedule(node: Node, where: str) -> None:
         return
     assert node.cron is not None
     try:
-        _zone(node.timezone)
+        zone(node.timezone)
     except (KeyError, ValueError, OSError):
         raise _invalid(f"trigger {node.id!r}: unknown timezone {node.timezone!r} "
                        "(an IANA name such as Europe/Paris)", where) from None
