@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from bench.errors import DatabaseError, UserError
+from reference_impl import db as dbmod
 from reference_impl import models as m
 from reference_impl.db import _pg_sql, _redact, open_database
 from reference_impl.loader import prepare
@@ -113,5 +114,37 @@ def test_interrupted_load_is_redone(db_url: str, small_fixtures: Path) -> None:
             assert await db.fetch_val("SELECT COUNT(*) FROM customers") == 1000
         finally:
             await db.close()
+
+    run(scenario())
+
+
+def test_the_write_ahead_log_is_folded_in_the_background(tmp_path: Path) -> None:
+    """A big commit leaves the copy to the checkpoint thread, which catches up on its own."""
+
+    async def scenario() -> None:
+        db = open_database(f"sqlite:///{tmp_path / 'wal.sqlite3'}")
+        await db.connect()
+        try:
+            assert isinstance(db, dbmod.SqliteDatabase) and db.checkpointer is not None
+            assert await db.fetch_val("PRAGMA wal_autocheckpoint") == 1000  # reader: default
+            async with db.transaction() as tx:
+                assert await tx.fetch_val("PRAGMA wal_autocheckpoint") == dbmod.BACKSTOP_PAGES
+                await tx.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, body TEXT)")
+                for _ in range(6):  # 6 MB: past SQLite's own 1,000-page threshold
+                    await tx.execute("INSERT INTO blobs (body) VALUES (?)", ("x" * 1_000_000,))
+            checkpointer = db.checkpointer
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
+                last = checkpointer.last
+                if last is not None and last[1] > 1_000 and last[1] == last[2]:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, last
+                await asyncio.sleep(0.05)
+            assert await db.fetch_val("SELECT COUNT(*) FROM blobs") == 6
+        finally:
+            await db.close()
+        assert not checkpointer.is_alive()
+        # The last connection to close folded and removed the log.
+        assert not (tmp_path / "wal.sqlite3-wal").exists()
 
     run(scenario())
