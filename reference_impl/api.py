@@ -401,7 +401,9 @@ def build_app(
         received = time.perf_counter()
         raw = await read_json(request, MAX_WORKFLOW_BODY)
         compiled = prepare(raw, lambda b: decode_bytes(b, WorkflowDeploy))
-        return json_response(await workflows.deploy(compiled, received), 201)
+        # Stored as received (the decoder has checked it is JSON in UTF-8): encoding a
+        # 100,000-node document again would cost tens of milliseconds.
+        return json_response(await workflows.deploy(compiled, received, raw.decode()), 201)
 
     async def get_workflow(request: Request) -> Response:
         q = Query(request, {"version"})

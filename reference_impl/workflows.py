@@ -563,11 +563,14 @@ class WorkflowEngine:
     def listening(self) -> bool:
         return bool(self.automatic)
 
-    async def deploy(self, compiled: Compiled, received: float) -> dict[str, Any]:
+    async def deploy(self, compiled: Compiled, received: float,
+                     text: str | None = None) -> dict[str, Any]:
+        """Store the next version: ``text``, the JSON ``compiled`` was decoded from, or else
+        the document encoded again."""
         doc = compiled.doc
         trig = msgspec.to_builtins(compiled.trigger) if compiled.trigger is not None else None
         ts = now_iso()
-        body = _enc.encode(doc).decode()
+        body = text if text is not None else _enc.encode(doc).decode()
         try:
             async with self.hub.transaction() as tx:
                 row = await tx.fetch_one(

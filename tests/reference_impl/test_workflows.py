@@ -373,3 +373,27 @@ def test_versions_pushed_out_of_the_cache_still_run(
         run = client.post(f"/workflows/{wid}/runs", json={"version": version}).json()
         assert run["status"] == "completed" and run["executed_nodes"] == nodes
         assert engine.compiled.nodes <= 20
+
+
+def test_a_document_is_stored_as_sent_and_runs_again_from_storage(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = client.app.state.workflows  # type: ignore[attr-defined]
+    monkeypatch.setattr(engine, "compiled", CompiledCache(0))  # every use reads storage
+    nodes, edges = diamond(2)
+    nodes[3]["id"], edges[1][1], edges[2][0] = "prüfung ✓", "prüfung ✓", "prüfung ✓"
+    body = json.dumps({"name": "stored as sent", "nodes": nodes, "edges": edges},
+                      indent=2, ensure_ascii=False).encode()
+    resp = client.post("/workflows", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 201, resp.text
+    wid = resp.json()["id"]
+    db = client.app.state.hub.db  # type: ignore[attr-defined]
+    assert client.portal is not None
+    stored = client.portal.call(
+        db.fetch_val, "SELECT doc FROM workflow_versions WHERE workflow_id = ?", (wid,))
+    assert stored == body.decode()
+    got = client.get(f"/workflows/{wid}").json()
+    assert [n["id"] for n in got["nodes"]] == [n["id"] for n in nodes]
+    assert got["edges"] == edges
+    run = client.post(f"/workflows/{wid}/runs", json={}).json()
+    assert run["status"] == "completed" and run["executed_nodes"] == len(nodes)
