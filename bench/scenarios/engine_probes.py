@@ -8,6 +8,7 @@ own change-stream subscription, stamped with ``time.perf_counter_ns`` like every
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -162,6 +163,13 @@ def _measure_size(adapter: Engines, run_id: str, n: int, repeats: int, say: Say
     return point
 
 
+def _totals(curve: list[dict[str, Any]], stat: str) -> dict[int, float]:
+    """Deploy + run seconds per executed size: fastest repeats ("min") or medians."""
+    keys = ("deploy_min_s", "run_min_s") if stat == "min" else ("deploy_s", "run_s")
+    return {p["nodes"]: p.get(keys[0], p["deploy_s"]) + p.get(keys[1], p["run_s"])
+            for p in curve if p["executed"]}
+
+
 def worst_doubling(curve: list[dict[str, Any]], low: int = LINEARITY_FROM,
                    stat: str = "min") -> tuple[float | None, int | None]:
     """The largest ratio of deploy + run time of N to that of N/2, and that N.
@@ -170,9 +178,7 @@ def worst_doubling(curve: list[dict[str, Any]], low: int = LINEARITY_FROM,
     fastest is the closest to the work itself), "median" the medians. Only executed sizes
     N/2 >= ``low`` count; linear scaling gives about 2.
     """
-    keys = ("deploy_min_s", "run_min_s") if stat == "min" else ("deploy_s", "run_s")
-    totals = {p["nodes"]: p.get(keys[0], p["deploy_s"]) + p.get(keys[1], p["run_s"])
-              for p in curve if p["executed"]}
+    totals = _totals(curve, stat)
     worst: tuple[float | None, int | None] = (None, None)
     for n, total in sorted(totals.items()):
         if n >= low and 2 * n in totals and total > 0:
@@ -182,11 +188,31 @@ def worst_doubling(curve: list[dict[str, Any]], low: int = LINEARITY_FROM,
     return worst
 
 
+def fitted_doubling(curve: list[dict[str, Any]], low: int = LINEARITY_FROM,
+                    stat: str = "min") -> float | None:
+    """What one doubling of N multiplies deploy + run time by, over the whole curve.
+
+    ``2 ** b`` for the least-squares line ``log2(time) = a + b log2(N)`` through the
+    executed sizes N >= ``low`` (2.0 when time is linear in N, 4.0 when quadratic). Every
+    size weighs in, so one disturbed measurement moves it far less than ``worst_doubling``.
+    None with fewer than three sizes.
+    """
+    points = [(math.log2(n), math.log2(t)) for n, t in sorted(_totals(curve, stat).items())
+              if n >= low and t > 0]
+    if len(points) < 3:
+        return None
+    slope, _ = statistics.linear_regression([x for x, _ in points], [y for _, y in points])
+    return round(2 ** slope, 3)
+
+
 def probe_workflow(adapter: Any, run_id: str, options: dict[str, Any], say: Say) -> Outcome:
     """workflow.max_nodes (doubling to the cap, then bisection) and the workflow capabilities.
 
-    Each size is measured ``repeats`` times; the curve holds medians with min and max, and
-    ``worst_doubling_ratio`` (at ``worst_doubling_at`` nodes) summarises its linearity.
+    Each size is measured ``repeats`` times; the curve holds medians with min and max.
+    Its linearity: ``worst_doubling_ratio`` (at ``worst_doubling_at`` nodes), the worst
+    single doubling, and ``fitted_doubling_ratio``, the doubling factor of a power law
+    fitted to all sizes from 1,024 up; both from the fastest repeats, the former also from
+    the medians.
     """
     cap = int(options.get("cap", DEFAULT_CAP))
     repeats = int(options.get("repeats", DEFAULT_REPEATS))
@@ -194,7 +220,7 @@ def probe_workflow(adapter: Any, run_id: str, options: dict[str, Any], say: Say)
                            "repeats": repeats, "value": None, "curve": [],
                            "worst_doubling_ratio": None, "worst_doubling_at": None,
                            "worst_doubling_ratio_median": None,
-                           "worst_doubling_at_median": None}
+                           "worst_doubling_at_median": None, "fitted_doubling_ratio": None}
     if not isinstance(adapter, Engines):
         return _not_measured(adapter, dim, WORKFLOW_IDS)
     curve: list[dict[str, Any]] = dim["curve"]
@@ -223,8 +249,12 @@ def probe_workflow(adapter: Any, run_id: str, options: dict[str, Any], say: Say)
     dim["worst_doubling_ratio"], dim["worst_doubling_at"] = worst_doubling(curve)
     dim["worst_doubling_ratio_median"], dim["worst_doubling_at_median"] = worst_doubling(
         curve, stat="median")
+    dim["fitted_doubling_ratio"] = fitted_doubling(curve)
     if dim["worst_doubling_ratio"] is not None:
-        say(f"workflow linearity: worst doubling ratio (fastest repeats) "
+        fitted = ("" if dim["fitted_doubling_ratio"] is None else
+                  f"doubling N multiplies deploy + run time by {dim['fitted_doubling_ratio']} "
+                  "on a power law fitted to all sizes; ")
+        say(f"workflow linearity (fastest repeats): {fitted}worst single doubling "
             f"{dim['worst_doubling_ratio']} "
             f"({dim['worst_doubling_at'] // 2} -> {dim['worst_doubling_at']} nodes)")
     caps = {"workflow.dag": _dag(adapter, run_id, good),

@@ -14,6 +14,7 @@ from bench.adapters.noop import NoopAdapter
 from bench.adapters.reference import ReferenceAdapter
 from bench.scenarios import engine_probes
 from bench.scenarios.engine_probes import (
+    fitted_doubling,
     probe_pack,
     probe_sla,
     probe_workflow,
@@ -75,7 +76,7 @@ def test_probe_workflow_measures_up_to_the_cap(
         assert p["deploy_min_s"] <= p["deploy_s"] <= p["deploy_max_s"]
         assert p["run_min_s"] <= p["run_s"] <= p["run_max_s"]
     assert dim["worst_doubling_at"] == 2048 and dim["worst_doubling_ratio"] > 0
-    assert any("x2" in m for m in said) and any("worst doubling" in m for m in said)
+    assert any("x2" in m for m in said) and any("worst single doubling" in m for m in said)
     assert versions["crmbench probe wfprobe size 2048"] == [1, 2]
     for cid in ("workflow.dag", "workflow.breaker", "workflow.lineage"):
         assert caps[cid]["status"] == "pass", caps[cid]
@@ -159,6 +160,25 @@ def test_worst_doubling_looks_at_doublings_from_1024() -> None:
     curve[5].update(deploy_min_s=0.6, run_min_s=0.0)
     assert worst_doubling(curve) == (2.0, 2048)
     assert worst_doubling(curve, stat="median") == (2.5, 4096)
+
+
+def test_fitted_doubling_reads_the_power_law_of_the_whole_curve() -> None:
+    def pt(n: int, total: float) -> dict[str, Any]:
+        return {"nodes": n, "deploy_s": total, "run_s": 0.0, "executed": True}
+
+    sizes = [512, 1024, 2048, 4096, 8192, 16384]
+    linear = [pt(n, 1e-4 * n) for n in sizes]
+    quadratic = [pt(n, 1e-8 * n * n) for n in sizes]
+    assert fitted_doubling(linear) == 2.0
+    assert fitted_doubling(quadratic) == 4.0
+    assert fitted_doubling(linear[:3]) is None  # two sizes from 1,024: no fit
+    # One disturbed size decides the worst doubling, not the fit.
+    linear[4]["deploy_s"] *= 1.4
+    assert worst_doubling(linear) == (2.8, 8192)
+    fitted = fitted_doubling(linear)
+    assert fitted is not None and 2.0 < fitted < 2.1
+    # Sizes off the doublings (bisection) count at their own N.
+    assert fitted_doubling([*quadratic, pt(12288, 1e-8 * 12288 ** 2)]) == 4.0
 
 
 def test_adapters_without_engines_are_not_measured() -> None:

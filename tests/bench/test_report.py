@@ -279,3 +279,19 @@ def test_claims_file_errors(tmp_path: Path) -> None:
         load_claims(bad)
     with pytest.raises(UserError, match="does not exist"):
         load_claims(tmp_path / "none.toml")
+
+
+def test_workflow_chart_names_each_platforms_fitted_doubling() -> None:
+    from bench.report.charts import workflow_scaling
+    from bench.results.collect import Run
+
+    def run(platform: str, fitted: float | None) -> Run:
+        dim = {"capability": "workflow.max_nodes", "fitted_doubling_ratio": fitted,
+               "curve": [{"nodes": n, "deploy_s": 1e-4 * n, "run_s": 1e-5 * n}
+                         for n in (1024, 2048, 4096)]}
+        return Run(platform, {"target": {"platform": platform},
+                              "dimensions": {"workflow_max_nodes": dim}})
+
+    chart = workflow_scaling({"reference": [run("reference", 2.04)], "other": [run("other", None)]})
+    titles = {t.legendgroup: t.legendgrouptitle.text for t in chart.figure.data}
+    assert titles == {"reference": "reference: x2.04 per doubling", "other": "other"}
