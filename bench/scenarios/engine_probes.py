@@ -24,6 +24,11 @@ Say = Callable[[str], None]
 Outcome = tuple[dict[str, Any], dict[str, dict[str, Any]]]
 DEFAULT_CAP = 100_000
 DEFAULT_REPEATS = 5
+# Small sizes take milliseconds, where one disturbance of the machine weighs most: they are
+# measured again until their measurements add up to this much time (as timeit and
+# pytest-benchmark do), within MAX_REPEATS.
+DEFAULT_MIN_TIME_S = 0.5
+MAX_REPEATS = 50
 # Below this size a run takes milliseconds and timing noise swamps the doubling ratio.
 LINEARITY_FROM = 1024
 STREAM_TIMEOUT_S = 10.0
@@ -132,8 +137,8 @@ def summarise_size(n: int, attempts: list[dict[str, Any]], repeats: int) -> dict
     """
     point: dict[str, Any] = {
         "nodes": n, "repeats": len(attempts),
-        "accepted": len(attempts) == repeats and all(a["accepted"] for a in attempts),
-        "executed": len(attempts) == repeats and all(a["executed"] for a in attempts),
+        "accepted": len(attempts) >= repeats and all(a["accepted"] for a in attempts),
+        "executed": len(attempts) >= repeats and all(a["executed"] for a in attempts),
     }
     for key in ("deploy", "run"):
         values = [a[f"{key}_s"] for a in attempts if a[f"{key}_s"] is not None]
@@ -146,15 +151,20 @@ def summarise_size(n: int, attempts: list[dict[str, Any]], repeats: int) -> dict
     return point
 
 
-def _measure_size(adapter: Engines, run_id: str, n: int, repeats: int, say: Say
-                  ) -> dict[str, Any]:
-    """``repeats`` deploys (versions of one workflow) and runs of size ``n``; stops at a failure."""
+def _measure_size(adapter: Engines, run_id: str, n: int, repeats: int, say: Say,
+                  min_time_s: float = 0.0) -> dict[str, Any]:
+    """Deploys (versions of one workflow) and runs of size ``n``: at least ``repeats``, and
+    more until their times add up to ``min_time_s`` (at most ``MAX_REPEATS``); stops at a
+    failure."""
     doc = workflow_doc(f"crmbench probe {run_id} size {n}", n)
     attempts: list[dict[str, Any]] = []
-    while len(attempts) < repeats:
+    spent = 0.0
+    while len(attempts) < max(repeats, 1) or (spent < min_time_s
+                                               and len(attempts) < MAX_REPEATS):
         attempts.append(_attempt(adapter, doc, n))
         if not attempts[-1]["executed"]:
             break
+        spent += attempts[-1]["deploy_s"] + attempts[-1]["run_s"]
     point = summarise_size(n, attempts, repeats)
     say(f"workflow {n} nodes x{point['repeats']}: deploy {point['deploy_s']} s "
         f"({point['deploy_min_s']}..{point['deploy_max_s']}), run {point['run_s']} s "
@@ -208,7 +218,8 @@ def fitted_doubling(curve: list[dict[str, Any]], low: int = LINEARITY_FROM,
 def probe_workflow(adapter: Any, run_id: str, options: dict[str, Any], say: Say) -> Outcome:
     """workflow.max_nodes (doubling to the cap, then bisection) and the workflow capabilities.
 
-    Each size is measured ``repeats`` times; the curve holds medians with min and max.
+    Each size is measured ``repeats`` times, small ones more until ``min_time_s`` is spent;
+    the curve holds medians with min and max.
     Its linearity: ``worst_doubling_ratio`` (at ``worst_doubling_at`` nodes), the worst
     single doubling, and ``fitted_doubling_ratio``, the doubling factor of a power law
     fitted to all sizes from 1,024 up; both from the fastest repeats, the former also from
@@ -216,8 +227,10 @@ def probe_workflow(adapter: Any, run_id: str, options: dict[str, Any], say: Say)
     """
     cap = int(options.get("cap", DEFAULT_CAP))
     repeats = int(options.get("repeats", DEFAULT_REPEATS))
+    min_time_s = float(options.get("min_time_s", DEFAULT_MIN_TIME_S))
     dim: dict[str, Any] = {"capability": "workflow.max_nodes", "unit": "nodes", "cap": cap,
-                           "repeats": repeats, "value": None, "curve": [],
+                           "repeats": repeats, "min_time_s": min_time_s, "value": None,
+                           "curve": [],
                            "worst_doubling_ratio": None, "worst_doubling_at": None,
                            "worst_doubling_ratio_median": None,
                            "worst_doubling_at_median": None, "fitted_doubling_ratio": None}
@@ -227,7 +240,7 @@ def probe_workflow(adapter: Any, run_id: str, options: dict[str, Any], say: Say)
     good, bad = 0, None
     n = 1
     while True:
-        point = _measure_size(adapter, run_id, n, repeats, say)
+        point = _measure_size(adapter, run_id, n, repeats, say, min_time_s)
         curve.append(point)
         if not point["executed"]:
             bad = n
@@ -238,7 +251,7 @@ def probe_workflow(adapter: Any, run_id: str, options: dict[str, Any], say: Say)
         n = min(n * 2, cap)
     while bad is not None and bad - good > max(1, good // 100):
         mid = (good + bad) // 2
-        point = _measure_size(adapter, run_id, mid, repeats, say)
+        point = _measure_size(adapter, run_id, mid, repeats, say, min_time_s)
         curve.append(point)
         good, bad = (mid, bad) if point["executed"] else (good, mid)
     dim["value"] = good

@@ -424,6 +424,8 @@ def _engine_options(name: str, engines: dict[str, Any]) -> dict[str, Any]:
         wf: dict[str, Any] = {"cap": int(engines.get("workflow_cap", 100_000))}
         if "workflow_repeats" in engines:
             wf["repeats"] = int(engines["workflow_repeats"])
+        if "workflow_min_time_s" in engines:
+            wf["min_time_s"] = float(engines["workflow_min_time_s"])
         return wf
     if name == "sla":
         out: dict[str, Any] = {k: engines[k] for k in ("sla_within_s",) if k in engines}

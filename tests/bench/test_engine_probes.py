@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,8 @@ def test_probe_workflow_measures_up_to_the_cap(
 
     monkeypatch.setattr(adapter, "deploy_workflow", spy)
     said: list[str] = []
-    dim, caps = probe_workflow(adapter, "wfprobe", {"cap": 2048, "repeats": 2}, said.append)
+    options = {"cap": 2048, "repeats": 2, "min_time_s": 0}
+    dim, caps = probe_workflow(adapter, "wfprobe", options, said.append)
     assert dim["capability"] == "workflow.max_nodes" and dim["status"] == "pass"
     assert dim["value"] == 2048 and dim["unit"] == "nodes" and dim["cap"] == 2048
     assert [p["nodes"] for p in dim["curve"]] == [2**k for k in range(12)]
@@ -187,3 +189,26 @@ def test_adapters_without_engines_are_not_measured() -> None:
         dim, caps = probe(target, "none", {}, lambda _m: None)
         assert dim["status"] == "not-measured" and "Engines" in dim["reason"]
         assert all(c["status"] == "not-measured" for c in caps.values())
+
+
+class _Slow(_Flaky):
+    def deploy_workflow(self, doc: dict[str, Any]) -> tuple[Status, dict[str, Any]]:
+        time.sleep(0.01)
+        return super().deploy_workflow(doc)
+
+
+def test_small_sizes_are_measured_until_the_minimum_time_is_spent() -> None:
+    target = _Slow()
+    point = engine_probes._measure_size(target, "r", 8, 2, lambda _m: None,  # type: ignore[arg-type]
+                                        min_time_s=0.05)
+    assert 2 < point["repeats"] == len(target.names) <= 6 and point["executed"]
+    # Never past the ceiling, however fast the target.
+    fast = _Flaky()
+    point = engine_probes._measure_size(fast, "r", 8, 2, lambda _m: None,  # type: ignore[arg-type]
+                                        min_time_s=60)
+    assert point["repeats"] == engine_probes.MAX_REPEATS and point["executed"]
+    # A failure still ends the size at once.
+    flaky = _Flaky(fail_run=3)
+    point = engine_probes._measure_size(flaky, "r", 8, 2, lambda _m: None,  # type: ignore[arg-type]
+                                        min_time_s=60)
+    assert point["repeats"] == 3 and not point["executed"]

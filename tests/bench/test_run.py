@@ -316,7 +316,8 @@ def test_probe_only_scenario_fills_engine_dimensions(tmp_path: Path, small_fixtu
     shutil.copytree(small_fixtures, fixtures)
     path = tmp_path / "engines.toml"
     path.write_text('version = 1\nbase = "workflow-limits"\nname = "engines"\n'
-                    "[engines]\nworkflow_cap = 64\nsla = true\npack = true\n")
+                    "[engines]\nworkflow_cap = 64\nworkflow_min_time_s = 0.02\nsla = true\n"
+                    "pack = true\n")
     scenario = load_scenario(str(path), profile="quick")
     report = run(RunRequest(scenario, target="reference://embedded", fixtures=fixtures,
                             out=tmp_path / "runs"), say=lambda _m: None)
@@ -326,6 +327,8 @@ def test_probe_only_scenario_fills_engine_dimensions(tmp_path: Path, small_fixtu
     dims = result["dimensions"]
     assert dims["workflow"]["value"] == 64 and dims["workflow"]["status"] == "pass"
     assert [p["nodes"] for p in dims["workflow"]["curve"]][:3] == [1, 2, 4]
+    assert dims["workflow"]["min_time_s"] == 0.02 and dims["workflow"]["repeats"] == 5
+    assert all(p["repeats"] >= 5 for p in dims["workflow"]["curve"])
     assert dims["sla"]["value"] == "action"
     assert dims["pack"]["status"] == "pass" and dims["pack"]["idempotent"] is True
     assert {result["capabilities"][c]["status"] for c in (
