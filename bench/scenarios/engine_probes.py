@@ -151,26 +151,127 @@ def summarise_size(n: int, attempts: list[dict[str, Any]], repeats: int) -> dict
     return point
 
 
-def _measure_size(adapter: Engines, run_id: str, n: int, repeats: int, say: Say,
-                  min_time_s: float = 0.0) -> dict[str, Any]:
-    """Deploys (versions of one workflow) and runs of size ``n``: at least ``repeats``, and
-    more until their times add up to ``min_time_s`` (at most ``MAX_REPEATS``); stops at a
-    failure."""
-    doc = workflow_doc(f"crmbench probe {run_id} size {n}", n)
-    attempts: list[dict[str, Any]] = []
-    spent = 0.0
-    while len(attempts) < max(repeats, 1) or (spent < min_time_s
-                                               and len(attempts) < MAX_REPEATS):
-        attempts.append(_attempt(adapter, doc, n))
-        if not attempts[-1]["executed"]:
+class _Series:
+    """Every measurement of one probe run: one workflow per size, each deploy a new version."""
+
+    def __init__(self, adapter: Engines, run_id: str) -> None:
+        self.adapter, self.run_id = adapter, run_id
+        self.docs: dict[int, dict[str, Any]] = {}
+        self.attempts: dict[int, list[dict[str, Any]]] = {}  # in the order sizes were tried
+
+    def measure(self, n: int) -> dict[str, Any]:
+        if n not in self.docs:
+            self.docs[n] = workflow_doc(f"crmbench probe {self.run_id} size {n}", n)
+        attempt = _attempt(self.adapter, self.docs[n], n)
+        self.attempts.setdefault(n, []).append(attempt)
+        return attempt
+
+    def ok(self, n: int) -> bool:
+        return all(a["executed"] for a in self.attempts.get(n, ()))
+
+
+def _search(series: _Series, good: int, bad: int | None, cap: int,
+            say: Say) -> tuple[int, int | None]:
+    """One measurement per size: doubling from ``good`` (0: from 1) to the cap until a size
+    fails, then bisection between the largest good and the smallest failed size."""
+    def measured(n: int) -> bool:
+        a = series.measure(n)
+        say(f"workflow {n} nodes: deploy {a['deploy_s']} s, run {a['run_s']} s, "
+            f"{'ok' if a['executed'] else a.get('error')}")
+        return bool(a["executed"])
+
+    if bad is None:
+        n = 1 if good == 0 else min(good * 2, cap)
+        while good < cap:
+            if not measured(n):
+                bad = n
+                break
+            good, n = n, min(n * 2, cap)
+    while bad is not None and bad - good > max(1, good // 100):
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if measured(mid) else (good, mid)
+    return good, bad
+
+
+def _wanted(first: dict[str, Any], repeats: int, min_time_s: float) -> int:
+    """Measurements a size gets: ``repeats``, or as many as its first measurement says add
+    up to ``min_time_s``, within ``MAX_REPEATS``."""
+    spent = (first["deploy_s"] or 0.0) + (first["run_s"] or 0.0)
+    if min_time_s <= 0:
+        return repeats
+    enough = MAX_REPEATS if spent <= 0 else math.ceil(min_time_s / spent)
+    return max(repeats, min(MAX_REPEATS, enough))
+
+
+def _rounds(series: _Series, sizes: list[int], repeats: int, min_time_s: float,
+            say: Say) -> int:
+    """The remaining measurements of ``sizes``, interleaved: in rounds that go up and down
+    the sizes, each size's measurements spread evenly over all rounds, so that a slow spell
+    of the machine falls on many sizes a little rather than on a few sizes entirely.
+
+    A size that fails drops out with every larger one. Returns the number of rounds.
+    """
+    need = {n: _wanted(series.attempts[n][0], repeats, min_time_s) - len(series.attempts[n])
+            for n in sizes}
+    rounds = max(need.values(), default=0)
+
+    def due(n: int, j: int) -> int:  # round(j * need / rounds): measurements due by round j
+        return (2 * j * need[n] + rounds) // (2 * rounds)
+
+    for j in range(1, rounds + 1):
+        t0, measured = time.perf_counter(), 0
+        for n in sorted(sizes, reverse=j % 2 == 0):
+            if need[n] <= 0 or due(n, j) == due(n, j - 1):
+                continue
+            if any(not series.ok(m) for m in sizes if m <= n):
+                continue
+            series.measure(n)
+            measured += 1
+        spent = time.perf_counter() - t0
+        if j % 10 == 0 or j == rounds or spent >= 1.0:
+            say(f"workflow round {j}/{rounds}: {measured} size{'' if measured == 1 else 's'} "
+                f"measured again in {spent:.2f} s")
+    return rounds
+
+
+def measure_curve(adapter: Engines, run_id: str, cap: int, repeats: int, min_time_s: float,
+                  say: Say) -> tuple[list[dict[str, Any]], int, int | None, int]:
+    """The scaling curve: the search measures each size once; then each size is measured
+    again in interleaved rounds (``_rounds``) until it has ``repeats`` measurements, small
+    ones more, as many as add up to ``min_time_s``. A size that fails in a later round
+    bounds the search again (bisection below it).
+
+    Returns the curve (one point per size, in the order tried), the largest size executed in
+    all its measurements, the smallest failed size (None when none failed) and the number
+    of rounds.
+    """
+    series = _Series(adapter, run_id)
+    good: int = 0
+    bad: int | None = None
+    rounds = 0
+    while True:
+        good, bad = _search(series, good, bad, cap, say)
+        rounds += _rounds(series, [n for n in series.attempts if n <= good and series.ok(n)],
+                          repeats, min_time_s, say)
+        failed = min((n for n in series.attempts if n <= good and not series.ok(n)),
+                     default=None)
+        if failed is None:
             break
-        spent += attempts[-1]["deploy_s"] + attempts[-1]["run_s"]
-    point = summarise_size(n, attempts, repeats)
-    say(f"workflow {n} nodes x{point['repeats']}: deploy {point['deploy_s']} s "
-        f"({point['deploy_min_s']}..{point['deploy_max_s']}), run {point['run_s']} s "
-        f"({point['run_min_s']}..{point['run_max_s']}), "
-        f"{'ok' if point['executed'] else point.get('error')}")
-    return point
+        # A size failed in a later round: it bounds the search now.
+        bad = failed
+        good = max((n for n in series.attempts if n < failed and series.ok(n)), default=0)
+    curve: list[dict[str, Any]] = []
+    for n, attempts in series.attempts.items():
+        point = summarise_size(n, attempts, repeats)
+        if not point["executed"] and "error" not in point:
+            point["error"] = (f"measured {len(attempts)} of {repeats} times: a smaller size "
+                              "failed first")
+        curve.append(point)
+        say(f"workflow {n} nodes x{point['repeats']}: deploy {point['deploy_s']} s "
+            f"({point['deploy_min_s']}..{point['deploy_max_s']}), run {point['run_s']} s "
+            f"({point['run_min_s']}..{point['run_max_s']}), "
+            f"{'ok' if point['executed'] else point.get('error')}")
+    return curve, good, bad, rounds
 
 
 def _totals(curve: list[dict[str, Any]], stat: str) -> dict[int, float]:
@@ -218,8 +319,7 @@ def fitted_doubling(curve: list[dict[str, Any]], low: int = LINEARITY_FROM,
 def probe_workflow(adapter: Any, run_id: str, options: dict[str, Any], say: Say) -> Outcome:
     """workflow.max_nodes (doubling to the cap, then bisection) and the workflow capabilities.
 
-    Each size is measured ``repeats`` times, small ones more until ``min_time_s`` is spent;
-    the curve holds medians with min and max.
+    The curve (``measure_curve``) holds each size's median, min and max deploy and run time.
     Its linearity: ``worst_doubling_ratio`` (at ``worst_doubling_at`` nodes), the worst
     single doubling, and ``fitted_doubling_ratio``, the doubling factor of a power law
     fitted to all sizes from 1,024 up; both from the fastest repeats, the former also from
@@ -230,35 +330,20 @@ def probe_workflow(adapter: Any, run_id: str, options: dict[str, Any], say: Say)
     min_time_s = float(options.get("min_time_s", DEFAULT_MIN_TIME_S))
     dim: dict[str, Any] = {"capability": "workflow.max_nodes", "unit": "nodes", "cap": cap,
                            "repeats": repeats, "min_time_s": min_time_s, "value": None,
-                           "curve": [],
+                           "curve": [], "rounds": 0,
                            "worst_doubling_ratio": None, "worst_doubling_at": None,
                            "worst_doubling_ratio_median": None,
                            "worst_doubling_at_median": None, "fitted_doubling_ratio": None}
     if not isinstance(adapter, Engines):
         return _not_measured(adapter, dim, WORKFLOW_IDS)
-    curve: list[dict[str, Any]] = dim["curve"]
-    good, bad = 0, None
-    n = 1
-    while True:
-        point = _measure_size(adapter, run_id, n, repeats, say, min_time_s)
-        curve.append(point)
-        if not point["executed"]:
-            bad = n
-            break
-        good = n
-        if n >= cap:
-            break
-        n = min(n * 2, cap)
-    while bad is not None and bad - good > max(1, good // 100):
-        mid = (good + bad) // 2
-        point = _measure_size(adapter, run_id, mid, repeats, say, min_time_s)
-        curve.append(point)
-        good, bad = (mid, bad) if point["executed"] else (good, mid)
+    curve, good, bad, dim["rounds"] = measure_curve(adapter, run_id, cap, repeats, min_time_s,
+                                                    say)
+    dim["curve"] = curve
     dim["value"] = good
     dim["status"] = "pass" if good else "fail"
     if bad is not None:
-        failed = next(p for p in curve if p["nodes"] == bad)
-        dim["reason"] = f"first failing size {bad}: {failed.get('error', 'failed')}"
+        first_failed = next(p for p in curve if p["nodes"] == bad)
+        dim["reason"] = f"first failing size {bad}: {first_failed.get('error', 'failed')}"
     dim["worst_doubling_ratio"], dim["worst_doubling_at"] = worst_doubling(curve)
     dim["worst_doubling_ratio_median"], dim["worst_doubling_at_median"] = worst_doubling(
         curve, stat="median")

@@ -126,16 +126,47 @@ class _Flaky:
         return Status.ok, {"status": "completed", "executed_nodes": self.size}
 
 
-def test_each_size_is_measured_repeats_times_as_new_versions() -> None:
+def _sizes(target: _Flaky) -> list[int]:
+    """The size of every deploy, in order."""
+    return [int(name.rsplit(" ", 1)[1]) for name in target.names]
+
+
+def _curve(target: _Flaky, cap: int, repeats: int, min_time_s: float = 0.0,
+           said: list[str] | None = None) -> tuple[list[dict[str, Any]], int, int | None, int]:
+    return engine_probes.measure_curve(target, "r", cap, repeats, min_time_s,  # type: ignore[arg-type]
+                                       (said if said is not None else []).append)
+
+
+def test_sizes_are_measured_again_in_interleaved_rounds_as_new_versions() -> None:
     target = _Flaky()
-    point = engine_probes._measure_size(target, "r", 8, 3, lambda _m: None)  # type: ignore[arg-type]
-    assert len(target.names) == 3 and len(set(target.names)) == 1
-    assert point["executed"] and point["repeats"] == 3
-    flaky = _Flaky(fail_run=2)
-    point = engine_probes._measure_size(flaky, "r", 8, 3, lambda _m: None)  # type: ignore[arg-type]
-    assert len(flaky.names) == 2 and point["repeats"] == 2
-    assert point["accepted"] is False and point["executed"] is False
-    assert "timed_out" in point["error"]
+    curve, good, bad, rounds = _curve(target, cap=8, repeats=3)
+    # The search once up the sizes, then rounds up and down them.
+    assert _sizes(target) == [1, 2, 4, 8, 1, 2, 4, 8, 8, 4, 2, 1]
+    assert (good, bad, rounds) == (8, None, 2)
+    assert [(p["nodes"], p["repeats"], p["executed"]) for p in curve] == [
+        (1, 3, True), (2, 3, True), (4, 3, True), (8, 3, True)]
+    assert len(set(target.names)) == 4  # one workflow per size, deployed again as versions
+
+
+def test_a_size_failing_in_a_later_round_bounds_the_search_again() -> None:
+    target = _Flaky(fail_run=7)  # size 4 in the first round after the search
+    said: list[str] = []
+    curve, good, bad, _rounds = _curve(target, cap=8, repeats=3, said=said)
+    # 8 is not measured again after 4 failed; bisection between 2 and 4 finds 3.
+    assert _sizes(target) == [1, 2, 4, 8, 1, 2, 4, 2, 1, 3, 3, 3]
+    assert (good, bad) == (3, 4)
+    points = {p["nodes"]: p for p in curve}
+    assert points[3]["executed"] and points[3]["repeats"] == 3
+    assert not points[4]["executed"] and "timed_out" in points[4]["error"]
+    assert not points[8]["executed"] and "a smaller size failed" in points[8]["error"]
+    assert any("workflow 8 nodes x1" in m and "smaller size failed" in m for m in said)
+
+
+def test_a_failure_in_the_search_ends_the_doubling() -> None:
+    target = _Flaky(fail_run=4)  # size 8 in the search
+    curve, good, bad, _rounds = _curve(target, cap=64, repeats=2)
+    assert _sizes(target)[:6] == [1, 2, 4, 8, 6, 7]
+    assert (good, bad) == (7, 8) and max(p["nodes"] for p in curve) == 8
 
 
 def test_a_stall_in_one_repeat_does_not_move_the_median() -> None:
@@ -199,16 +230,23 @@ class _Slow(_Flaky):
 
 def test_small_sizes_are_measured_until_the_minimum_time_is_spent() -> None:
     target = _Slow()
-    point = engine_probes._measure_size(target, "r", 8, 2, lambda _m: None,  # type: ignore[arg-type]
-                                        min_time_s=0.05)
-    assert 2 < point["repeats"] == len(target.names) <= 6 and point["executed"]
+    curve, _good, _bad, _rounds = _curve(target, cap=2, repeats=2, min_time_s=0.05)
+    assert all(2 < p["repeats"] <= 6 and p["executed"] for p in curve)
     # Never past the ceiling, however fast the target.
-    fast = _Flaky()
-    point = engine_probes._measure_size(fast, "r", 8, 2, lambda _m: None,  # type: ignore[arg-type]
-                                        min_time_s=60)
-    assert point["repeats"] == engine_probes.MAX_REPEATS and point["executed"]
-    # A failure still ends the size at once.
-    flaky = _Flaky(fail_run=3)
-    point = engine_probes._measure_size(flaky, "r", 8, 2, lambda _m: None,  # type: ignore[arg-type]
-                                        min_time_s=60)
-    assert point["repeats"] == 3 and not point["executed"]
+    curve, _good, _bad, rounds = _curve(_Flaky(), cap=2, repeats=2, min_time_s=60)
+    assert [p["repeats"] for p in curve] == [engine_probes.MAX_REPEATS] * 2
+    assert rounds == engine_probes.MAX_REPEATS - 1
+
+
+def test_the_measurements_of_each_size_are_spread_over_all_rounds() -> None:
+    target = _Flaky()
+    series = engine_probes._Series(target, "r")  # type: ignore[arg-type]
+    for n, first_s in ((1, 0.1), (2, 0.5)):
+        series.docs[n] = workflow_doc(f"crmbench probe r size {n}", n)
+        series.attempts[n] = [{"deploy_s": first_s, "run_s": 0.0, "accepted": True,
+                               "executed": True}]
+    said: list[str] = []
+    # 1 s of measurements: 9 more of size 1, 1 more of size 2 (2 repeats), in 9 rounds.
+    assert engine_probes._rounds(series, [1, 2], 2, 1.0, said.append) == 9
+    assert _sizes(target) == [1, 1, 1, 1, 1, 2, 1, 1, 1, 1]  # size 2 in the middle round
+    assert said == ["workflow round 9/9: 1 size measured again in 0.00 s"]
