@@ -148,6 +148,17 @@ def test_sizes_are_measured_again_in_interleaved_rounds_as_new_versions() -> Non
     assert len(set(target.names)) == 4  # one workflow per size, deployed again as versions
 
 
+def test_only_small_probe_documents_are_kept_between_measurements(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_probes, "KEEP_DOCS_UP_TO", 2)
+    target = _Flaky()
+    series = engine_probes._Series(target, "r")  # type: ignore[arg-type]
+    for n in (1, 2, 4, 8, 8):
+        assert series.measure(n)["executed"]
+    assert sorted(series.docs) == [1, 2] and series.attempts[8][1]["executed"]
+
+
 def test_a_size_failing_in_a_later_round_bounds_the_search_again() -> None:
     target = _Flaky(fail_run=7)  # size 4 in the first round after the search
     said: list[str] = []
