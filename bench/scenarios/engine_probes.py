@@ -222,14 +222,15 @@ def _rounds(series: _Series, sizes: list[int], repeats: int, min_time_s: float,
     def due(n: int, j: int) -> int:  # round(j * need / rounds): measurements due by round j
         return (2 * j * need[n] + rounds) // (2 * rounds)
 
+    failed: int | None = None  # the smallest size that failed
     for j in range(1, rounds + 1):
         t0, measured = time.perf_counter(), 0
         for n in sorted(sizes, reverse=j % 2 == 0):
-            if need[n] <= 0 or due(n, j) == due(n, j - 1):
+            not_due = need[n] <= 0 or due(n, j) == due(n, j - 1)
+            if not_due or (failed is not None and n >= failed):
                 continue
-            if any(not series.ok(m) for m in sizes if m <= n):
-                continue
-            series.measure(n)
+            if not series.measure(n)["executed"]:
+                failed = n if failed is None else min(failed, n)
             measured += 1
         spent = time.perf_counter() - t0
         if j % 10 == 0 or j == rounds or spent >= 1.0:

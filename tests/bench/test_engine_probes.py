@@ -169,6 +169,7 @@ def test_a_size_failing_in_a_later_round_bounds_the_search_again() -> None:
     points = {p["nodes"]: p for p in curve}
     assert points[3]["executed"] and points[3]["repeats"] == 3
     assert not points[4]["executed"] and "timed_out" in points[4]["error"]
+    assert points[4]["accepted"] is False and points[4]["repeats"] == 2
     assert not points[8]["executed"] and "a smaller size failed" in points[8]["error"]
     assert any("workflow 8 nodes x1" in m and "smaller size failed" in m for m in said)
 
