@@ -126,10 +126,23 @@ def serve(
                      "crmbench.events at this URL (e.g. nats://127.0.0.1:4222).",
                      envvar="CRMBENCH_NATS_URL"),
     ] = None,
+    slowdown_ms: Annotated[
+        float,
+        typer.Option(help="Gate calibration only (needs CRMBENCH_TEST_MODE=1): burn this many "
+                     "ms of CPU in every request."),
+    ] = 0.0,
+    slowdown_pct: Annotated[
+        float,
+        typer.Option(help="Gate calibration only (needs CRMBENCH_TEST_MODE=1): burn this share "
+                     "of each request's handling time again, in %."),
+    ] = 0.0,
 ) -> None:
     """Run the reference CRM over HTTP (token from CRMBENCH_API_TOKEN, else generated)."""
     from reference_impl.server import default_db_url, load, resolve_token
     from reference_impl.server import serve as run_server
+    from reference_impl.slowdown import checked
+
+    slowdown = checked(slowdown_ms, slowdown_pct)
 
     if data is not None and not (data / "manifest.json").is_file():
         raise UserError(
@@ -149,7 +162,10 @@ def serve(
         err.print(f"API token (set CRMBENCH_API_TOKEN to choose one): {token}")
     if test_clock:
         err.print("[yellow]test clock enabled: POST /clock/advance moves the service's time[/]")
-    run_server(url, host, port, token, nats_url=nats, test_clock=test_clock)
+    if slowdown.active:
+        err.print(f"[yellow]injected slowdown: {slowdown.ms:g} ms + {slowdown.pct:g} % of "
+                  "CPU per request (gate calibration)[/]")
+    run_server(url, host, port, token, nats_url=nats, test_clock=test_clock, slowdown=slowdown)
 
 
 class Profile(StrEnum):
@@ -239,6 +255,15 @@ def run(
         why = "; ".join(result["invalid_reasons"]) or "incomplete"
         err.print(f"[yellow]result written to {report.path}, marked "
                   f"{'invalid' if result['complete'] else 'incomplete'}: {escape(why)}[/]")
+    noise = result.get("noise") or {}
+    if noise.get("noisy"):
+        err.print(f"[yellow]run flagged noisy (no evidence for a gate): "
+                  f"{escape('; '.join(noise['reasons']))}[/]")
+    if noise.get("server_cpu_ms_per_request") is not None:
+        err.print(f"server CPU {noise['server_cpu_ms_per_request']:.3f} ms per request "
+                  f"({noise['server_cpu_pct']:.0f} % of a core); steal "
+                  f"{noise.get('steal_pct', 0):.1f} %, other processes "
+                  f"{noise.get('other_cpu_pct', 0):.0f} % of a core")
     if report_dir is not None:
         from bench.claims import load_claims
         from bench.report.build import FORMATS, assemble, write
@@ -269,6 +294,7 @@ def _headline(path: Path, result: dict[str, Any]) -> dict[str, Any]:
             for op, o in ops.items()
         },
         "harness_overhead": overhead.get("latency_ms"),
+        "noise": {k: v for k, v in (result.get("noise") or {}).items() if k != "limits"},
     }
 
 

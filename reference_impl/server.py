@@ -24,6 +24,8 @@ from reference_impl.loader import LoadInfo, prepare
 if TYPE_CHECKING:
     import uvicorn
 
+    from reference_impl.slowdown import Slowdown
+
 Say = Callable[[str], None]
 
 
@@ -64,9 +66,11 @@ def _env_int(name: str, default: int) -> int:
 
 
 def make_server(
-    app: Any, host: str, port: int, *, log_level: str = "warning", loop: str = "uvloop"
+    app: Any, host: str, port: int, *, log_level: str = "warning", loop: str = "uvloop",
+    asgi: Any = None,
 ) -> uvicorn.Server:
-    """A uvicorn server for ``build_app``'s app that ends open change streams on shutdown."""
+    """A uvicorn server for ``build_app``'s app (or ``asgi`` wrapping it) that ends open
+    change streams on shutdown."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -76,8 +80,8 @@ def make_server(
             await super().shutdown(sockets)
 
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, access_log=False, loop=loop,
-        http="httptools", lifespan="on", timeout_graceful_shutdown=10,
+        app if asgi is None else asgi, host=host, port=port, log_level=log_level,
+        access_log=False, loop=loop, http="httptools", lifespan="on", timeout_graceful_shutdown=10,
         # Clients keep pooled connections idle for seconds between requests; closing them
         # after uvicorn's default 5 s races with a client sending on them (a reset).
         timeout_keep_alive=75,
@@ -87,11 +91,12 @@ def make_server(
 
 def serve(
     db_url: str, host: str, port: int, token: str, *, log_level: str = "warning",
-    nats_url: str | None = None, test_clock: bool = False,
+    nats_url: str | None = None, test_clock: bool = False, slowdown: Slowdown | None = None,
 ) -> None:
     """Serve the API with uvicorn (uvloop and httptools) until interrupted."""
     from reference_impl.agents import load_scorer
     from reference_impl.api import build_app
+    from reference_impl.slowdown import slowed
     from reference_impl.stream import DEFAULT_RETENTION
 
     scorer_path = os.environ.get("CRMBENCH_AGENT_SCORER", "").strip()
@@ -107,4 +112,5 @@ def serve(
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    make_server(app, host, port, log_level=log_level).run()
+    asgi = slowed(app, slowdown) if slowdown is not None else None
+    make_server(app, host, port, log_level=log_level, asgi=asgi).run()

@@ -2,12 +2,18 @@
 
 The loaded SQLite database is cached beside the fixtures (``reference.sqlite3``) and copied
 for each run, so every run starts from the same state without reloading.
+
+The URL may name another build and a calibration slowdown (for ``crmbench ab``):
+``reference://embedded?source=DIR`` serves the reference CRM of the checkout in DIR (its
+own database cache, loaded by its own code), ``slowdown_ms`` and ``slowdown_pct`` inject
+CPU work per request (``reference_impl.slowdown``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import secrets
 import shutil
@@ -19,12 +25,14 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from bench.errors import DatabaseError, TargetUnreachable
+from bench.errors import DatabaseError, TargetUnreachable, UserError
 
 Say = Callable[[str], None]
 
@@ -33,6 +41,48 @@ DEFAULT_CUSTOMERS = 100_000
 DEFAULT_SEED = 42
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+
+
+EMBEDDED_URL = "reference://embedded"
+URL_OPTIONS = ("source", "slowdown_ms", "slowdown_pct")
+
+
+@dataclass(frozen=True)
+class EmbeddedOptions:
+    """What a ``reference://embedded?...`` URL asks for beyond the default build."""
+
+    source: Path | None = None
+    slowdown_ms: float = 0.0
+    slowdown_pct: float = 0.0
+
+
+def parse_embedded(url: str) -> EmbeddedOptions | None:
+    """The options of an embedded-target URL, or None when ``url`` is not one."""
+    base, _, query = url.partition("?")
+    if base != EMBEDDED_URL:
+        return None
+    params = urllib.parse.parse_qs(query, keep_blank_values=True, strict_parsing=False)
+    unknown = sorted(set(params) - set(URL_OPTIONS))
+    if unknown:
+        raise UserError(f"{url}: unknown option {', '.join(unknown)}; "
+                        f"{EMBEDDED_URL} takes {', '.join(URL_OPTIONS)}")
+    one = {k: v[-1] for k, v in params.items()}
+    source = None
+    if "source" in one:
+        source = Path(one["source"]).expanduser().resolve()
+        if not (source / "reference_impl").is_dir() or not (source / "bench").is_dir():
+            raise UserError(f"{url}: {source} is not a crmbench checkout "
+                            "(no reference_impl/ and bench/ in it)")
+    numbers = {}
+    for key in ("slowdown_ms", "slowdown_pct"):
+        if key in one:
+            try:
+                numbers[key] = float(one[key])
+            except ValueError:
+                raise UserError(f"{url}: {key} must be a number, not {one[key]!r}") from None
+            if not 0 <= numbers[key] <= 1000:
+                raise UserError(f"{url}: {key} must be between 0 and 1000")
+    return EmbeddedOptions(source=source, **numbers)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -93,8 +143,10 @@ class EmbeddedReference:
         say: Say | None = None,
         keep_log: Path | None = None,
         test_clock: bool = False,
+        options: EmbeddedOptions | None = None,
     ) -> None:
         self.fixtures = Path(fixtures)
+        self.options = options or EmbeddedOptions()
         self.db_path = db_path
         self.port = port
         self.keep_log = keep_log
@@ -126,11 +178,45 @@ class EmbeddedReference:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def _source_env(self) -> tuple[dict[str, str], str | None]:
+        env = {**os.environ, "CRMBENCH_API_TOKEN": self.token}
+        source = self.options.source
+        if source is None:
+            return env, None
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(source), *filter(None, [os.environ.get("PYTHONPATH")])])
+        return env, str(source)
+
+    def _cache_path(self) -> Path:
+        source = self.options.source
+        if source is None:
+            return self.fixtures / CACHE_NAME
+        # Another build may store another schema: its cache is its own, keyed by its code.
+        digest = hashlib.sha256()
+        for part in ("schema.py", "loader.py", "db.py"):
+            with contextlib.suppress(OSError):
+                digest.update((source / "reference_impl" / part).read_bytes())
+        return self.fixtures / f"reference-{digest.hexdigest()[:12]}.sqlite3"
+
+    def _load_with_source(self, cache: Path) -> None:
+        env, cwd = self._source_env()
+        self._say(f"loading {self.fixtures} with the reference CRM of {cwd}")
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", "serve", "--db", f"sqlite:///{cache.resolve()}",
+             "--data", str(self.fixtures.resolve()), "--load-only"],
+            cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise TargetUnreachable(
+                f"the reference CRM of {cwd} could not load {self.fixtures} "
+                f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+
     def prepare(self) -> Path:
         """Generate the fixtures and load the cached database if needed; return its path."""
         from reference_impl.server import load
 
-        cache = self.fixtures / CACHE_NAME
+        cache = self._cache_path()
         with _locked(self.fixtures):
             if not (self.fixtures / "manifest.json").is_file():
                 from bench.datagen.generate import generate
@@ -139,6 +225,10 @@ class EmbeddedReference:
                     f"generating {DEFAULT_CUSTOMERS:,} customers into {self.fixtures} (one time)"
                 )
                 generate(self.fixtures, customers=DEFAULT_CUSTOMERS, seed=DEFAULT_SEED)
+            if self.options.source is not None:
+                self._load_with_source(cache)
+                _checkpointed(cache)
+                return cache
             url = f"sqlite:///{cache.resolve()}"
             try:
                 info = load(url, self.fixtures, reset=False, say=self._say)
@@ -180,13 +270,19 @@ class EmbeddedReference:
         if self.port is None:
             self.port = free_port()
         self._say(f"starting the reference CRM on 127.0.0.1:{self.port}")
+        env, cwd = self._source_env()
+        slow: list[str] = []
+        if self.options.slowdown_ms or self.options.slowdown_pct:
+            env["CRMBENCH_TEST_MODE"] = "1"
+            slow = ["--slowdown-ms", str(self.options.slowdown_ms),
+                    "--slowdown-pct", str(self.options.slowdown_pct)]
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "bench", "serve", "--db", f"sqlite:///{work.resolve()}",
                  "--host", "127.0.0.1", "--port", str(self.port),
-                 *(["--test-clock"] if self.test_clock else [])],
+                 *(["--test-clock"] if self.test_clock else []), *slow],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "CRMBENCH_API_TOKEN": self.token},
+                env=env, cwd=cwd,
             )
         self._wait_ready()
 

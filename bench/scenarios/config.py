@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 
 from bench.errors import UserError
+from bench.measure.noise import NoiseLimits
 
 SCENARIO_DIR = Path(__file__).parent
 SCHEMA_PATH = SCENARIO_DIR / "scenario.schema.json"
@@ -67,6 +68,7 @@ class Scenario:
     probes: dict[str, float]
     workload: bool = True
     engines: dict[str, Any] = field(default_factory=dict)
+    noise: NoiseLimits = field(default_factory=NoiseLimits)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,4 +199,5 @@ def load_scenario(
         probes={k: float(v) for k, v in data.get("probes", {}).items()},
         workload=bool(data.get("workload", True)),
         engines=dict(data.get("engines", {})),
+        noise=NoiseLimits(**{k: float(v) for k, v in data.get("noise", {}).items()}),
     )

@@ -28,16 +28,17 @@ from typing import Any
 
 from bench import __version__
 from bench.adapters.base import Guarded, RunPlan
+from bench.adapters.embedded import EMBEDDED_URL, parse_embedded
 from bench.adapters.registry import create_adapter, redact_url, scheme_of
 from bench.errors import CrmBenchError, TargetUnreachable, UserError
 from bench.measure.hdr import LatencyHistogram
+from bench.measure.noise import SystemSampler, judge_noise, limits_dict, p50_cv, summarize
 from bench.measure.provenance import commit_info, machine_info
 from bench.measure.validity import judge, steady
 from bench.results.store import SCHEMA_VERSION, write_result
 from bench.scenarios.capability_probes import run_capability_probes
 from bench.scenarios.config import Scenario
 
-EMBEDDED_URL = "reference://embedded"
 NOOP_CALIBRATION_URL = "noop://?delay_ms=0"
 DEFAULT_FIXTURES = Path("fixtures/data/default")
 ERROR_STATUSES = ("error",)
@@ -232,6 +233,7 @@ def drive(
     target_alive: Callable[[], bool] | None = None,
     checkpoint: Callable[[Outcome], None] | None = None,
     env: dict[str, str] | None = None,
+    sampler: SystemSampler | None = None,
 ) -> Outcome:
     """Run the load generator with ``config`` and merge what it reports."""
     outcome = Outcome(Accumulator(config["phases"]))
@@ -269,6 +271,8 @@ def drive(
                 outcome.workers = int(msg.get("workers", 1))
             elif kind == "interval":
                 summary = outcome.acc.add_interval(msg)
+                if sampler is not None:
+                    sampler.tick(summary["t"])
                 if on_interval is not None:
                     on_interval(summary, outcome.acc)
                 if summary["count"] and summary["errors"] == summary["count"]:
@@ -337,25 +341,38 @@ def _stop(proc: subprocess.Popen[str]) -> None:
             proc.wait()
 
 
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """The adapter URL of a target, what the generator needs, and what runs it locally."""
+
+    url: str
+    env: dict[str, str]
+    alive: Callable[[], bool] | None = None
+    fixture_hash: str | None = None
+    server_pid: int | None = None
+
+
 @contextmanager
 def resolve_target(
     url: str, fixtures: Path, say: Callable[[str], None], server_log: Path | None = None,
     *, test_clock: bool = False,
-) -> Iterator[tuple[str, dict[str, str], Callable[[], bool] | None, str | None]]:
-    """Yield (adapter URL, environment for the generator, liveness check, fixture hash)."""
-    if url == EMBEDDED_URL:
+) -> Iterator[ResolvedTarget]:
+    """Start an embedded target if ``url`` asks for one; yield how to reach it."""
+    options = parse_embedded(url)
+    if options is not None:
         from bench.adapters.embedded import EmbeddedReference
         from bench.datagen.generate import manifest_hash
 
         with EmbeddedReference(
-            fixtures, say=say, keep_log=server_log, test_clock=test_clock
+            fixtures, say=say, keep_log=server_log, test_clock=test_clock, options=options
         ) as ref:
-            yield ref.url, {"CRMBENCH_API_TOKEN": ref.token}, ref.alive, manifest_hash(fixtures)
+            yield ResolvedTarget(ref.url, {"CRMBENCH_API_TOKEN": ref.token}, ref.alive,
+                                 manifest_hash(fixtures), ref.pid)
         return
     if scheme_of(url) == "reference":
-        raise UserError(f"reference:// supports only {EMBEDDED_URL}; "
+        raise UserError(f"reference:// supports only {EMBEDDED_URL}[?options]; "
                         "use reference+http://HOST:PORT for a running reference CRM")
-    yield url, {}, None, None
+    yield ResolvedTarget(url, {})
 
 
 @dataclass
@@ -589,16 +606,17 @@ def run(
     }
     target_info: dict[str, Any] = {
         "adapter": scheme, "platform": scheme, "url": redact_url(req.target),
-        "platform_version": None, "embedded": req.target == EMBEDDED_URL,
+        "platform_version": None, "embedded": parse_embedded(req.target) is not None,
     }
     fixtures: dict[str, Any] = {"manifest_sha256": None}
     overhead: dict[str, Any] | None = None
     capabilities: dict[str, Any] = {}
     engine_dimensions: dict[str, Any] = {}
+    sampler = SystemSampler()
 
     def snapshot(outcome: Outcome, final: bool = False) -> dict[str, Any]:
         result = _assemble(base, outcome, scenario, target_info, fixtures, overhead,
-                           final=final)
+                           final=final, sampler=sampler)
         result["dimensions"].update(engine_dimensions)
         if capabilities:
             result["capabilities"] = capabilities
@@ -613,9 +631,11 @@ def run(
     server_log = path.with_suffix(".server.log")
     # SLA probes move the embedded CRM's clock instead of waiting hours.
     test_clock = bool(scenario.engines.get("sla"))
-    with resolve_target(req.target, req.fixtures, say, server_log, test_clock=test_clock) as (
-        url, env, alive, fixture_hash,
-    ):
+    with resolve_target(req.target, req.fixtures, say, server_log,
+                        test_clock=test_clock) as resolved:
+        url, env, alive, fixture_hash = (resolved.url, resolved.env, resolved.alive,
+                                         resolved.fixture_hash)
+        sampler.server_pid = resolved.server_pid
         try:
             probe = _probe(url, env, plan)
         except TargetUnreachable as exc:
@@ -656,7 +676,9 @@ def run(
                 f"{scenario.rate:g} req/s for {config['total_s']:g} s against "
                 f"{redact_url(req.target)}")
             outcome = drive(config, log_path, on_interval=on_interval, target_alive=alive,
-                            checkpoint=checkpoint, env=env)
+                            checkpoint=checkpoint, env=env, sampler=sampler)
+            if overhead is not None and outcome.done and not outcome.interrupted:
+                overhead = _with_drift(overhead, calibrate(scenario, log_path, say))
         else:
             outcome = Outcome(Accumulator(_phases(scenario)), done=True)
         if scenario.engines and outcome.done and not outcome.interrupted:
@@ -691,6 +713,44 @@ def run(
     return RunReport(path, result, code)
 
 
+def _with_drift(
+    before: dict[str, Any], after: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The overhead measured before the run, with the one after it and how far it moved."""
+    out = dict(before)
+    if after is None:
+        return out
+    out["after"] = {k: v for k, v in after.items() if k != "histograms"}
+    b, a = before.get("latency_ms"), after.get("latency_ms")
+    if b and a:
+        out["drift_ms"] = {k: round(a["intended"][k] - b["intended"][k], 3)
+                           for k in ("p50", "p99")}
+    return out
+
+
+def _noise(
+    acc: Accumulator, scenario: Scenario, sampler: SystemSampler | None,
+    overhead: dict[str, Any] | None, timeline: list[dict[str, Any]], late_fraction: float,
+) -> dict[str, Any]:
+    """What disturbed the measurement window, and whether that makes the run noisy."""
+    w = scenario.phases.warmup_s
+    count = sum(acc.overall().statuses.values())
+    figures: dict[str, Any] = (
+        summarize(sampler, w, w + scenario.phases.measure_s, count) if sampler is not None
+        else {"samples": 0})
+    if figures.get("server_cpu_pct") is not None:
+        figures["server_cpu_per_process_pct"] = figures["server_cpu_pct"]
+    cv = p50_cv([float(r["p50_ms"]) for r in timeline
+                 if r["phase"] == "measure" and r["completed"]])
+    figures["p50_cv"] = None if cv is None else round(cv, 4)
+    figures["late_fraction"] = late_fraction
+    drift = (overhead or {}).get("drift_ms")
+    figures["overhead_drift_ms"] = None if not drift else abs(float(drift["p99"]))
+    reasons = judge_noise(figures, scenario.noise) if scenario.workload else []
+    return {**figures, "noisy": bool(reasons), "reasons": reasons,
+            "limits": limits_dict(scenario.noise)}
+
+
 def _phases(scenario: Scenario) -> dict[str, float]:
     return {"warmup_s": scenario.phases.warmup_s, "measure_s": scenario.phases.measure_s,
             "cooldown_s": scenario.phases.cooldown_s}
@@ -699,6 +759,7 @@ def _phases(scenario: Scenario) -> dict[str, float]:
 def _assemble(
     base: dict[str, Any], outcome: Outcome, scenario: Scenario, target: dict[str, Any],
     fixtures: dict[str, Any], overhead: dict[str, Any] | None, *, final: bool,
+    sampler: SystemSampler | None = None,
 ) -> dict[str, Any]:
     acc = outcome.acc
     measure_s = scenario.phases.measure_s
@@ -728,6 +789,8 @@ def _assemble(
     overall = acc.overall()
     total_sent = sum(acc.sent.values()) or 1
     late_total = sum(a.late for ph in acc.ops.values() for a in ph.values())
+    noise = _noise(acc, scenario, sampler, overhead, timeline,
+                   round(late_total / total_sent, 4))
 
     def clean(x: float) -> float | None:
         return None if x != x else round(x, 3)
@@ -774,6 +837,7 @@ def _assemble(
         "overall": overall.to_result(measure_s),
         "timeline": timeline,
         "harness_overhead": overhead,
+        "noise": noise,
         "dimensions": _dimensions(acc, scenario, complete, measure_s),
     }
 
@@ -837,7 +901,7 @@ def _dimensions(
 
 def check_target_url(url: str) -> None:
     """Refuse URLs whose scheme no installed adapter serves, before anything starts."""
-    if url == EMBEDDED_URL:
+    if parse_embedded(url) is not None:
         return
     create_adapter(url)
 

@@ -1,0 +1,199 @@
+"""What disturbs a run: steal time, other processes, CPU frequency, a local target's CPU.
+
+The harness samples the machine once per load-generator interval, on the generator's own
+time axis, so the figures cover exactly the measurement window. A run whose figures pass
+a limit is flagged ``noisy`` with its reasons; a noisy run is reported, but a comparison
+does not take it as evidence (MEASUREMENT rule 11).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+PROC_STAT = Path("/proc/stat")
+CPUINFO = Path("/proc/cpuinfo")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+MIN_SAMPLE_GAP_S = 0.5
+
+
+@dataclass(frozen=True)
+class NoiseLimits:
+    """Limits above which a run is noisy (scenario table ``[noise]``)."""
+
+    steal_pct: float = 10.0
+    other_cpu_pct: float = 25.0
+    server_cpu_pct: float = 80.0
+    late_fraction: float = 0.05
+    p50_cv: float = 0.25
+    overhead_drift_ms: float = 1.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Cumulative counters at one instant of the generator's clock."""
+
+    t: float
+    ticks_total: int
+    ticks_idle: int
+    ticks_steal: int
+    own_cpu_s: float
+    server_cpu_s: float | None
+    mhz: float | None
+
+
+def read_proc_stat(path: Path = PROC_STAT) -> tuple[int, int, int] | None:
+    """(total, idle + iowait, steal) ticks of all CPUs since boot, or None off Linux."""
+    try:
+        first = path.read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if not first or first[0] != "cpu":
+        return None
+    values = [int(v) for v in first[1:9]] + [0] * max(0, 9 - len(first))
+    user, nice, system, idle, iowait, irq, softirq, steal = values[:8]
+    return user + nice + system + idle + iowait + irq + softirq + steal, idle + iowait, steal
+
+
+def read_mhz(path: Path = CPUINFO) -> float | None:
+    """Mean current CPU frequency over the cores, where the system shows it."""
+    try:
+        found = [float(line.split(":", 1)[1]) for line in path.read_text().splitlines()
+                 if line.startswith("cpu MHz")]
+    except (OSError, ValueError):
+        return None
+    return statistics.fmean(found) if found else None
+
+
+def _tree_cpu(root: psutil.Process) -> dict[int, float]:
+    """CPU seconds (user + system) of a process and its descendants, by pid."""
+    out: dict[int, float] = {}
+    try:
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return out
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        out[proc.pid] = float(t.user + t.system)
+    return out
+
+
+@dataclass
+class SystemSampler:
+    """Samples the machine and the harness's process tree; ``server_pid`` is a local target."""
+
+    server_pid: int | None = None
+    samples: list[Sample] = field(default_factory=list)
+    _own: psutil.Process = field(default_factory=psutil.Process)
+    _seen: dict[int, float] = field(default_factory=dict)
+    _own_acc: float = 0.0
+
+    def _server_cpu(self) -> float | None:
+        if self.server_pid is None:
+            return None
+        try:
+            return sum(_tree_cpu(psutil.Process(self.server_pid)).values())
+        except psutil.Error:
+            return None
+
+    def tick(self, t: float) -> None:
+        """Take a sample at generator time ``t`` (seconds), at most every half second."""
+        if self.samples and t - self.samples[-1].t < MIN_SAMPLE_GAP_S:
+            return
+        stat = read_proc_stat()
+        if stat is None:
+            return
+        # Per pid, so a process that exits between samples does not subtract its CPU.
+        for pid, cpu in _tree_cpu(self._own).items():
+            self._own_acc += cpu - self._seen.get(pid, 0.0)
+            self._seen[pid] = cpu
+        self.samples.append(Sample(t, *stat, own_cpu_s=self._own_acc,
+                                   server_cpu_s=self._server_cpu(), mhz=read_mhz()))
+
+    def window(self, start: float, end: float) -> tuple[Sample, Sample] | None:
+        """The first and last samples within [start, end], if at least two."""
+        inside = [s for s in self.samples if start - 0.5 <= s.t <= end + 0.5]
+        return (inside[0], inside[-1]) if len(inside) >= 2 else None
+
+
+def summarize(
+    sampler: SystemSampler, start: float, end: float, requests: int,
+) -> dict[str, Any]:
+    """Machine figures over the window [start, end] of generator time."""
+    found = sampler.window(start, end)
+    if found is None:
+        return {"samples": 0}
+    a, b = found
+    seconds = max(b.t - a.t, 1e-9)
+    ticks = max(b.ticks_total - a.ticks_total, 1)
+    busy_cores = (ticks - (b.ticks_idle - a.ticks_idle)) / CLOCK_TICKS / seconds
+    own_cores = (b.own_cpu_s - a.own_cpu_s) / seconds
+    out: dict[str, Any] = {
+        "samples": sum(1 for s in sampler.samples if a.t <= s.t <= b.t),
+        "seconds": round(seconds, 3),
+        "steal_pct": round(100.0 * (b.ticks_steal - a.ticks_steal) / ticks, 2),
+        "machine_busy_cores": round(busy_cores, 3),
+        "harness_cpu_pct": round(100.0 * own_cores, 1),
+        "other_cpu_pct": round(max(0.0, 100.0 * (busy_cores - own_cores)), 1),
+        "cpu_mhz": None,
+        "server_cpu_pct": None,
+        "server_cpu_ms_per_request": None,
+    }
+    mhz = [s.mhz for s in sampler.samples if a.t <= s.t <= b.t and s.mhz is not None]
+    if mhz:
+        out["cpu_mhz"] = {"mean": round(statistics.fmean(mhz), 1),
+                          "min": round(min(mhz), 1), "max": round(max(mhz), 1)}
+    if a.server_cpu_s is not None and b.server_cpu_s is not None:
+        server = b.server_cpu_s - a.server_cpu_s
+        out["server_cpu_pct"] = round(100.0 * server / seconds, 1)
+        # The server's CPU is part of the harness's process tree: it is not "other".
+        if requests > 0 and end > start:
+            # Requests are counted over the whole window, CPU over its sampled span.
+            rate = requests / (end - start)
+            out["server_cpu_ms_per_request"] = round(1000.0 * server / seconds / rate, 4)
+    return out
+
+
+def p50_cv(p50s: Sequence[float]) -> float | None:
+    """Coefficient of variation of the per-second p50 (None with fewer than 3 seconds)."""
+    values = [v for v in p50s if v > 0]
+    if len(values) < 3:
+        return None
+    mean = statistics.fmean(values)
+    return statistics.stdev(values) / mean if mean > 0 else None
+
+
+def judge_noise(figures: dict[str, Any], limits: NoiseLimits) -> list[str]:
+    """Reasons a run is noisy (empty when it is not)."""
+    reasons: list[str] = []
+
+    def over(key: str, limit: float, text: str) -> None:
+        value = figures.get(key)
+        if isinstance(value, int | float) and value > limit:
+            reasons.append(text.format(value=value, limit=limit))
+
+    over("steal_pct", limits.steal_pct, "steal time {value:.1f} % > {limit:g} %")
+    over("other_cpu_pct", limits.other_cpu_pct,
+         "other processes used {value:.0f} % of a core > {limit:g} %")
+    over("server_cpu_per_process_pct", limits.server_cpu_pct,
+         "the local target ran at {value:.0f} % of a core per process > {limit:g} % "
+         "(its knee: queueing, not service time)")
+    over("late_fraction", limits.late_fraction,
+         "{value:.1%} of sends started late > {limit:.0%}")
+    over("p50_cv", limits.p50_cv, "per-second p50 varied by CV {value:.2f} > {limit:g}")
+    over("overhead_drift_ms", limits.overhead_drift_ms,
+         "harness overhead p99 drifted by {value:.2f} ms > {limit:g} ms")
+    return reasons
+
+
+def limits_dict(limits: NoiseLimits) -> dict[str, float]:
+    return asdict(limits)

@@ -1,0 +1,85 @@
+"""A deliberate, documented slowdown of the reference CRM, for gate calibration only.
+
+The power check of ``crmbench ab`` and ``crmbench gate`` needs a build that is known to be
+slower. The slowdown burns CPU (it does not sleep), as slower code would: a fixed time per
+request and/or a share of the request's own handling time, spent just before the response
+starts. It is served only when ``CRMBENCH_TEST_MODE=1`` is set, never on a real deployment.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from bench.errors import UserError
+
+TEST_MODE_ENV = "CRMBENCH_TEST_MODE"
+MAX_MS = 1000.0
+MAX_PCT = 1000.0
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Slowdown:
+    """CPU time added to every HTTP request: ``ms`` fixed, plus ``pct`` of its handling."""
+
+    ms: float = 0.0
+    pct: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.ms > 0 or self.pct > 0
+
+    def to_dict(self) -> dict[str, float]:
+        return {"ms": self.ms, "pct": self.pct}
+
+
+def checked(ms: float, pct: float) -> Slowdown:
+    """A slowdown from user input; refused outside test mode or out of range."""
+    slowdown = Slowdown(float(ms), float(pct))
+    if not slowdown.active:
+        return slowdown
+    if not 0 <= slowdown.ms <= MAX_MS or not 0 <= slowdown.pct <= MAX_PCT:
+        raise UserError(f"slowdown must be 0-{MAX_MS:g} ms and 0-{MAX_PCT:g} %, "
+                        f"got {slowdown.ms:g} ms and {slowdown.pct:g} %")
+    if os.environ.get(TEST_MODE_ENV) != "1":
+        raise UserError(f"an injected slowdown is for gate calibration only: set "
+                        f"{TEST_MODE_ENV}=1 to serve one")
+    return slowdown
+
+
+def _burn(ns: int) -> None:
+    end = time.perf_counter_ns() + ns
+    while time.perf_counter_ns() < end:
+        pass
+
+
+def slowed(app: ASGIApp, slowdown: Slowdown) -> ASGIApp:
+    """``app`` with the slowdown spent before each HTTP response starts."""
+    if not slowdown.active:
+        return app
+    fixed_ns = int(slowdown.ms * 1_000_000)
+    share = slowdown.pct / 100.0
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        start = time.perf_counter_ns()
+
+        async def send_late(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                _burn(fixed_ns + int((time.perf_counter_ns() - start) * share))
+            await send(message)
+
+        await app(scope, receive, send_late)
+
+    return wrapped
