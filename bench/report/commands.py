@@ -16,7 +16,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from bench.errors import UserError
-from bench.results.thresholds import DEFAULT_SEED, Thresholds, parse_percent, resolve_thresholds
+from bench.results.thresholds import (
+    DEFAULT_SEED,
+    Thresholds,
+    parse_threshold,
+    resolve_thresholds,
+)
 
 if TYPE_CHECKING:
     from bench.results.collect import Run
@@ -29,8 +34,16 @@ ResultsArg = Annotated[
     typer.Argument(help="Run result files, folders of them, or baseline bundles.",
                    show_default=False),
 ]
-P50 = Annotated[str | None, typer.Option("--p50", help="p50 latency threshold, e.g. 10%.")]
-P99 = Annotated[str | None, typer.Option("--p99", help="p99 latency threshold, e.g. 20%.")]
+P50 = Annotated[str | None, typer.Option(
+    "--p50", help="p50 latency threshold: 10%, 1ms or '10% and 1ms'.")]
+P99 = Annotated[str | None, typer.Option(
+    "--p99", help="p99 latency threshold: 20%, 2ms or '20% and 2ms'.")]
+MIN_RUNS = Annotated[int | None, typer.Option(
+    "--min-runs", help="Runs a side before the run-to-run spread counts as known (default 5).",
+    min=2, max=1000)]
+SCOPE = Annotated[str | None, typer.Option(
+    "--scope", help="Gated metrics: overall (and dimensions; default) or all (every operation "
+    "too, Holm-adjusted).")]
 THROUGHPUT = Annotated[
     str | None, typer.Option("--throughput", help="Throughput threshold, e.g. 10%.")]
 ALPHA = Annotated[
@@ -43,19 +56,24 @@ SETTINGS = Annotated[
 MARKDOWN = Annotated[
     bool, typer.Option("--markdown", help="Print the comparison as Markdown on stdout.")]
 JSON = Annotated[bool, typer.Option("--json", help="Print the comparison as JSON on stdout.")]
-SEED = Annotated[int, typer.Option(help="Seed of the bootstrap resampling.")]
+SEED = Annotated[int, typer.Option(help="Seed of the bootstrap intervals.")]
 
 
 def _thresholds(
     settings: Path | None, runs: Sequence[Run], p50: str | None, p99: str | None,
-    throughput: str | None, alpha: float | None,
+    throughput: str | None, alpha: float | None, min_runs: int | None = None,
+    scope: str | None = None,
 ) -> Thresholds:
-    flags: dict[str, float | None] = {
-        "p50": parse_percent(p50, "--p50") if p50 is not None else None,
-        "p99": parse_percent(p99, "--p99") if p99 is not None else None,
-        "throughput": parse_percent(throughput, "--throughput") if throughput is not None
-        else None,
+    from bench.results.thresholds import check_setting
+
+    flags: dict[str, object] = {
+        "p50": parse_threshold(p50, "--p50") if p50 is not None else None,
+        "p99": parse_threshold(p99, "--p99") if p99 is not None else None,
+        "throughput": parse_threshold(throughput, "--throughput", absolute=False)
+        if throughput is not None else None,
         "alpha": alpha,
+        "min_runs": min_runs,
+        "scope": check_setting("scope", scope, "--scope") if scope is not None else None,
     }
     return resolve_thresholds(settings, runs, flags)
 
@@ -138,6 +156,8 @@ def compare_cmd(
     p99: P99 = None,
     throughput: THROUGHPUT = None,
     alpha: ALPHA = None,
+    min_runs: MIN_RUNS = None,
+    scope: SCOPE = None,
     settings: SETTINGS = None,
     markdown: MARKDOWN = False,
     json_out: JSON = False,
@@ -149,7 +169,8 @@ def compare_cmd(
 
     _one_output(markdown, json_out)
     base_runs, current_runs = load_runs([base]), load_runs([current])
-    thresholds = _thresholds(settings, current_runs, p50, p99, throughput, alpha)
+    thresholds = _thresholds(settings, current_runs, p50, p99, throughput, alpha, min_runs,
+                             scope)
     comparison = compare(base_runs, current_runs, thresholds, seed=seed,
                          base_label=str(base), current_label=str(current))
     _print_comparison(comparison, markdown, json_out)
@@ -164,6 +185,8 @@ def gate_cmd(
     p99: P99 = None,
     throughput: THROUGHPUT = None,
     alpha: ALPHA = None,
+    min_runs: MIN_RUNS = None,
+    scope: SCOPE = None,
     settings: SETTINGS = None,
     markdown: MARKDOWN = False,
     json_out: JSON = False,
@@ -208,7 +231,8 @@ def gate_cmd(
         bmf.write_text(json.dumps(bencher_bmf(current_runs, seed), indent=1) + "\n")
         err.print(f"Bencher Metric Format JSON written to {bmf}", markup=False)
     baseline_runs = load_runs([baseline])
-    thresholds = _thresholds(settings, current_runs, p50, p99, throughput, alpha)
+    thresholds = _thresholds(settings, current_runs, p50, p99, throughput, alpha, min_runs,
+                             scope)
     result = gate(baseline_runs, current_runs, thresholds, seed=seed,
                   baseline_label=str(baseline), current_label=_label(current))
     if result.comparison is None:
@@ -222,4 +246,8 @@ def gate_cmd(
         err.print(f"[red]gate: {len(result.comparison.regressions)} significant regression(s) "
                   f"beyond threshold (exit 1); {improvements} improvement(s)[/]")
         raise typer.Exit(result.exit_code)
+    if result.comparison.inconclusive:
+        err.print("[yellow]gate: inconclusive, nothing could be tested (see the notes); "
+                  "not failing the build[/]")
+        return
     err.print(f"[green]gate: no significant regression; {improvements} improvement(s)[/]")

@@ -12,10 +12,11 @@ from bench.results.compare import Change, Comparison, Estimate
 
 MARKDOWN_LIMIT = 60_000
 ICONS = {"regression": "🔴", "improvement": "🟢", "unchanged": "⚪", "not significant": "🟡",
-         "untested": "⚫"}
+         "inconclusive": "⚪", "untested": "⚫"}
 STYLES = {"regression": "bold red", "improvement": "green", "not significant": "yellow",
-          "untested": "dim"}
-ORDER = ("regression", "improvement", "not significant", "untested", "unchanged")
+          "inconclusive": "dim", "untested": "dim"}
+ORDER = ("regression", "improvement", "not significant", "inconclusive", "untested",
+         "unchanged")
 
 
 def _side(e: Estimate | None) -> str:
@@ -38,7 +39,7 @@ def _p(c: Change) -> str:
     if c.change is None:
         return "—"
     worse = c.change > 0 if c.direction == "smaller" else c.change < 0
-    p = c.p_worse if worse else c.p_better
+    p = c.p_adjusted if c.p_adjusted is not None else c.p_worse if worse else c.p_better
     if p is None:
         return "—"
     return f"{p:.3f}" if p >= 0.001 else "<0.001"
@@ -47,7 +48,7 @@ def _p(c: Change) -> str:
 def _cells(c: Change) -> list[str]:
     note = f" ({c.note})" if c.note else ""
     return [c.subject, f"{c.metric} ({c.unit})", _side(c.base), _side(c.current), _change(c),
-            f"±{c.threshold:.0%}", _p(c), c.method, f"{c.verdict}{note}"]
+            f"±{c.threshold}", _p(c), c.method, f"{c.verdict}{note}"]
 
 
 HEADERS = ["subject", "metric", "base [95% CI]", "current [95% CI]", "change [95% CI]",
@@ -81,12 +82,14 @@ def markdown(comparison: Comparison, limit: int = MARKDOWN_LIMIT) -> str:
     """Markdown under ``limit`` characters: rows that do not fit are counted, not shown."""
     t = comparison.thresholds
     verdict = (f"**{len(comparison.regressions)} regression(s)**" if comparison.regressions
-               else "**no regression**")
+               else "**inconclusive**" if comparison.inconclusive else "**no regression**")
+    scope = "overall and dimensions" if t.scope == "overall" else "every operation"
     head = [
         f"### crmbench: {comparison.current} vs {comparison.base}", "",
         f"{verdict}, {len(comparison.improvements)} improvement(s). A regression exceeds its "
-        f"threshold (p50 {t.p50:.0%}, p99 {t.p99:.0%}, throughput {t.throughput:.0%}) and is "
-        f"significant at alpha = {t.alpha:g}.", "",
+        f"threshold (p50 {t.p50}, p99 {t.p99}, throughput {t.throughput}) and is "
+        f"significant at alpha = {t.alpha:g} on run-level figures, Holm-adjusted over the "
+        f"gated metrics ({scope}); p is the adjusted one-sided p-value.", "",
     ]
     head += [f"> {note}" for note in comparison.notes]
     head += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]

@@ -81,6 +81,18 @@ class Run:
             return f"invalid: {reasons}"
         return None
 
+    @property
+    def noisy(self) -> bool:
+        """Flagged noisy by the harness: reported, but no evidence for a comparison."""
+        noise = self.result.get("noise")
+        return isinstance(noise, dict) and bool(noise.get("noisy"))
+
+    @property
+    def noise_reasons(self) -> list[str]:
+        noise = self.result.get("noise")
+        reasons = noise.get("reasons") if isinstance(noise, dict) else None
+        return [str(r) for r in reasons] if isinstance(reasons, list) else []
+
     def operations(self) -> dict[str, dict[str, Any]]:
         """Per-operation figures plus ``overall`` (empty when nothing was measured)."""
         ops: dict[str, dict[str, Any]] = dict(self.result.get("operations") or {})

@@ -6,8 +6,8 @@
   "upper_value"}}}`` with the built-in measures ``latency`` (nanoseconds) and
   ``throughput`` (operations per second).
 
-Values are medians of repetitions, or histogram percentiles for a single run, with the
-bootstrap 95% interval of :func:`bench.results.compare.estimate`.
+Values are medians of the runs' figures with a bootstrap 95% interval over runs
+(:func:`bench.results.compare.estimate`); a single run's interval is the run itself.
 """
 
 from __future__ import annotations
@@ -18,14 +18,7 @@ from typing import Any
 import numpy as np
 
 from bench.results.collect import Run
-from bench.results.compare import (
-    LATENCY_METRICS,
-    MIN_REPETITIONS,
-    THROUGHPUT,
-    Estimate,
-    Side,
-    estimate,
-)
+from bench.results.compare import LATENCY_METRICS, THROUGHPUT, Estimate, Side, estimate
 from bench.results.thresholds import DEFAULT_SEED
 
 NS_PER = {"ms": 1e6, "s": 1e9, "us": 1e3}
@@ -40,7 +33,7 @@ def _figures(runs: Sequence[Run], seed: int) -> list[tuple[str, str, str, Estima
     out = []
     for subject in side.subjects():
         for metric in (*LATENCY_METRICS, THROUGHPUT):
-            reps = len(side.per_run(subject, metric, False)) >= MIN_REPETITIONS
+            reps = len(side.per_run(subject, metric, False)) > 1
             found, method = estimate(side, subject, metric, rng, repetitions=reps)
             if found is not None:
                 unit = "req/s" if metric == THROUGHPUT else "ms"
@@ -49,7 +42,7 @@ def _figures(runs: Sequence[Run], seed: int) -> list[tuple[str, str, str, Estima
         unit = next((str(e["unit"]) for r in runs if (e := r.dimension(dim)) and e.get("unit")),
                     "ms")
         for metric in LATENCY_METRICS:
-            reps = len(side.per_run(dim, metric, True)) >= MIN_REPETITIONS
+            reps = len(side.per_run(dim, metric, True)) > 1
             found, method = estimate(side, dim, metric, rng, dimension=True, repetitions=reps)
             if found is not None:
                 out.append((f"{platform}/{dim}", metric, unit, found, method))

@@ -25,10 +25,16 @@ from bench.report.commands import compare_cmd, gate_cmd, report_cmd
 from bench.report.comparison import MARKDOWN_LIMIT, markdown
 from bench.results import stats
 from bench.results.collect import Run, load_runs
-from bench.results.compare import compare, gate
+from bench.results.compare import Change, Comparison, compare, gate, holm, paired_test
 from bench.results.export import bencher_bmf, github_benchmark
 from bench.results.store import validate
-from bench.results.thresholds import Thresholds, parse_percent, resolve_thresholds
+from bench.results.thresholds import (
+    Threshold,
+    Thresholds,
+    parse_percent,
+    parse_threshold,
+    resolve_thresholds,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "reports" / "examples" / "mixed-reference-standard.json"
@@ -140,37 +146,117 @@ def test_merged_histograms_add_samples(base: dict[str, Any]) -> None:
     assert stats.buckets([encoded, encoded]).total == 2 * stats.buckets(encoded).total
 
 
-def test_injected_p99_regression_fails_the_gate(base: dict[str, Any],
-                                               p99_regression: dict[str, Any]) -> None:
+JITTER = (0.97, 0.99, 1.0, 1.01, 1.03)
+
+
+def repeated(base: dict[str, Any], factor: float, tag: str) -> list[dict[str, Any]]:
+    """Five runs around ``factor`` times the base latency, as repetitions differ."""
+    return [rescaled_summaries(base, factor * j, f"{tag}{i}") for i, j in enumerate(JITTER)]
+
+
+def overall(comparison: Comparison, metric: str) -> Change:
+    return next(c for c in comparison.changes if (c.subject, c.metric) == ("overall", metric))
+
+
+def test_one_run_a_side_is_inconclusive_not_a_regression(
+    base: dict[str, Any], p99_regression: dict[str, Any]
+) -> None:
+    # The requests of one run are no independent samples: a 30% tail shift between two
+    # single runs is within what whole runs do, so nothing is tested and nothing fails.
     outcome = gate(runs_of(base), runs_of(p99_regression), Thresholds())
+    assert outcome.exit_code == 0
+    assert outcome.comparison is not None and outcome.comparison.inconclusive
+    p99 = overall(outcome.comparison, "p99")
+    assert p99.verdict == "inconclusive" and p99.p_worse is None
+    assert "4 more base run(s) needed" in p99.note
+
+
+def test_single_current_run_is_judged_by_the_baseline_spread(base: dict[str, Any]) -> None:
+    baseline = runs_of(*repeated(base, 1.0, "b"))
+    slow = rescaled_summaries(base, 1.3, "slow")
+    outcome = gate(baseline, runs_of(slow), Thresholds())
     assert outcome.exit_code == 1
     assert outcome.comparison is not None
-    regressed = {(c.subject, c.metric) for c in outcome.comparison.regressions}
-    assert ("overall", "p99") in regressed
-    assert all(metric == "p99" for _, metric in regressed)
-    overall = next(c for c in outcome.comparison.changes
-                   if (c.subject, c.metric) == ("overall", "p99"))
-    assert overall.change == pytest.approx(0.3, abs=0.02)
-    assert overall.method == "bootstrap (histogram)"
-    assert overall.p_worse is not None and overall.p_worse < 0.05
+    p99 = overall(outcome.comparison, "p99")
+    assert p99.method == "baseline spread"
+    assert p99.change == pytest.approx(0.3, abs=0.01)
+    assert p99.p_adjusted is not None and p99.p_adjusted < 0.01
+    within = rescaled_summaries(base, 1.02, "within")
+    assert gate(baseline, runs_of(within), Thresholds()).exit_code == 0
+    # Too few baseline runs: the spread is unknown.
+    few = gate(baseline[:3], runs_of(slow), Thresholds())
+    assert few.exit_code == 0 and few.comparison is not None
+    assert "2 more base run(s) needed" in overall(few.comparison, "p99").note
 
 
 def test_noise_level_difference_passes(base: dict[str, Any]) -> None:
-    noisy = scaled(base, latency=1.03, throughput=0.99, run_id="noise")
-    outcome = gate(runs_of(base), runs_of(noisy), Thresholds())
+    outcome = gate(runs_of(*repeated(base, 1.0, "b")), runs_of(*repeated(base, 1.03, "c")),
+                   Thresholds())
     assert outcome.exit_code == 0
     assert outcome.comparison is not None
     assert not outcome.comparison.regressions
-    assert {c.verdict for c in outcome.comparison.changes} == {"unchanged"}
+    assert overall(outcome.comparison, "p50").verdict == "unchanged"
 
 
 def test_improvement_is_reported_not_failed(base: dict[str, Any]) -> None:
-    faster = scaled(base, latency=0.7, run_id="faster")
-    outcome = gate(runs_of(base), runs_of(faster), Thresholds())
+    outcome = gate(runs_of(*repeated(base, 1.0, "b")), runs_of(*repeated(base, 0.7, "f")),
+                   Thresholds())
     assert outcome.exit_code == 0
     assert outcome.comparison is not None
     improved = {(c.subject, c.metric) for c in outcome.comparison.improvements}
     assert {("overall", "p50"), ("overall", "p99")} <= improved
+
+
+def test_noisy_runs_are_no_evidence(base: dict[str, Any]) -> None:
+    slow = repeated(base, 1.3, "n")
+    for run in slow:
+        run["noise"] = {"noisy": True, "reasons": ["steal time 14.0 % > 10 %"]}
+    outcome = gate(runs_of(*repeated(base, 1.0, "b")), runs_of(*slow), Thresholds())
+    assert outcome.exit_code == 0
+    assert outcome.comparison is not None and outcome.comparison.inconclusive
+    assert any("noisy, not used as evidence (steal time" in n for n in outcome.comparison.notes)
+
+
+def test_runs_from_another_machine_are_inconclusive(base: dict[str, Any]) -> None:
+    other = repeated(base, 1.5, "o")
+    for run in other:
+        run["machine_info"] = {**run["machine_info"], "logical_cores": 16}
+    outcome = gate(runs_of(*repeated(base, 1.0, "b")), runs_of(*other), Thresholds())
+    assert outcome.exit_code == 0
+    assert outcome.comparison is not None and outcome.comparison.inconclusive
+    assert any("other machines" in n for n in outcome.comparison.notes)
+
+
+def test_absolute_threshold_ignores_sub_millisecond_moves(base: dict[str, Any]) -> None:
+    # p50 1.5 ms -> 1.95 ms is +30% but under 1 ms: with "10% and 1ms" it does not count.
+    t = Thresholds(p50=parse_threshold("10% and 1ms", "p50"),
+                   p99=parse_threshold("20% and 5ms", "p99"))
+    outcome = gate(runs_of(*repeated(base, 1.0, "b")), runs_of(*repeated(base, 1.3, "c")), t)
+    assert outcome.exit_code == 0
+    assert outcome.comparison is not None
+    assert overall(outcome.comparison, "p50").verdict == "unchanged"
+    assert gate(runs_of(*repeated(base, 1.0, "b")), runs_of(*repeated(base, 2.0, "c")),
+                t).exit_code == 1
+
+
+def test_paired_test_detects_a_consistent_shift_and_not_noise() -> None:
+    rng = np.random.default_rng(3)
+    a = rng.lognormal(0.4, 0.15, size=6)
+    same = a * rng.lognormal(0, 0.05, size=6)
+    slower = a * 1.25 * rng.lognormal(0, 0.05, size=6)
+    found = paired_test(list(zip(a, slower, strict=True)))
+    assert found is not None
+    change, low, high, p_up, _ = found
+    assert low < change < high and change == pytest.approx(0.25, abs=0.08)
+    assert p_up < 0.001
+    null = paired_test(list(zip(a, same, strict=True)))
+    assert null is not None and null[3] > 0.01
+    assert paired_test([(1.0, 2.0)]) is None
+
+
+def test_holm_adjusts_in_order() -> None:
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([]) == []
 
 
 @pytest.mark.parametrize("breakage", ["invalid", "incomplete"])
@@ -190,19 +276,16 @@ def test_invalid_or_incomplete_run_exits_3(base: dict[str, Any], breakage: str) 
 
 
 def test_repetitions_use_mann_whitney(base: dict[str, Any]) -> None:
-    jitter = (0.97, 0.99, 1.0, 1.01, 1.03)
-    before = [rescaled_summaries(base, j, f"b{i}") for i, j in enumerate(jitter)]
-    after = [rescaled_summaries(base, 1.3 * j, f"a{i}") for i, j in enumerate(jitter)]
-    outcome = gate(runs_of(*before), runs_of(*after), Thresholds())
+    before = repeated(base, 1.0, "b")
+    outcome = gate(runs_of(*before), runs_of(*repeated(base, 1.3, "a")), Thresholds())
     assert outcome.exit_code == 1
     assert outcome.comparison is not None
-    p99 = next(c for c in outcome.comparison.changes
-               if (c.subject, c.metric) == ("overall", "p99"))
+    p99 = overall(outcome.comparison, "p99")
     assert p99.method == "mann-whitney"
     assert p99.p_worse == pytest.approx(1 / 252)  # exact: all 5 above all 5
     assert p99.base is not None and p99.base.n == 5
     assert p99.base.low <= p99.base.value <= p99.base.high
-    same = [rescaled_summaries(base, j * 1.02, f"s{i}") for i, j in enumerate(jitter)]
+    same = repeated(base, 1.02, "s")
     assert gate(runs_of(*before), runs_of(*same), Thresholds()).exit_code == 0
 
 
@@ -211,10 +294,22 @@ def test_large_change_without_significance_is_not_a_regression(base: dict[str, A
     before = [rescaled_summaries(base, f, f"b{f}") for f in (1.0, 1.1, 1.2, 2.0, 2.1)]
     after = [rescaled_summaries(base, f, f"a{f}") for f in (1.05, 1.15, 1.6, 2.1, 2.2)]
     comparison = compare(runs_of(*before), runs_of(*after), Thresholds())
-    p50 = next(c for c in comparison.changes if (c.subject, c.metric) == ("overall", "p50"))
+    p50 = overall(comparison, "p50")
     assert p50.change is not None and p50.change > 0.10
     assert p50.verdict == "not significant"
     assert p50.p_worse is not None and p50.p_worse > 0.05
+
+
+def test_per_operation_metrics_are_gated_only_with_scope_all(base: dict[str, Any]) -> None:
+    before = repeated(base, 1.0, "b")
+    after = repeated(base, 1.3, "a")
+    narrow = compare(runs_of(*before), runs_of(*after), Thresholds())
+    op = next(c for c in narrow.changes if c.subject == "customer_360" and c.metric == "p50")
+    assert not op.gated and op not in narrow.regressions
+    wide = compare(runs_of(*before), runs_of(*after), Thresholds(scope="all"))
+    op = next(c for c in wide.changes if c.subject == "customer_360" and c.metric == "p50")
+    # 27 gated tests: Holm asks p < 0.05/27, which 5 runs a side cannot give (1/252).
+    assert op.gated and op.verdict == "not significant"
 
 
 def test_comparison_is_reproducible(base: dict[str, Any],
@@ -233,15 +328,20 @@ def test_dimensions_are_compared_when_present(base: dict[str, Any]) -> None:
     slower = copy.deepcopy(with_dims)
     slower["dimensions"]["agent_latency"].update(
         p50=2.6, p99=20.0, histogram=scale_histogram(hist, lambda v: v * 1.5))
-    comparison = compare(runs_of(with_dims), runs_of(slower), Thresholds())
+    repeats = []
+    for j in JITTER:
+        run = copy.deepcopy(with_dims)
+        run["dimensions"]["agent_latency"].update(p50=1.7 * j, p99=13.4 * j)
+        repeats.append(run)
+    comparison = compare(runs_of(*repeats), runs_of(slower), Thresholds())
     agent = [c for c in comparison.changes if c.subject == "agent.latency"]
     assert {c.metric for c in agent} == {"p50", "p99"}
     assert all(c.verdict == "regression" for c in agent)
 
 
-def test_markdown_stays_under_the_pull_request_limit(base: dict[str, Any],
-                                                      p99_regression: dict[str, Any]) -> None:
-    comparison = compare(runs_of(base), runs_of(p99_regression), Thresholds())
+def test_markdown_stays_under_the_pull_request_limit(base: dict[str, Any]) -> None:
+    comparison = compare(runs_of(*repeated(base, 1.0, "b")),
+                         runs_of(*repeated(base, 1.3, "a")), Thresholds())
     short = markdown(comparison)
     assert "regression" in short and "| overall | p99 (ms)" in short
     huge = replace(comparison, changes=comparison.changes * 400)
@@ -254,13 +354,23 @@ def test_markdown_stays_under_the_pull_request_limit(base: dict[str, Any],
 
 def test_thresholds_precedence(tmp_path: Path, base: dict[str, Any]) -> None:
     settings = tmp_path / "gate.toml"
-    settings.write_text('[gate]\np50 = "15%"\np99 = 25\nalpha = 0.01\n')
-    t = resolve_thresholds(settings, runs_of(base), {"p99": 0.3, "p50": None})
-    assert (t.p50, t.p99, t.throughput, t.alpha) == (0.15, 0.3, 0.10, 0.01)
+    settings.write_text('[gate]\np50 = "15% and 1ms"\np99 = 25\nalpha = 0.01\n'
+                        'min_runs = 6\nscope = "all"\n')
+    t = resolve_thresholds(settings, runs_of(base), {"p99": Threshold(0.3), "p50": None})
+    assert (t.p50, t.p99, t.throughput, t.alpha) == (
+        Threshold(0.15, 1.0), Threshold(0.3), Threshold(0.10), 0.01)
+    assert (t.min_runs, t.scope) == (6, "all")
     assert parse_percent("10%", "x") == pytest.approx(0.1)
-    for bad in ("ten", "-5%", "0"):
+    assert parse_threshold("2ms", "x") == Threshold(None, 2.0)
+    assert str(parse_threshold("10 % + 0.5 ms", "x")) == "10% and 0.5ms"
+    for bad in ("ten", "-5%", "0", "1ms and 2ms", "5 s"):
         with pytest.raises(UserError):
-            parse_percent(bad, "--p99")
+            parse_threshold(bad, "--p99")
+    with pytest.raises(UserError):
+        parse_percent("1ms", "--throughput")
+    settings.write_text('[gate]\nscope = "some"\n')
+    with pytest.raises(UserError, match="scope"):
+        resolve_thresholds(settings, runs_of(base), {})
     settings.write_text("[gate]\np95 = 1\n")
     with pytest.raises(UserError, match="unknown keys"):
         resolve_thresholds(settings, runs_of(base), {})
@@ -295,16 +405,20 @@ def write(path: Path, result: dict[str, Any]) -> Path:
     return path
 
 
-def test_gate_command_exit_codes(tmp_path: Path, base: dict[str, Any],
-                                 p99_regression: dict[str, Any]) -> None:
+def test_gate_command_exit_codes(tmp_path: Path, base: dict[str, Any]) -> None:
     runner = CliRunner()
     baseline = tmp_path / "baseline.json"
+    folder = tmp_path / "base-runs"
+    folder.mkdir()
+    for i, run in enumerate(repeated(base, 1.0, "b")):
+        write(folder / f"{i}.json", run)
     current = write(tmp_path / "current.json", base)
     made = runner.invoke(cli(), ["gate", "--baseline", str(baseline), "--write-baseline",
-                                 str(current)])
+                                 str(folder)])
     assert made.exit_code == 0, made.output
     assert json.loads(baseline.read_text())["crmbench_baseline"] == 1
-    assert len(load_runs([baseline])) == 1
+    assert len(load_runs([baseline])) == 5
+    p99_regression = rescaled_summaries(base, 1.3, "slow")
 
     same = runner.invoke(cli(), ["gate", "--baseline", str(baseline), str(current),
                                  "--markdown", "--github-benchmark", str(tmp_path / "gab.json"),
@@ -319,8 +433,14 @@ def test_gate_command_exit_codes(tmp_path: Path, base: dict[str, Any],
     assert failed.exit_code == 1
     assert json.loads(failed.stdout)["regressions"] >= 1
 
-    loose = runner.invoke(cli(), ["gate", "--baseline", str(baseline), str(slow), "--p99", "40%"])
-    assert loose.exit_code == 0
+    loose = runner.invoke(cli(), ["gate", "--baseline", str(baseline), str(slow), "--p99", "40%",
+                                  "--p50", "40%"])
+    assert loose.exit_code == 0, loose.output
+
+    one = write(tmp_path / "one.json", base)
+    unknown = runner.invoke(cli(), ["gate", "--baseline", str(one), str(slow)])
+    assert unknown.exit_code == 0
+    assert "inconclusive" in unknown.output
 
     broken = copy.deepcopy(base)
     broken["valid"], broken["invalid_reasons"] = False, ["achieved rate 80% of target"]
