@@ -1,14 +1,17 @@
 """Deterministic, fast fixture generator for the CRM benchmark.
 
-Faker is called only a few thousand times to build vocabulary pools; every table is then
-sampled with numpy (one PCG64 stream per table) and assembled with vectorised polars
-string operations, so the 100k-customer profile takes seconds. The output is one Parquet
-file per fixture table plus ``manifest.json``; the same seed and package versions give
-byte-identical files.
+Faker is called only a few thousand times to build vocabulary pools. Every random value is
+then a function of (seed, table, stream, row number), and strings are assembled with
+vectorised polars operations, so each table is built and appended to its Parquet file in
+chunks: memory is bounded by the chunk size plus a few small arrays per customer, and the
+chunk size does not change the output. Tables whose ids follow time (orders, activities,
+events) are sorted through spill files on disk. The output is one Parquet file per fixture
+table plus ``manifest.json``; the same seed and package versions give byte-identical files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,7 +19,7 @@ import platform
 import re
 import shutil
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -26,6 +29,9 @@ from typing import Any, Final, TypedDict
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy import special
 
 from bench import __version__
 from bench.datagen import vocab
@@ -37,6 +43,7 @@ from reference_impl.schema import (
     LEAD_STATUSES,
     OPPORTUNITY_STAGES,
     REP_ROLES,
+    TABLES_BY_NAME,
     TIERS,
     Kind,
     Table,
@@ -45,7 +52,8 @@ from reference_impl.schema import (
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
-Column = pl.Series | IntArray | FloatArray | BoolArray
+AnyIntArray = npt.NDArray[np.integer[Any]]
+Column = pl.Series | AnyIntArray | FloatArray | BoolArray
 ProgressFn = Callable[[str, int, int], None]
 
 MANIFEST_FORMAT: Final = 1
@@ -58,6 +66,10 @@ REFERENCE_TS: Final = 1_767_225_600  # 2026-01-01T00:00:00Z
 DAY: Final = 86_400
 YEAR: Final = 365 * DAY
 ROW_GROUP_SIZE: Final = 131_072
+# Rows built at a time; memory grows with it, the output does not change.
+CHUNK_ROWS: Final = 4 * ROW_GROUP_SIZE
+# Files of one on-disk sort; kept well below the usual limit of open files.
+MAX_SPILL_BINS: Final = 1000
 ZSTD_LEVEL: Final = 3
 ISO_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -69,6 +81,15 @@ _DTYPES: Final[dict[Kind, pl.DataType]] = {
     "ts": pl.String(),
     "json": pl.String(),
     "bool": pl.Boolean(),
+}
+_ARROW_TYPES: Final[dict[Kind, pa.DataType]] = {
+    "id": pa.int64(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "text": pa.string(),
+    "ts": pa.string(),
+    "json": pa.string(),
+    "bool": pa.bool_(),
 }
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -265,6 +286,7 @@ def _versions() -> dict[str, str]:
     return {
         "python": platform.python_version(),
         "polars": pl.__version__,
+        "pyarrow": pa.__version__,
         "numpy": np.__version__,
         "faker": faker_version,
     }
@@ -276,12 +298,18 @@ def generate(
     seed: int = 42,
     locale: str = "en_US",
     progress: ProgressFn | None = None,
+    *,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> Manifest:
     """Generate a fixture profile into ``out``, atomically replacing an earlier profile there.
 
-    ``progress(table, done, total)`` is called after each table file is written.
+    ``progress(table, done, total)`` is called after each table file is written. Tables are
+    built ``chunk_rows`` rows at a time; the chunk size bounds memory and does not change
+    the output.
     """
     _validate(customers, seed, locale)
+    if not isinstance(chunk_rows, int) or isinstance(chunk_rows, bool) or chunk_rows < 1:
+        raise UserError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
     out = Path(out).resolve()
     _check_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -289,26 +317,20 @@ def generate(
     if tmp.exists():  # left behind by a killed run that had the same pid
         shutil.rmtree(tmp)
     tmp.mkdir()
+    output = _Output(tmp)
     try:
-        world = _World(customers, seed, locale, _build_pools(seed, locale))
+        world = _World(customers, seed, locale, _build_pools(seed, locale), chunk_rows)
         tables: dict[str, TableEntry] = {}
         total = len(FIXTURE_TABLES)
-        for done, table in enumerate(FIXTURE_TABLES, start=1):
-            frame = _frame(table, _BUILDERS[table.name](world, _rng(seed, table.name)))
-            file = f"{table.name}.parquet"
-            frame.write_parquet(
-                tmp / file,
-                compression="zstd",
-                compression_level=ZSTD_LEVEL,
-                statistics=True,
-                row_group_size=ROW_GROUP_SIZE,
-            )
-            tables[table.name] = {
-                "file": file, "rows": frame.height, "sha256": _sha256_file(tmp / file)
-            }
-            del frame
-            if progress is not None:
-                progress(table.name, done, total)
+        for table in FIXTURE_TABLES:
+            if table.name in tables:
+                continue
+            names = _PRODUCES.get(table.name, (table.name,))
+            _BUILDERS[table.name](world, output)
+            for name in names:
+                tables[name] = output.finish(name)
+                if progress is not None:
+                    progress(name, len(tables), total)
         manifest: Manifest = {
             "format": MANIFEST_FORMAT,
             "profile": {"customers": customers, "seed": seed, "locale": locale},
@@ -319,9 +341,13 @@ def generate(
         (tmp / MANIFEST_NAME).write_text(manifest_json(manifest), encoding="utf-8")
         _replace(tmp, out)
     except BaseException:
+        output.abort()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+# --------------------------------------------------------------------------- output
 
 
 def _frame(table: Table, columns: dict[str, Column]) -> pl.DataFrame:
@@ -338,11 +364,215 @@ def _frame(table: Table, columns: dict[str, Column]) -> pl.DataFrame:
     return pl.DataFrame(series)
 
 
+class _TableWriter:
+    """Appends chunks to one Parquet file in row groups of exactly ``ROW_GROUP_SIZE`` rows
+    (the last one shorter), so the bytes do not depend on how the rows were chunked."""
+
+    def __init__(self, path: Path, table: Table) -> None:
+        self.path = path
+        self.schema = pa.schema(
+            [pa.field(c.name, _ARROW_TYPES[c.kind], nullable=c.nullable) for c in table.columns]
+        )
+        self.writer = pq.ParquetWriter(
+            path,
+            self.schema,
+            compression="zstd",
+            compression_level=ZSTD_LEVEL,
+            write_statistics=True,
+        )
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.rows = 0
+
+    def write(self, frame: pl.DataFrame) -> None:
+        data = frame.to_arrow().cast(self.schema)
+        self.pending.append(data)
+        self.pending_rows += data.num_rows
+        self.rows += data.num_rows
+        if self.pending_rows >= ROW_GROUP_SIZE:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        if not self.pending:
+            return
+        data = pa.concat_tables(self.pending)
+        start = 0
+        while data.num_rows - start >= ROW_GROUP_SIZE or (final and start < data.num_rows):
+            # One contiguous chunk per row group: page boundaries follow the rows only.
+            part = data.slice(start, ROW_GROUP_SIZE).combine_chunks()
+            self.writer.write_table(part, row_group_size=ROW_GROUP_SIZE)
+            start += part.num_rows
+        rest = data.slice(start)
+        self.pending = [rest] if rest.num_rows else []
+        self.pending_rows = rest.num_rows
+
+    def close(self) -> None:
+        self._flush(final=True)
+        self.writer.close()
+
+
+class _Output:
+    """The table files of one generation run, each written by appending chunks."""
+
+    def __init__(self, dir: Path) -> None:
+        self.dir = dir
+        self.writers: dict[str, _TableWriter] = {}
+
+    def write(self, table: str, columns: dict[str, Column]) -> None:
+        self._writer(table).write(_frame(TABLES_BY_NAME[table], columns))
+
+    def _writer(self, table: str) -> _TableWriter:
+        writer = self.writers.get(table)
+        if writer is None:
+            writer = _TableWriter(self.dir / f"{table}.parquet", TABLES_BY_NAME[table])
+            self.writers[table] = writer
+        return writer
+
+    def finish(self, table: str) -> TableEntry:
+        """Close a table's file and describe it for the manifest."""
+        writer = self._writer(table)
+        writer.close()
+        del self.writers[table]
+        return {"file": writer.path.name, "rows": writer.rows, "sha256": _sha256_file(writer.path)}
+
+    def abort(self) -> None:
+        for writer in self.writers.values():
+            with contextlib.suppress(Exception):
+                writer.writer.close()
+        self.writers.clear()
+
+
+class _Spill:
+    """An external sort of int64 keys (with an optional payload) through files on disk.
+
+    Rows go to files by key range; each range is then read back and sorted on its own, so
+    memory holds one range at a time. Equal keys keep the order in which they were added.
+    """
+
+    def __init__(self, dir: Path, key_limit: int, rows: int, chunk_rows: int, payload: bool):
+        self.dir = dir
+        dir.mkdir()
+        bins = max(1, min(MAX_SPILL_BINS, -(-4 * rows // chunk_rows)))
+        self.width = -(-key_limit // bins)
+        self.counts = np.zeros(bins, dtype=np.int64)
+        self.columns = 2 if payload else 1
+        self.chunk_rows = chunk_rows
+
+    def add(self, key: IntArray, payload: IntArray | None = None) -> None:
+        bins = len(self.counts)
+        bin = key // self.width
+        order = np.argsort(bin, kind="stable")
+        data = key[order] if payload is None else np.stack([key[order], payload[order]], axis=1)
+        bounds = np.searchsorted(bin[order], np.arange(bins + 1))
+        for b in np.flatnonzero(np.diff(bounds)):
+            with (self.dir / f"{b}.bin").open("ab") as fh:
+                np.ascontiguousarray(data[bounds[b] : bounds[b + 1]], dtype=np.int64).tofile(fh)
+        self.counts += np.bincount(bin, minlength=bins)
+
+    def sorted_chunks(self) -> Iterator[tuple[IntArray, IntArray]]:
+        """(keys, payloads) in key order, about ``chunk_rows`` at a time."""
+        bins, b = len(self.counts), 0
+        while b < bins:
+            end, rows = b + 1, int(self.counts[b])
+            while end < bins and rows + self.counts[end] <= self.chunk_rows:
+                rows += int(self.counts[end])
+                end += 1
+            parts = [self._read(k) for k in range(b, end) if self.counts[k]]
+            b = end
+            if not parts:
+                continue
+            data = np.concatenate(parts).reshape(-1, self.columns)
+            order = np.argsort(data[:, 0], kind="stable")
+            data = data[order]
+            yield data[:, 0].copy(), data[:, self.columns - 1].copy()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _read(self, b: int) -> IntArray:
+        path = self.dir / f"{b}.bin"
+        data: IntArray = np.fromfile(path, dtype=np.int64)
+        path.unlink()
+        return data
+
+
 # --------------------------------------------------------------------------- sampling helpers
+
+_GOLDEN: Final = np.uint64(0x9E3779B97F4A7C15)
+_MIX1: Final = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2: Final = np.uint64(0x94D049BB133111EB)
+
+
+class _Draws:
+    """Counter-based random numbers for one table.
+
+    Value ``i`` of a named stream depends only on the seed, the table, the stream name and
+    ``i`` (a SplitMix64 hash), so a table comes out the same whichever chunks it is built
+    in, and changing one stream never shifts another.
+    """
+
+    def __init__(self, seed: int, table: str) -> None:
+        self.seed = seed
+        self.table = table
+
+    def _key(self, stream: str) -> np.uint64:
+        text = f"{self.seed}/{self.table}/{stream}".encode()
+        return np.uint64(int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little"))
+
+    def random(self, stream: str, index: IntArray) -> FloatArray:
+        """Uniform floats in the open interval (0, 1)."""
+        x = np.asarray(index, dtype=np.int64).astype(np.uint64)
+        x *= _GOLDEN
+        x += self._key(stream)
+        x ^= x >> np.uint64(30)
+        x *= _MIX1
+        x ^= x >> np.uint64(27)
+        x *= _MIX2
+        x ^= x >> np.uint64(31)
+        x >>= np.uint64(11)
+        out = x.astype(np.float64)
+        out += 0.5
+        out *= 2.0**-53
+        return out
+
+    def integers(
+        self, stream: str, index: IntArray, low: IntArray | int, high: IntArray | int
+    ) -> IntArray:
+        """Integers in [low, high), row by row (high > low)."""
+        lo = np.asarray(low, dtype=np.int64)
+        span = np.asarray(high, dtype=np.int64) - lo
+        step = np.floor(self.random(stream, index) * span).astype(np.int64)
+        out: IntArray = lo + np.minimum(step, span - 1)
+        return out
+
+    def choice(self, stream: str, index: IntArray, cdf: FloatArray) -> IntArray:
+        """Indices drawn with the probabilities of a cumulative distribution."""
+        idx = np.searchsorted(cdf, self.random(stream, index), side="right")
+        return np.minimum(idx, len(cdf) - 1).astype(np.int64)
+
+    def lognormal(
+        self, stream: str, index: IntArray, mean: FloatArray | float, sigma: float
+    ) -> FloatArray:
+        out: FloatArray = np.exp(mean + sigma * special.ndtri(self.random(stream, index)))
+        return out
+
+    def poisson(self, stream: str, index: IntArray, lam: float) -> IntArray:
+        k = np.arange(int(lam + 12 * np.sqrt(lam) + 30), dtype=np.float64)
+        cdf = np.cumsum(np.exp(k * np.log(lam) - lam - special.gammaln(k + 1)))
+        idx = np.searchsorted(cdf, self.random(stream, index), side="left")
+        return np.minimum(idx, len(cdf) - 1).astype(np.int64)
+
+    def geometric(self, stream: str, index: IntArray, p: float) -> IntArray:
+        """Trials until the first success (1, 2, ...)."""
+        tries = np.ceil(np.log(self.random(stream, index)) / np.log1p(-p))
+        out: IntArray = np.maximum(1, tries).astype(np.int64)
+        return out
+
+    def permutation(self, stream: str, size: int) -> IntArray:
+        out: IntArray = np.argsort(self.random(stream, np.arange(size)), kind="stable")
+        return out
 
 
 def _rng(seed: int, stream: str) -> np.random.Generator:
-    # One independent stream per table, so changing one table never shifts another.
+    # For draws over all customers at once (no chunks), where numpy's samplers are simplest.
     key = zlib.crc32(stream.encode())
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, key])))
 
@@ -353,22 +583,35 @@ def _cdf(weights: Sequence[float] | npt.NDArray[np.floating[Any]]) -> FloatArray
     return out
 
 
-def _sample(rng: np.random.Generator, cdf: FloatArray, size: int) -> IntArray:
-    idx = np.searchsorted(cdf, rng.random(size), side="right")
-    return np.minimum(idx, len(cdf) - 1).astype(np.int64)
+def _ranges(total: int, rows: int) -> Iterator[tuple[int, int]]:
+    for lo in range(0, total, rows):
+        yield lo, min(total, lo + rows)
 
 
-def _uniform(rng: np.random.Generator, high: int, size: int) -> IntArray:
-    return rng.integers(0, high, size, dtype=np.int64)
+def _child_ranges(counts: IntArray, rows: int) -> Iterator[tuple[int, int, int]]:
+    """``(lo, hi, first)``: parent ranges whose children number about ``rows``, and the
+    child row number that each range starts at."""
+    ends = np.cumsum(counts)
+    lo, n = 0, len(counts)
+    while lo < n:
+        first = int(ends[lo - 1]) if lo else 0
+        hi = int(np.searchsorted(ends, first + rows, side="right"))
+        hi = min(max(hi, lo + 1), lo + rows, n)
+        yield lo, hi, first
+        lo = hi
 
 
-def _between(rng: np.random.Generator, lo: IntArray, hi: IntArray | int) -> IntArray:
-    """Random integers in [lo, hi) row by row (hi > lo)."""
-    span = np.asarray(hi, dtype=np.int64) - lo
-    return lo + np.floor(rng.random(len(lo)) * span).astype(np.int64)
+def _children(lo: int, counts: IntArray, first: int) -> tuple[IntArray, IntArray]:
+    """(parent, row number) of every child of parents ``lo, lo + 1, ...``."""
+    parent = lo + np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    return parent, first + np.arange(len(parent), dtype=np.int64)
 
 
-def _pick(pool: Sequence[str], idx: IntArray) -> pl.Series:
+def _arange(lo: int, hi: int) -> IntArray:
+    return np.arange(lo, hi, dtype=np.int64)
+
+
+def _pick(pool: Sequence[str], idx: AnyIntArray) -> pl.Series:
     return pl.Series(values=list(pool), dtype=pl.String).gather(idx)
 
 
@@ -418,6 +661,17 @@ def _uniquify(names: pl.Series, before: str, after: str = "") -> pl.Series:
     )
 
 
+def _repeat_rank(keys: npt.NDArray[np.uint64]) -> IntArray:
+    """For each key, how many equal keys come before it."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    pos = np.arange(len(keys), dtype=np.int64)
+    starts = np.maximum.accumulate(np.where(np.r_[True, ordered[1:] != ordered[:-1]], pos, 0))
+    rank = np.empty(len(keys), dtype=np.int64)
+    rank[order] = pos - starts
+    return rank
+
+
 def _ascii_slug(s: pl.Series) -> pl.Series:
     return s.str.to_lowercase().str.replace_all("[^a-z0-9]", "")
 
@@ -455,11 +709,13 @@ def _build_pools(seed: int, locale: str) -> _Pools:
     last = _unique([fake.last_name() for _ in range(3000)])
     jobs = _unique([fake.job() for _ in range(800)])
     if locale == "zh_CN":
-        rng = _rng(seed, "pools")
+        d = _Draws(seed, "pools")
         first_roman = _unique([fake.first_romanized_name().lower() for _ in range(500)])
         last_roman = _unique([fake.last_romanized_name().lower() for _ in range(500)])
-        first_ascii = [first_roman[i] for i in _uniform(rng, len(first_roman), len(first))]
-        last_ascii = [last_roman[i] for i in _uniform(rng, len(last_roman), len(last))]
+        fi = d.integers("first", np.arange(len(first)), 0, len(first_roman))
+        la = d.integers("last", np.arange(len(last)), 0, len(last_roman))
+        first_ascii = [first_roman[i] for i in fi]
+        last_ascii = [last_roman[i] for i in la]
         stems = _unique([fake.company_prefix() for _ in range(2000)])
         cities = _unique([fake.city_name() for _ in range(1000)])
     else:
@@ -481,48 +737,58 @@ def _empty_float() -> FloatArray:
     return np.empty(0, dtype=np.float64)
 
 
+Codes = dict[str, npt.NDArray[np.int32]]
+
+
 @dataclass
 class _World:
-    """Sizes and cross-table facts that later tables sample from (indices are 0-based)."""
+    """Sizes and per-customer facts that later tables sample from (indices are 0-based).
+
+    Everything here is a small array per customer (or per product, region, rep); customer
+    names and domains are kept as pool indices (``cust_company``) and spelled out again for
+    the rows that need them.
+    """
 
     n: int
     seed: int
     locale: str
     pools: _Pools
+    chunk_rows: int
     region_cdf: FloatArray = field(default_factory=_empty_float)
     sales_ids: IntArray = field(default_factory=_empty_int)
     sales_start: IntArray = field(default_factory=_empty_int)
     sales_count: IntArray = field(default_factory=_empty_int)
     product_cents: IntArray = field(default_factory=_empty_int)
     product_cdf: FloatArray = field(default_factory=_empty_float)
-    cust_region: IntArray = field(default_factory=_empty_int)
-    cust_tier: IntArray = field(default_factory=_empty_int)
-    cust_owner: IntArray = field(default_factory=_empty_int)
+    cust_region: npt.NDArray[np.int16] = field(default_factory=lambda: np.empty(0, np.int16))
+    cust_tier: npt.NDArray[np.int8] = field(default_factory=lambda: np.empty(0, np.int8))
+    cust_owner: npt.NDArray[np.int32] = field(default_factory=lambda: np.empty(0, np.int32))
     cust_created: IntArray = field(default_factory=_empty_int)
     cust_weight: FloatArray = field(default_factory=_empty_float)
-    cust_name: pl.Series = field(default_factory=pl.Series)
-    cust_domain: pl.Series = field(default_factory=pl.Series)
+    cust_company: Codes = field(default_factory=dict)
     contact_start: IntArray = field(default_factory=_empty_int)
-    contact_count: IntArray = field(default_factory=_empty_int)
-    order_lines: pl.DataFrame | None = None
+    contact_count: npt.NDArray[np.int32] = field(default_factory=lambda: np.empty(0, np.int32))
 
     @property
     def zh(self) -> bool:
         return self.locale == "zh_CN"
 
-    def sales_rep(self, rng: np.random.Generator, region: IntArray) -> IntArray:
+    def draws(self, table: str) -> _Draws:
+        return _Draws(self.seed, table)
+
+    def sales_rep(self, d: _Draws, index: IntArray, region: npt.NDArray[Any]) -> IntArray:
         """A random sales rep (role "rep") of each given region, as rep ids."""
-        offset = np.floor(rng.random(len(region)) * self.sales_count[region]).astype(np.int64)
+        offset = np.floor(d.random("sales_rep", index) * self.sales_count[region]).astype(np.int64)
         ids: IntArray = self.sales_ids[self.sales_start[region] + offset]
         return ids
 
     def person_names(
-        self, rng: np.random.Generator, size: int
+        self, d: _Draws, index: IntArray
     ) -> tuple[pl.Series, pl.Series, pl.Series, pl.Series]:
-        """(first, last, first_ascii, last_ascii) for ``size`` random people."""
+        """(first, last, first_ascii, last_ascii) for random people."""
         p = self.pools
-        fi = _uniform(rng, len(p.first), size)
-        la = _uniform(rng, len(p.last), size)
+        fi = d.integers("person.first", index, 0, len(p.first))
+        la = d.integers("person.last", index, 0, len(p.last))
         return (
             _pick(p.first, fi), _pick(p.last, la), _pick(p.first_ascii, fi), _pick(p.last_ascii, la)
         )
@@ -530,26 +796,26 @@ class _World:
     def full_name(self, first: pl.Series, last: pl.Series) -> pl.Series:
         return last + first if self.zh else first + " " + last
 
-    def phones(self, rng: np.random.Generator, size: int) -> pl.Series:
+    def phones(self, d: _Draws, index: IntArray) -> pl.Series:
         if self.zh:
-            head = _pick(("13", "15", "17", "18", "19"), _uniform(rng, 5, size))
+            head = _pick(("13", "15", "17", "18", "19"), d.integers("phone.head", index, 0, 5))
             return (
-                "+86-" + head + _str(_uniform(rng, 10, size)) + "-"
-                + _str(_uniform(rng, 10_000, size), 4) + "-" + _str(_uniform(rng, 10_000, size), 4)
+                "+86-" + head + _str(d.integers("phone.digit", index, 0, 10)) + "-"
+                + _str(d.integers("phone.mid", index, 0, 10_000), 4) + "-"
+                + _str(d.integers("phone.end", index, 0, 10_000), 4)
             )
         return (
-            "+1-" + _str(rng.integers(201, 990, size, dtype=np.int64)) + "-"
-            + _str(rng.integers(200, 1000, size, dtype=np.int64)) + "-"
-            + _str(_uniform(rng, 10_000, size), 4)
+            "+1-" + _str(d.integers("phone.area", index, 201, 990)) + "-"
+            + _str(d.integers("phone.mid", index, 200, 1000)) + "-"
+            + _str(d.integers("phone.end", index, 0, 10_000), 4)
         )
 
     def emails(
-        self, rng: np.random.Generator, first: pl.Series, last: pl.Series, domain: pl.Series
+        self, d: _Draws, index: IntArray, first: pl.Series, last: pl.Series, domain: pl.Series
     ) -> pl.Series:
         """Addresses in the usual corporate patterns: first.last, flast, first + digits."""
-        size = len(first)
-        pattern = _sample(rng, _cdf((0.6, 0.25, 0.15)), size)
-        digits = _str(rng.integers(1, 100, size, dtype=np.int64))
+        pattern = d.choice("email.pattern", index, _cdf((0.6, 0.25, 0.15)))
+        digits = _str(d.integers("email.digits", index, 1, 100))
         local = _where(
             pattern == 0,
             first + "." + last,
@@ -557,62 +823,104 @@ class _World:
         )
         return local + "@" + domain
 
-    def companies(
-        self, rng: np.random.Generator, industry: IntArray
-    ) -> tuple[pl.Series, pl.Series]:
-        """Company names for the given industries, and an ASCII web domain for each."""
-        size = len(industry)
+    def new_companies(self, d: _Draws, index: IntArray, industry: IntArray) -> Codes:
+        """Random companies of the given industries, as pool indices (see ``companies``)."""
         p = self.pools
-        word_idx = industry * 3 + _uniform(rng, 3, size)
+        codes = {
+            "word": industry * 3 + d.integers("company.word", index, 0, 3),
+            "stem": d.integers("company.stem", index, 0, len(p.stems)),
+        }
         if self.zh:
-            city = _pick(p.cities, _uniform(rng, len(p.cities), size))
+            no_city = d.random("company.no_city", index) < 0.4
+            city = d.integers("company.city", index, 0, len(p.cities))
+            codes["city"] = np.where(no_city, -1, city)
+            suffix_cdf = _cdf(vocab.ZH_COMPANY_SUFFIX_WEIGHTS)
+            codes["suffix"] = d.choice("company.suffix", index, suffix_cdf)
+            syl = len(vocab.PINYIN)
+            codes["syl0"] = d.integers("company.syl0", index, 0, syl)
+            codes["syl1"] = d.integers("company.syl1", index, 0, syl)
+            two = d.random("company.two_syllables", index) < 0.5
+            codes["syl2"] = np.where(two, -1, d.integers("company.syl2", index, 0, syl))
+            codes["tld"] = d.integers("company.tld", index, 0, len(vocab.TLDS_ZH))
+        else:
+            codes["stem2"] = d.integers("company.stem2", index, 0, len(p.stems))
+            shape = d.random("company.shape", index)
+            codes["shape"] = (shape >= 0.7).astype(np.int64) + (shape >= 0.85)
+            suffix_cdf = _cdf(vocab.EN_COMPANY_SUFFIX_WEIGHTS)
+            codes["suffix"] = d.choice("company.suffix", index, suffix_cdf)
+            codes["tld"] = d.integers("company.tld", index, 0, len(vocab.TLDS_EN))
+        return {k: v.astype(np.int32) for k, v in codes.items()}
+
+    def companies(self, codes: Codes) -> tuple[pl.Series, pl.Series]:
+        """Company names and ASCII web domains spelled out from pool indices.
+
+        A ``repeat`` code k > 0 marks the (k+1)-th company of a name, which gets a number.
+        """
+        p = self.pools
+        if self.zh:
+            city = codes["city"]
             words = [w for _, _, zh in vocab.INDUSTRIES for w in zh]
-            suffix = _sample(rng, _cdf(vocab.ZH_COMPANY_SUFFIX_WEIGHTS), size)
             name = _concat(
                 [
-                    _nulls(city, rng.random(size) < 0.4),
-                    _pick(p.stems, _uniform(rng, len(p.stems), size)),
-                    _pick(words, word_idx),
-                    _pick(vocab.ZH_COMPANY_SUFFIXES, suffix),
+                    _nulls(_pick(p.cities, np.maximum(city, 0)), city < 0),
+                    _pick(p.stems, codes["stem"]),
+                    _pick(words, codes["word"]),
+                    _pick(vocab.ZH_COMPANY_SUFFIXES, codes["suffix"]),
                 ]
             )
             syl = vocab.PINYIN
+            last = codes["syl2"]
             host = _concat(
                 [
-                    _pick(syl, _uniform(rng, len(syl), size)),
-                    _pick(syl, _uniform(rng, len(syl), size)),
-                    _nulls(_pick(syl, _uniform(rng, len(syl), size)), rng.random(size) < 0.5),
+                    _pick(syl, codes["syl0"]),
+                    _pick(syl, codes["syl1"]),
+                    _nulls(_pick(syl, np.maximum(last, 0)), last < 0),
                 ]
             )
-            tld = _pick(vocab.TLDS_ZH, _uniform(rng, len(vocab.TLDS_ZH), size))
-            return name, host + tld
-        first = _pick(p.stems, _uniform(rng, len(p.stems), size))
-        second = _pick(p.stems, _uniform(rng, len(p.stems), size))
-        shape = rng.random(size)
-        stem = _where(
-            shape < 0.7, first, _where(shape < 0.85, first + " & " + second, first + "-" + second)
-        )
-        word = _pick([w for _, en, _ in vocab.INDUSTRIES for w in en], word_idx)
-        suffix = _sample(rng, _cdf(vocab.EN_COMPANY_SUFFIX_WEIGHTS), size)
-        name = stem + " " + word + " " + _pick(vocab.EN_COMPANY_SUFFIXES, suffix)
-        tld = _pick(vocab.TLDS_EN, _uniform(rng, len(vocab.TLDS_EN), size))
-        return name, _ascii_slug(stem + word) + tld
+            domain = host + _pick(vocab.TLDS_ZH, codes["tld"])
+            # Repeated Chinese names get a number in full-width brackets, the local convention.
+            before, after = "\uff08", "\uff09"
+        else:
+            first = _pick(p.stems, codes["stem"])
+            second = _pick(p.stems, codes["stem2"])
+            shape = codes["shape"]
+            stem = _where(
+                shape == 0, first, _where(shape == 1, first + " & " + second, first + "-" + second)
+            )
+            word = _pick([w for _, en, _ in vocab.INDUSTRIES for w in en], codes["word"])
+            name = stem + " " + word + " " + _pick(vocab.EN_COMPANY_SUFFIXES, codes["suffix"])
+            domain = _ascii_slug(stem + word) + _pick(vocab.TLDS_EN, codes["tld"])
+            before, after = " ", ""
+        repeat = codes.get("repeat")
+        if repeat is not None and repeat.any():
+            numbered = name + before + _str(repeat.astype(np.int64) + 1) + after
+            name = _where(repeat > 0, numbered, name)
+        return name, domain
+
+    def customer_companies(self, cust: IntArray) -> tuple[pl.Series, pl.Series]:
+        """Names and domains of the given customers."""
+        return self.companies({k: v[cust] for k, v in self.cust_company.items()})
 
 
 # --------------------------------------------------------------------------- tables
 
 
-def _regions(w: _World, rng: np.random.Generator) -> dict[str, Column]:
+def _regions(w: _World, out: _Output) -> None:
+    d = w.draws("regions")
     count = len(vocab.REGIONS)
-    w.region_cdf = _cdf(rng.lognormal(0.0, 0.6, count))
-    return {
-        "id": np.arange(1, count + 1, dtype=np.int64),
-        "name": pl.Series([r[0] for r in vocab.REGIONS]),
-        "country": pl.Series([r[1] for r in vocab.REGIONS]),
-    }
+    w.region_cdf = _cdf(d.lognormal("weight", np.arange(count), 0.0, 0.6))
+    out.write(
+        "regions",
+        {
+            "id": np.arange(1, count + 1, dtype=np.int64),
+            "name": pl.Series([r[0] for r in vocab.REGIONS]),
+            "country": pl.Series([r[1] for r in vocab.REGIONS]),
+        },
+    )
 
 
-def _reps(w: _World, rng: np.random.Generator) -> dict[str, Column]:
+def _reps(w: _World, out: _Output) -> None:
+    d = w.draws("reps")
     regions = len(vocab.REGIONS)
     total = _scaled(w.n, 500, 3 * regions)
     managers = round(total * 0.1)
@@ -622,7 +930,8 @@ def _reps(w: _World, rng: np.random.Generator) -> dict[str, Column]:
     region = np.concatenate(
         [
             np.arange(regions), np.arange(regions),
-            _sample(rng, w.region_cdf, managers), _sample(rng, w.region_cdf, extra),
+            d.choice("manager_region", np.arange(managers), w.region_cdf),
+            d.choice("rep_region", np.arange(extra), w.region_cdf),
         ]
     ).astype(np.int64)
     role = np.concatenate(
@@ -641,292 +950,379 @@ def _reps(w: _World, rng: np.random.Generator) -> dict[str, Column]:
     sales_region = region[is_sales]
     w.sales_start = np.searchsorted(sales_region, np.arange(regions)).astype(np.int64)
     w.sales_count = np.bincount(sales_region, minlength=regions).astype(np.int64)
-    first, last, first_a, last_a = w.person_names(rng, total)
+    index = ids - 1
+    first, last, first_a, last_a = w.person_names(d, index)
     local = _uniquify(first_a + "." + last_a, "")
-    return {
-        "id": ids,
-        "name": w.full_name(first, last),
-        "email": local + "@sales.crmbench.example",
-        "phone": w.phones(rng, total),
-        "region_id": region + 1,
-        "role": _pick(REP_ROLES, role),
-    }
+    out.write(
+        "reps",
+        {
+            "id": ids,
+            "name": w.full_name(first, last),
+            "email": local + "@sales.crmbench.example",
+            "phone": w.phones(d, index),
+            "region_id": region + 1,
+            "role": _pick(REP_ROLES, role),
+        },
+    )
 
 
-def _products(w: _World, rng: np.random.Generator) -> dict[str, Column]:
+def _products(w: _World, out: _Output) -> None:
+    d = w.draws("products")
     total = _scaled(w.n, 2000, 50)
     cats = vocab.PRODUCT_CATEGORIES
-    cat = _sample(rng, _cdf(rng.uniform(0.5, 1.5, len(cats))), total)
-    ids = np.arange(1, total + 1, dtype=np.int64)
+    index = np.arange(total, dtype=np.int64)
+    cat_weight = 0.5 + d.random("category_weight", np.arange(len(cats)))
+    cat = d.choice("category", index, _cdf(cat_weight))
+    ids = index + 1
     nouns = [noun for c in cats for noun in (c[4] if w.zh else c[3])]
-    noun = _pick(nouns, cat * 4 + _uniform(rng, 4, total))
-    brand = _pick(w.pools.stems, _uniform(rng, len(w.pools.stems), total))
-    series = _pick(vocab.PRODUCT_SERIES, _uniform(rng, len(vocab.PRODUCT_SERIES), total))
-    model = _str(rng.integers(1, 100, total, dtype=np.int64) * 10)
+    noun = _pick(nouns, cat * 4 + d.integers("noun", index, 0, 4))
+    brand = _pick(w.pools.stems, d.integers("brand", index, 0, len(w.pools.stems)))
+    series = _pick(vocab.PRODUCT_SERIES, d.integers("series", index, 0, len(vocab.PRODUCT_SERIES)))
+    model = _str(d.integers("model", index, 1, 100) * 10)
     name = (brand + noun if w.zh else brand + " " + noun) + " " + series + " " + model
     median = np.asarray([c[2] for c in cats])[cat]
-    price = np.clip(rng.lognormal(np.log(median), 1.0), 6.0, 50_000.0)
+    price = np.clip(d.lognormal("price", index, np.log(median), 1.0), 6.0, 50_000.0)
     # Whole units minus one cent: list prices like 399.99.
     w.product_cents = np.floor(price).astype(np.int64) * 100 - 1
     # Zipf-like popularity over a random ranking of the catalogue.
-    w.product_cdf = _cdf(1.0 / (rng.permutation(total) + 1.0) ** 0.8)
-    return {
-        "id": ids,
-        "sku": _pick([c[1] for c in cats], cat) + "-" + _str(ids, 6),
-        "name": name,
-        "category": _pick([c[0] for c in cats], cat),
-        "unit_price": w.product_cents / 100.0,
-    }
+    w.product_cdf = _cdf(1.0 / (d.permutation("rank", total) + 1.0) ** 0.8)
+    out.write(
+        "products",
+        {
+            "id": ids,
+            "sku": _pick([c[1] for c in cats], cat) + "-" + _str(ids, 6),
+            "name": name,
+            "category": _pick([c[0] for c in cats], cat),
+            "unit_price": w.product_cents / 100.0,
+        },
+    )
 
 
-def _inventory(w: _World, rng: np.random.Generator) -> dict[str, Column]:
+def _inventory(w: _World, out: _Output) -> None:
+    d = w.draws("inventory")
     products, regions = len(w.product_cents), len(vocab.REGIONS)
-    size = products * regions
-    qty = np.floor(rng.lognormal(np.log(40.0), 1.0, size)).astype(np.int64)
-    qty[rng.random(size) < 0.12] = 0
-    return {
-        "product_id": np.repeat(np.arange(1, products + 1, dtype=np.int64), regions),
-        "region_id": np.tile(np.arange(1, regions + 1, dtype=np.int64), products),
-        "quantity": qty,
-    }
-
-
-def _customers(w: _World, rng: np.random.Generator) -> dict[str, Column]:
-    n = w.n
-    # Sorted so that ids grow with creation time, as in a real database.
-    created = np.sort(rng.integers(REFERENCE_TS - 5 * YEAR, REFERENCE_TS - DAY, n, dtype=np.int64))
-    region = _sample(rng, w.region_cdf, n)
-    tier = _sample(rng, _cdf((0.01, 0.05, 0.14, 0.80)), n)
-    industry = _sample(rng, _cdf(rng.dirichlet(np.full(len(vocab.INDUSTRIES), 4.0))), n)
-    owner = w.sales_rep(rng, region)
-    employees_median = np.asarray([8000.0, 1200.0, 250.0, 40.0])[tier]
-    employees = np.maximum(1, np.rint(rng.lognormal(np.log(employees_median), 1.0))).astype(
-        np.int64
-    )
-    revenue = np.round(employees * rng.lognormal(np.log(120_000.0), 0.6, n), 2)
-    name, domain = w.companies(rng, industry)
-    # Repeated Chinese names get a number in full-width brackets, the local convention.
-    name = _uniquify(name, "\uff08", "\uff09") if w.zh else _uniquify(name, " ")
-    website = _nulls("https://www." + domain, rng.random(n) < 0.18)
-    updated = created + np.floor(rng.random(n) ** 2 * (REFERENCE_TS - created)).astype(np.int64)
-    engagement = np.asarray([4.0, 2.5, 1.5, 1.0])[tier]
-    w.cust_region, w.cust_tier, w.cust_owner, w.cust_created = region, tier, owner, created
-    w.cust_weight = rng.lognormal(0.0, 1.2, n) * engagement
-    w.cust_name, w.cust_domain = name, domain
-    return {
-        "id": np.arange(1, n + 1, dtype=np.int64),
-        "name": name,
-        "name_key": name.str.to_lowercase(),
-        "industry": _pick([i[0] for i in vocab.INDUSTRIES], industry),
-        "region_id": region + 1,
-        "tier": _pick(TIERS, tier),
-        "owner_rep_id": owner,
-        "employees": employees,
-        "annual_revenue": revenue,
-        "website": website,
-        "consent_marketing": rng.random(n) < 0.85,
-        "consent_profiling": rng.random(n) < 0.60,
-        "created_at": _iso(created),
-        "updated_at": _iso(updated),
-    }
-
-
-def _customer_tags(w: _World, rng: np.random.Generator) -> dict[str, Column]:
-    counts = _sample(rng, _cdf((0.20, 0.38, 0.22, 0.12, 0.08)), w.n)
-    cust = np.repeat(np.arange(w.n, dtype=np.int64), counts)
-    tag_cdf = _cdf(1.0 / (rng.permutation(len(vocab.TAGS)) + 2.0) ** 0.8)
-    tag = _sample(rng, tag_cdf, len(cust))
-    high = vocab.TAGS.index("high-value")
-    big = np.flatnonzero((w.cust_tier <= TIERS.index("vip")) & (rng.random(w.n) < 0.6))
-    frame = (
-        pl.DataFrame(
-            {
-                "customer_id": np.concatenate([cust, big]) + 1,
-                "tag": np.concatenate([tag, np.full(len(big), high, dtype=np.int64)]),
-            }
+    for lo, hi in _ranges(products * regions, w.chunk_rows):
+        index = _arange(lo, hi)
+        qty = np.floor(d.lognormal("quantity", index, np.log(40.0), 1.0)).astype(np.int64)
+        qty[d.random("sold_out", index) < 0.12] = 0
+        out.write(
+            "inventory",
+            {"product_id": index // regions + 1, "region_id": index % regions + 1, "quantity": qty},
         )
-        .unique(maintain_order=True)
-        .sort("customer_id", maintain_order=True)
-    )
-    return {
-        "customer_id": frame["customer_id"],
-        "tag": _pick(vocab.TAGS, frame["tag"].to_numpy()),
-    }
 
 
-def _contacts(w: _World, rng: np.random.Generator) -> dict[str, Column]:
-    counts = 1 + rng.poisson(2.0, w.n).astype(np.int64)
-    w.contact_count = counts
+def _customers(w: _World, out: _Output) -> None:
+    n, d = w.n, w.draws("customers")
+    # Per-customer facts for later tables are drawn for all customers at once: a few small
+    # arrays; the other columns are drawn chunk by chunk.
+    index = np.arange(n, dtype=np.int64)
+    # Sorted so that ids grow with creation time, as in a real database.
+    created = np.sort(d.integers("created", index, REFERENCE_TS - 5 * YEAR, REFERENCE_TS - DAY))
+    region = d.choice("region", index, w.region_cdf)
+    tier = d.choice("tier", index, _cdf((0.01, 0.05, 0.14, 0.80)))
+    # Gamma(4) draws normalised: Dirichlet-distributed industry shares.
+    shares = special.gammaincinv(4.0, d.random("industry_share", np.arange(len(vocab.INDUSTRIES))))
+    industry = d.choice("industry", index, _cdf(shares))
+    w.cust_owner = w.sales_rep(d, index, region).astype(np.int32)
+    engagement = np.asarray([4.0, 2.5, 1.5, 1.0])[tier]
+    w.cust_weight = d.lognormal("weight", index, 0.0, 1.2) * engagement
+    w.cust_created = created
+    w.cust_region, w.cust_tier = region.astype(np.int16), tier.astype(np.int8)
+    w.cust_company = w.new_companies(d, index, industry)
+    del index, region, tier, industry, engagement
+    # Repeated names get a number: count repeats by a hash of each spelled-out name.
+    hashes = np.empty(n, dtype=np.uint64)
+    for lo, hi in _ranges(n, w.chunk_rows):
+        name, _ = w.customer_companies(_arange(lo, hi))
+        hashes[lo:hi] = name.hash(seed=0).to_numpy()
+    w.cust_company["repeat"] = _repeat_rank(hashes).astype(np.int32)
+    del hashes
+
+    for lo, hi in _ranges(n, w.chunk_rows):
+        ix = _arange(lo, hi)
+        tier = w.cust_tier[lo:hi].astype(np.int64)
+        created = w.cust_created[lo:hi]
+        employees_median = np.asarray([8000.0, 1200.0, 250.0, 40.0])[tier]
+        employees = np.maximum(
+            1, np.rint(d.lognormal("employees", ix, np.log(employees_median), 1.0))
+        ).astype(np.int64)
+        revenue = np.round(employees * d.lognormal("revenue", ix, np.log(120_000.0), 0.6), 2)
+        name, domain = w.customer_companies(ix)
+        website = _nulls("https://www." + domain, d.random("no_website", ix) < 0.18)
+        age = REFERENCE_TS - created
+        updated = created + np.floor(d.random("updated", ix) ** 2 * age).astype(np.int64)
+        out.write(
+            "customers",
+            {
+                "id": ix + 1,
+                "name": name,
+                "name_key": name.str.to_lowercase(),
+                "industry": _pick(
+                    [i[0] for i in vocab.INDUSTRIES], w.cust_company["word"][lo:hi] // 3
+                ),
+                "region_id": w.cust_region[lo:hi] + 1,
+                "tier": _pick(TIERS, tier),
+                "owner_rep_id": w.cust_owner[lo:hi],
+                "employees": employees,
+                "annual_revenue": revenue,
+                "website": website,
+                "consent_marketing": d.random("consent_marketing", ix) < 0.85,
+                "consent_profiling": d.random("consent_profiling", ix) < 0.60,
+                "created_at": _iso(created),
+                "updated_at": _iso(updated),
+            },
+        )
+
+
+def _customer_tags(w: _World, out: _Output) -> None:
+    d = w.draws("customer_tags")
+    counts = d.choice("count", np.arange(w.n), _cdf((0.20, 0.38, 0.22, 0.12, 0.08)))
+    tag_cdf = _cdf(1.0 / (d.permutation("rank", len(vocab.TAGS)) + 2.0) ** 0.8)
+    high = vocab.TAGS.index("high-value")
+    for lo, hi, first in _child_ranges(counts, w.chunk_rows):
+        cust, rows = _children(lo, counts[lo:hi], first)
+        tag = d.choice("tag", rows, tag_cdf)
+        ix = _arange(lo, hi)
+        is_big = (w.cust_tier[lo:hi] <= TIERS.index("vip")) & (d.random("big", ix) < 0.6)
+        big = ix[is_big]
+        # Chunks hold whole customers, so de-duplicating per chunk is global.
+        frame = (
+            pl.DataFrame(
+                {
+                    "customer_id": np.concatenate([cust, big]) + 1,
+                    "tag": np.concatenate([tag, np.full(len(big), high, dtype=np.int64)]),
+                }
+            )
+            .unique(maintain_order=True)
+            .sort("customer_id", maintain_order=True)
+        )
+        out.write(
+            "customer_tags",
+            {
+                "customer_id": frame["customer_id"],
+                "tag": _pick(vocab.TAGS, frame["tag"].to_numpy()),
+            },
+        )
+
+
+def _contacts(w: _World, out: _Output) -> None:
+    d = w.draws("contacts")
+    counts = 1 + d.poisson("count", np.arange(w.n), 2.0)
+    w.contact_count = counts.astype(np.int32)
     w.contact_start = np.cumsum(counts) - counts
-    cust = np.repeat(np.arange(w.n, dtype=np.int64), counts)
-    size = len(cust)
-    first, last, first_a, last_a = w.person_names(rng, size)
     titles = vocab.ZH_TITLES if w.zh else vocab.EN_TITLES
-    title = _where(
-        rng.random(size) < 0.7,
-        _pick(titles, _uniform(rng, len(titles), size)),
-        _pick(w.pools.jobs, _uniform(rng, len(w.pools.jobs), size)),
-    )
-    email = w.emails(rng, first_a, last_a, w.cust_domain.gather(cust))
-    created = _between(rng, w.cust_created[cust], REFERENCE_TS)
-    updated = _between(rng, created, REFERENCE_TS)
-    return {
-        "id": np.arange(1, size + 1, dtype=np.int64),
-        "customer_id": cust + 1,
-        "first_name": first,
-        "last_name": last,
-        "title": _nulls(title, rng.random(size) < 0.15),
-        "email": _nulls(email, rng.random(size) < 0.10),
-        "phone": _nulls(w.phones(rng, size), rng.random(size) < 0.25),
-        "created_at": _iso(created),
-        "updated_at": _iso(updated),
-    }
+    jobs = w.pools.jobs
+    for lo, hi, start in _child_ranges(counts, w.chunk_rows):
+        cust, rows = _children(lo, counts[lo:hi], start)
+        first, last, first_a, last_a = w.person_names(d, rows)
+        title = _where(
+            d.random("title_kind", rows) < 0.7,
+            _pick(titles, d.integers("title", rows, 0, len(titles))),
+            _pick(jobs, d.integers("job", rows, 0, len(jobs))),
+        )
+        _, domain = w.customer_companies(_arange(lo, hi))
+        email = w.emails(d, rows, first_a, last_a, domain.gather(cust - lo))
+        created = d.integers("created", rows, w.cust_created[cust], REFERENCE_TS)
+        updated = d.integers("updated", rows, created, REFERENCE_TS)
+        out.write(
+            "contacts",
+            {
+                "id": rows + 1,
+                "customer_id": cust + 1,
+                "first_name": first,
+                "last_name": last,
+                "title": _nulls(title, d.random("no_title", rows) < 0.15),
+                "email": _nulls(email, d.random("no_email", rows) < 0.10),
+                "phone": _nulls(w.phones(d, rows), d.random("no_phone", rows) < 0.25),
+                "created_at": _iso(created),
+                "updated_at": _iso(updated),
+            },
+        )
 
 
-def _orders(w: _World, rng: np.random.Generator) -> dict[str, Column]:
+# Sort keys of time-ordered tables: seconds since a start, then a customer index.
+_CUST_BITS: Final = 24
+_CUST_MASK: Final = (1 << _CUST_BITS) - 1
+
+
+def _orders(w: _World, out: _Output) -> None:
+    d = w.draws("orders")
     # Skewed volume: a lognormal appetite per customer, damped for recently created ones.
     tenure = 0.2 + 0.8 * (REFERENCE_TS - w.cust_created) / (5 * YEAR)
     appetite = w.cust_weight * tenure
-    counts = rng.poisson(5.0 * appetite / appetite.mean()).astype(np.int64)
-    cust = np.repeat(np.arange(w.n, dtype=np.int64), counts)
-    ordered = _between(rng, w.cust_created[cust], REFERENCE_TS)
-    order = np.lexsort((cust, ordered))
-    cust, ordered = cust[order], ordered[order]
-    size = len(cust)
-    status = _where(
-        REFERENCE_TS - ordered < 21 * DAY,
-        _pick(
-            vocab.ORDER_STATUSES_RECENT,
-            _sample(rng, _cdf(vocab.ORDER_STATUSES_RECENT_WEIGHTS), size),
-        ),
-        _pick(vocab.ORDER_STATUSES_OLD, _sample(rng, _cdf(vocab.ORDER_STATUSES_OLD_WEIGHTS), size)),
+    counts = _rng(w.seed, "orders").poisson(5.0 * appetite / appetite.mean()).astype(np.int64)
+    del tenure, appetite
+    # Ids follow order time: rows are made per customer, then sorted on disk by time.
+    t0 = REFERENCE_TS - 5 * YEAR
+    spill = _Spill(
+        out.dir / ".orders", (5 * YEAR) << _CUST_BITS, int(counts.sum()), w.chunk_rows, False
     )
-    currency = _pick([r[2] for r in vocab.REGIONS], w.cust_region[cust])
+    for lo, hi, first in _child_ranges(counts, w.chunk_rows):
+        cust, rows = _children(lo, counts[lo:hi], first)
+        ordered = d.integers("ordered", rows, w.cust_created[cust], REFERENCE_TS)
+        spill.add(((ordered - t0) << _CUST_BITS) | cust)
+    del counts
 
-    lines = 1 + rng.poisson(1.5, size).astype(np.int64)
-    starts = np.cumsum(lines) - lines
-    order_idx = np.repeat(np.arange(size, dtype=np.int64), lines)
-    line_no = np.arange(len(order_idx), dtype=np.int64) - np.repeat(starts, lines) + 1
-    product = _sample(rng, w.product_cdf, len(order_idx))
-    bulk = np.asarray([5, 3, 2, 1], dtype=np.int64)[w.cust_tier[cust[order_idx]]]
-    qty = rng.geometric(0.4, len(order_idx)).astype(np.int64) * bulk
-    discount = np.asarray([0, 5, 10, 15, 20], dtype=np.int64)[
-        _sample(rng, _cdf((0.55, 0.15, 0.12, 0.10, 0.08)), len(order_idx))
-    ]
-    # Money in integer cents, so that order totals equal the sum of their lines exactly.
-    unit_cents = (w.product_cents[product] * (100 - discount) + 50) // 100
-    amount_cents = qty * unit_cents
-    total_cents = np.add.reduceat(amount_cents, starts) if size else _empty_int()
-    w.order_lines = pl.DataFrame(
-        {
-            "order_id": order_idx + 1,
-            "line_no": line_no,
-            "product_id": product + 1,
-            "quantity": qty,
-            "unit_price": unit_cents / 100.0,
-            "amount": amount_cents / 100.0,
-        }
-    )
-    return {
-        "id": np.arange(1, size + 1, dtype=np.int64),
-        "customer_id": cust + 1,
-        "ordered_at": _iso(ordered),
-        "status": status,
-        "currency": currency,
-        "total_amount": total_cents / 100.0,
-    }
+    recent_cdf = _cdf(vocab.ORDER_STATUSES_RECENT_WEIGHTS)
+    old_cdf = _cdf(vocab.ORDER_STATUSES_OLD_WEIGHTS)
+    discount_cdf = _cdf((0.55, 0.15, 0.12, 0.10, 0.08))
+    currencies = [r[2] for r in vocab.REGIONS]
+    next_order = next_line = 0
+    for keys, _ in spill.sorted_chunks():
+        cust = keys & _CUST_MASK
+        ordered = (keys >> _CUST_BITS) + t0
+        size = len(keys)
+        ids = next_order + np.arange(size, dtype=np.int64)
+        status = _where(
+            REFERENCE_TS - ordered < 21 * DAY,
+            _pick(vocab.ORDER_STATUSES_RECENT, d.choice("status_recent", ids, recent_cdf)),
+            _pick(vocab.ORDER_STATUSES_OLD, d.choice("status_old", ids, old_cdf)),
+        )
+        lines = 1 + d.poisson("lines", ids, 1.5)
+        starts = np.cumsum(lines) - lines
+        order_idx = np.repeat(np.arange(size, dtype=np.int64), lines)
+        line_rows = next_line + np.arange(len(order_idx), dtype=np.int64)
+        line_no = np.arange(len(order_idx), dtype=np.int64) - np.repeat(starts, lines) + 1
+        product = d.choice("product", line_rows, w.product_cdf)
+        bulk = np.asarray([5, 3, 2, 1], dtype=np.int64)[w.cust_tier[cust[order_idx]]]
+        qty = d.geometric("quantity", line_rows, 0.4) * bulk
+        discount = np.asarray([0, 5, 10, 15, 20], dtype=np.int64)[
+            d.choice("discount", line_rows, discount_cdf)
+        ]
+        # Money in integer cents, so that order totals equal the sum of their lines exactly.
+        unit_cents = (w.product_cents[product] * (100 - discount) + 50) // 100
+        amount_cents = qty * unit_cents
+        total_cents = np.add.reduceat(amount_cents, starts)
+        out.write(
+            "orders",
+            {
+                "id": ids + 1,
+                "customer_id": cust + 1,
+                "ordered_at": _iso(ordered),
+                "status": status,
+                "currency": _pick(currencies, w.cust_region[cust].astype(np.int64)),
+                "total_amount": total_cents / 100.0,
+            },
+        )
+        out.write(
+            "order_lines",
+            {
+                "order_id": ids[order_idx] + 1,
+                "line_no": line_no,
+                "product_id": product + 1,
+                "quantity": qty,
+                "unit_price": unit_cents / 100.0,
+                "amount": amount_cents / 100.0,
+            },
+        )
+        next_order += size
+        next_line += len(order_idx)
 
 
-def _order_lines(w: _World, rng: np.random.Generator) -> dict[str, Column]:
-    frame, w.order_lines = w.order_lines, None
-    if frame is None:
-        raise RuntimeError("bug: order_lines built before orders")
-    return {name: frame[name] for name in frame.columns}
-
-
-def _opportunities(w: _World, rng: np.random.Generator) -> dict[str, Column]:
-    counts = rng.poisson(2.0, w.n).astype(np.int64)
-    cust = np.repeat(np.arange(w.n, dtype=np.int64), counts)
-    size = len(cust)
-    stage = _sample(rng, _cdf((0.20, 0.17, 0.13, 0.10, 0.24, 0.16)), size)
-    closed = stage >= OPPORTUNITY_STAGES.index("closed_won")
-    owner = np.where(
-        rng.random(size) < 0.85, w.cust_owner[cust], w.sales_rep(rng, w.cust_region[cust])
-    )
+def _opportunities(w: _World, out: _Output) -> None:
+    d = w.draws("opportunities")
+    counts = d.poisson("count", np.arange(w.n), 2.0)
+    stage_cdf = _cdf((0.20, 0.17, 0.13, 0.10, 0.24, 0.16))
     deals = vocab.DEAL_NAMES_ZH if w.zh else vocab.DEAL_NAMES_EN
-    name = w.cust_name.gather(cust) + " - " + _pick(deals, _uniform(rng, len(deals), size))
-    amount_median = np.asarray([250_000.0, 80_000.0, 30_000.0, 8_000.0])[w.cust_tier[cust]]
-    amount = np.round(rng.lognormal(np.log(amount_median), 0.8), 2)
-    lo = np.maximum(w.cust_created[cust], REFERENCE_TS - 2 * YEAR)
-    created = _between(rng, lo, REFERENCE_TS)
-    close = created + rng.integers(14, 181, size, dtype=np.int64) * DAY
-    close = np.minimum(close, REFERENCE_TS - 1)
-    # Open deals may have a past expected close: stale pipeline is realistic.
-    expected = created + rng.integers(30, 366, size, dtype=np.int64) * DAY
-    updated = np.where(closed, close, _between(rng, created, REFERENCE_TS))
-    return {
-        "id": np.arange(1, size + 1, dtype=np.int64),
-        "customer_id": cust + 1,
-        "owner_rep_id": owner,
-        "name": name,
-        "stage": _pick(OPPORTUNITY_STAGES, stage),
-        "amount": amount,
-        "expected_close": _strftime(np.where(closed, close, expected), "%Y-%m-%d"),
-        "created_at": _iso(created),
-        "updated_at": _iso(updated),
-    }
+    medians = np.asarray([250_000.0, 80_000.0, 30_000.0, 8_000.0])
+    for lo, hi, first in _child_ranges(counts, w.chunk_rows):
+        cust, rows = _children(lo, counts[lo:hi], first)
+        stage = d.choice("stage", rows, stage_cdf)
+        closed = stage >= OPPORTUNITY_STAGES.index("closed_won")
+        region = w.cust_region[cust]
+        owner = np.where(
+            d.random("other_owner", rows) < 0.85, w.cust_owner[cust], w.sales_rep(d, rows, region)
+        )
+        names, _ = w.customer_companies(_arange(lo, hi))
+        deal = _pick(deals, d.integers("deal", rows, 0, len(deals)))
+        name = names.gather(cust - lo) + " - " + deal
+        median = medians[w.cust_tier[cust]]
+        amount = np.round(d.lognormal("amount", rows, np.log(median), 0.8), 2)
+        start = np.maximum(w.cust_created[cust], REFERENCE_TS - 2 * YEAR)
+        created = d.integers("created", rows, start, REFERENCE_TS)
+        close = created + d.integers("close_days", rows, 14, 181) * DAY
+        close = np.minimum(close, REFERENCE_TS - 1)
+        # Open deals may have a past expected close: stale pipeline is realistic.
+        expected = created + d.integers("expected_days", rows, 30, 366) * DAY
+        updated = np.where(closed, close, d.integers("updated", rows, created, REFERENCE_TS))
+        out.write(
+            "opportunities",
+            {
+                "id": rows + 1,
+                "customer_id": cust + 1,
+                "owner_rep_id": owner,
+                "name": name,
+                "stage": _pick(OPPORTUNITY_STAGES, stage),
+                "amount": amount,
+                "expected_close": _strftime(np.where(closed, close, expected), "%Y-%m-%d"),
+                "created_at": _iso(created),
+                "updated_at": _iso(updated),
+            },
+        )
 
 
-def _leads(w: _World, rng: np.random.Generator) -> dict[str, Column]:
-    size = _scaled(w.n, 50_000, 50)
-    status = _sample(rng, _cdf((0.70, 0.12, 0.08, 0.06, 0.04)), size)
-    converted = status == LEAD_STATUSES.index("converted")
-    linked = converted | (rng.random(size) < 0.375)
-    cust = _uniform(rng, w.n, size)
-    industry = _uniform(rng, len(vocab.INDUSTRIES), size)
-    new_name, new_domain = w.companies(rng, industry)
-    company = _where(linked, w.cust_name.gather(cust), new_name)
-    domain = _where(linked, w.cust_domain.gather(cust), new_domain)
-    first, last, first_a, last_a = w.person_names(rng, size)
-    region = np.where(linked, w.cust_region[cust], _sample(rng, w.region_cdf, size))
-    is_open = status == LEAD_STATUSES.index("open")
-    owner = _nulls(pl.Series(w.sales_rep(rng, region)), is_open & (rng.random(size) < 0.5))
-    interest = _product_lists(rng, w.product_cdf, _sample(rng, _cdf((0.5, 0.3, 0.2)), size) + 1)
-    # Open leads are mostly recent; older ones have usually been worked on.
-    age = np.floor(rng.random(size) ** np.where(is_open, 2.0, 1.0) * YEAR).astype(np.int64)
-    created = REFERENCE_TS - 1 - age
-    updated = _between(rng, created, REFERENCE_TS)
-    return {
-        "id": np.arange(1, size + 1, dtype=np.int64),
-        "customer_id": _nulls(pl.Series(cust + 1), ~linked),
-        "company_name": company,
-        "contact_name": w.full_name(first, last),
-        "email": _nulls(w.emails(rng, first_a, last_a, domain), rng.random(size) < 0.15),
-        "phone": _nulls(w.phones(rng, size), rng.random(size) < 0.30),
-        "source": _pick(vocab.LEAD_SOURCES, _sample(rng, _cdf(vocab.LEAD_SOURCE_WEIGHTS), size)),
-        "status": _pick(LEAD_STATUSES, status),
-        "region_id": region + 1,
-        "owner_rep_id": owner,
-        "product_interest": interest,
-        "created_at": _iso(created),
-        "updated_at": _iso(updated),
-    }
+def _leads(w: _World, out: _Output) -> None:
+    d = w.draws("leads")
+    status_cdf = _cdf((0.70, 0.12, 0.08, 0.06, 0.04))
+    source_cdf = _cdf(vocab.LEAD_SOURCE_WEIGHTS)
+    for lo, hi in _ranges(_scaled(w.n, 50_000, 50), w.chunk_rows):
+        rows = _arange(lo, hi)
+        status = d.choice("status", rows, status_cdf)
+        converted = status == LEAD_STATUSES.index("converted")
+        linked = converted | (d.random("linked", rows) < 0.375)
+        cust = d.integers("customer", rows, 0, w.n)
+        industry = d.integers("industry", rows, 0, len(vocab.INDUSTRIES))
+        new_name, new_domain = w.companies(w.new_companies(d, rows, industry))
+        cust_name, cust_domain = w.customer_companies(cust)
+        company = _where(linked, cust_name, new_name)
+        domain = _where(linked, cust_domain, new_domain)
+        first, last, first_a, last_a = w.person_names(d, rows)
+        region = np.where(linked, w.cust_region[cust], d.choice("region", rows, w.region_cdf))
+        is_open = status == LEAD_STATUSES.index("open")
+        unowned = is_open & (d.random("unowned", rows) < 0.5)
+        owner = _nulls(pl.Series(w.sales_rep(d, rows, region)), unowned)
+        interest = _product_lists(
+            d, rows, w.product_cdf, d.choice("interest_count", rows, _cdf((0.5, 0.3, 0.2))) + 1
+        )
+        # Open leads are mostly recent; older ones have usually been worked on.
+        shape = np.where(is_open, 2.0, 1.0)
+        age = np.floor(d.random("age", rows) ** shape * YEAR).astype(np.int64)
+        created = REFERENCE_TS - 1 - age
+        updated = d.integers("updated", rows, created, REFERENCE_TS)
+        email = w.emails(d, rows, first_a, last_a, domain)
+        out.write(
+            "leads",
+            {
+                "id": rows + 1,
+                "customer_id": _nulls(pl.Series(cust + 1), ~linked),
+                "company_name": company,
+                "contact_name": w.full_name(first, last),
+                "email": _nulls(email, d.random("no_email", rows) < 0.15),
+                "phone": _nulls(w.phones(d, rows), d.random("no_phone", rows) < 0.30),
+                "source": _pick(vocab.LEAD_SOURCES, d.choice("source", rows, source_cdf)),
+                "status": _pick(LEAD_STATUSES, status),
+                "region_id": region + 1,
+                "owner_rep_id": owner,
+                "product_interest": interest,
+                "created_at": _iso(created),
+                "updated_at": _iso(updated),
+            },
+        )
 
 
-def _product_lists(rng: np.random.Generator, cdf: FloatArray, count: IntArray) -> pl.Series:
+def _product_lists(d: _Draws, rows: IntArray, cdf: FloatArray, count: IntArray) -> pl.Series:
     """JSON lists of ``count`` (1-3) distinct popular product ids, ascending."""
-    size = len(count)
-    picks = np.stack([_sample(rng, cdf, size) for _ in range(3)], axis=1)
+    picks = np.stack([d.choice(f"interest{k}", rows, cdf) for k in range(3)], axis=1)
     for col in (1, 2):
         # Redraw collisions uniformly; with 50+ products one or two rounds suffice.
-        for _ in range(100):
-            clash = np.zeros(size, dtype=np.bool_)
+        for attempt in range(100):
+            clash = np.zeros(len(rows), dtype=np.bool_)
             for prev in range(col):
                 clash |= picks[:, col] == picks[:, prev]
             clash &= count > col
             if not clash.any():
                 break
-            picks[clash, col] = _uniform(rng, len(cdf), int(clash.sum()))
+            picks[clash, col] = d.integers(f"interest{col}.{attempt}", rows[clash], 0, len(cdf))
     picks = np.where(np.arange(3) < count[:, None], picks, np.iinfo(np.int64).max - 1)
     picks.sort(axis=1)
     ids = [_str(picks[:, k] + 1) for k in range(3)]
@@ -935,89 +1331,134 @@ def _product_lists(rng: np.random.Generator, cdf: FloatArray, count: IntArray) -
     )
 
 
-def _activities(w: _World, rng: np.random.Generator) -> dict[str, Column]:
+def _activities(w: _World, out: _Output) -> None:
+    d = w.draws("activities")
     size = _scaled(w.n, 100_000, 100)
-    cust = _sample(rng, _cdf(w.cust_weight), size)
-    contact = w.contact_start[cust] + np.floor(
-        rng.random(size) * w.contact_count[cust]
-    ).astype(np.int64)
-    kind = _sample(rng, _cdf((0.30, 0.30, 0.15, 0.15, 0.10)), size)
+    cust_cdf = _cdf(w.cust_weight)
+    # Ids follow the time rows were recorded (then the time they happened), as an
+    # append-only log would have them: the sort key packs both, the customer rides along.
+    t0, delay_bits = REFERENCE_TS - 2 * YEAR, 18
+    late = (1 << delay_bits) - 1
+    spill = _Spill(out.dir / ".activities", (2 * YEAR) << delay_bits, size, w.chunk_rows, True)
+    for lo, hi in _ranges(size, w.chunk_rows):
+        rows = _arange(lo, hi)
+        cust = d.choice("customer", rows, cust_cdf)
+        start = np.maximum(w.cust_created[cust], t0)
+        occurred = d.integers("occurred", rows, start, REFERENCE_TS)
+        delay = d.integers("delay", rows, 0, 2 * DAY)
+        created = np.minimum(occurred + delay, REFERENCE_TS - 1)
+        spill.add(((created - t0) << delay_bits) | (late - (created - occurred)), cust)
+    del cust_cdf
+
+    kind_cdf = _cdf((0.30, 0.30, 0.15, 0.15, 0.10))
     subjects = vocab.ACTIVITY_SUBJECTS_ZH if w.zh else vocab.ACTIVITY_SUBJECTS_EN
     subject_pool = [s for per_type in subjects for s in per_type]
-    subject_idx = kind * 4 + _uniform(rng, 4, size)
-    lo = np.maximum(w.cust_created[cust], REFERENCE_TS - 2 * YEAR)
-    occurred = _between(rng, lo, REFERENCE_TS)
-    created = np.minimum(occurred + _uniform(rng, 2 * DAY, size), REFERENCE_TS - 1)
-    # Ids follow the time rows were recorded, as an append-only log would have them.
-    order = np.lexsort((occurred, created))
-    cust, contact, kind = cust[order], contact[order], kind[order]
-    subject_idx, occurred, created = subject_idx[order], occurred[order], created[order]
-    return {
-        "id": np.arange(1, size + 1, dtype=np.int64),
-        "customer_id": cust + 1,
-        "contact_id": _nulls(pl.Series(contact + 1), rng.random(size) < 0.08),
-        "rep_id": _nulls(pl.Series(w.cust_owner[cust]), rng.random(size) < 0.06),
-        "type": _pick(ACTIVITY_TYPES, kind),
-        "subject": _pick(subject_pool, subject_idx),
-        "occurred_at": _iso(occurred),
-        "created_at": _iso(created),
-    }
+    next_id = 0
+    for keys, cust in spill.sorted_chunks():
+        ids = next_id + np.arange(len(keys), dtype=np.int64)
+        next_id += len(keys)
+        created = (keys >> delay_bits) + t0
+        occurred = created - (late - (keys & late))
+        contact = w.contact_start[cust] + np.floor(
+            d.random("contact", ids) * w.contact_count[cust]
+        ).astype(np.int64)
+        kind = d.choice("type", ids, kind_cdf)
+        subject = kind * 4 + d.integers("subject", ids, 0, 4)
+        out.write(
+            "activities",
+            {
+                "id": ids + 1,
+                "customer_id": cust + 1,
+                "contact_id": _nulls(pl.Series(contact + 1), d.random("no_contact", ids) < 0.08),
+                "rep_id": _nulls(
+                    pl.Series(w.cust_owner[cust].astype(np.int64)), d.random("no_rep", ids) < 0.06
+                ),
+                "type": _pick(ACTIVITY_TYPES, kind),
+                "subject": _pick(subject_pool, subject),
+                "occurred_at": _iso(occurred),
+                "created_at": _iso(created),
+            },
+        )
 
 
-def _events(w: _World, rng: np.random.Generator) -> dict[str, Column]:
+def _events(w: _World, out: _Output) -> None:
+    d = w.draws("events")
     size = _scaled(w.n, 1_000_000, 1000)
-    cust = _sample(rng, _cdf(w.cust_weight), size)
-    kind = _sample(rng, _cdf(vocab.EVENT_TYPE_WEIGHTS), size)
-    occurred = REFERENCE_TS - 1 - _uniform(rng, 180 * DAY, size)
-    occurred = np.maximum(occurred, w.cust_created[cust])
-    order = np.lexsort((cust, occurred))
-    cust, kind, occurred = cust[order], kind[order], occurred[order]
-    parts: list[pl.DataFrame] = []
-    for k, name in enumerate(EVENT_TYPES):
-        pos = np.flatnonzero(kind == k)
-        props = _event_properties(rng, name, len(pos))
-        parts.append(pl.DataFrame({"pos": pos, "properties": props}))
-    properties = pl.concat(parts).sort("pos")["properties"]
-    return {
-        "id": np.arange(1, size + 1, dtype=np.int64),
-        "customer_id": cust + 1,
-        "type": _pick(EVENT_TYPES, kind),
-        "occurred_at": _iso(occurred),
-        "properties": properties,
-    }
+    cust_cdf = _cdf(w.cust_weight)
+    t0 = REFERENCE_TS - 180 * DAY
+    spill = _Spill(out.dir / ".events", (180 * DAY) << _CUST_BITS, size, w.chunk_rows, False)
+    for lo, hi in _ranges(size, w.chunk_rows):
+        rows = _arange(lo, hi)
+        cust = d.choice("customer", rows, cust_cdf)
+        occurred = REFERENCE_TS - 1 - d.integers("age", rows, 0, 180 * DAY)
+        occurred = np.maximum(occurred, w.cust_created[cust])
+        spill.add(((occurred - t0) << _CUST_BITS) | cust)
+    del cust_cdf
+
+    kind_cdf = _cdf(vocab.EVENT_TYPE_WEIGHTS)
+    next_id = 0
+    for keys, _ in spill.sorted_chunks():
+        ids = next_id + np.arange(len(keys), dtype=np.int64)
+        next_id += len(keys)
+        # The type and its properties do not depend on customer or time: drawn by event id.
+        kind = d.choice("type", ids, kind_cdf)
+        parts: list[pl.DataFrame] = []
+        for k, name in enumerate(EVENT_TYPES):
+            pos = np.flatnonzero(kind == k)
+            props = _event_properties(d, name, ids[pos])
+            parts.append(pl.DataFrame({"pos": pos, "properties": props}))
+        out.write(
+            "events",
+            {
+                "id": ids + 1,
+                "customer_id": (keys & _CUST_MASK) + 1,
+                "type": _pick(EVENT_TYPES, kind),
+                "occurred_at": _iso((keys >> _CUST_BITS) + t0),
+                "properties": pl.concat(parts).sort("pos")["properties"],
+            },
+        )
 
 
-def _event_properties(rng: np.random.Generator, kind: str, size: int) -> pl.Series:
+def _event_properties(d: _Draws, kind: str, ids: IntArray) -> pl.Series:
     """Small JSON objects whose keys depend on the event type."""
 
-    def pick(values: Sequence[str]) -> pl.Series:
-        return _pick([json.dumps(v) for v in values], _uniform(rng, len(values), size))
+    def pick(key: str, values: Sequence[str]) -> pl.Series:
+        return _pick([json.dumps(v) for v in values], d.integers(key, ids, 0, len(values)))
 
-    def flag(p: float) -> pl.Series:
-        return _pick(("false", "true"), (rng.random(size) < p).astype(np.int64))
+    def flag(key: str, p: float) -> pl.Series:
+        return _pick(("false", "true"), (d.random(key, ids) < p).astype(np.int64))
 
-    def number(lo: int, hi: int) -> pl.Series:
-        return _str(rng.integers(lo, hi, size, dtype=np.int64))
+    def number(key: str, lo: int, hi: int) -> pl.Series:
+        return _str(d.integers(key, ids, lo, hi))
 
     if kind == "page_view":
-        return '{"page": ' + pick(vocab.PAGES) + ', "duration_s": ' + number(1, 600) + "}"
+        return (
+            '{"page": ' + pick("page", vocab.PAGES)
+            + ', "duration_s": ' + number("duration", 1, 600) + "}"
+        )
     if kind == "email_open":
-        return '{"campaign": ' + pick(vocab.CAMPAIGNS) + ', "device": ' + pick(vocab.DEVICES) + "}"
+        return (
+            '{"campaign": ' + pick("campaign", vocab.CAMPAIGNS)
+            + ', "device": ' + pick("device", vocab.DEVICES) + "}"
+        )
     if kind == "download":
-        return '{"asset": ' + pick(vocab.ASSETS) + ', "gated": ' + flag(0.4) + "}"
+        return '{"asset": ' + pick("asset", vocab.ASSETS) + ', "gated": ' + flag("gated", 0.4) + "}"
     if kind == "support_call":
         return (
-            '{"channel": ' + pick(vocab.CHANNELS) + ', "duration_s": ' + number(30, 3600)
-            + ', "resolved": ' + flag(0.8) + "}"
+            '{"channel": ' + pick("channel", vocab.CHANNELS)
+            + ', "duration_s": ' + number("call_duration", 30, 3600)
+            + ', "resolved": ' + flag("resolved", 0.8) + "}"
         )
     if kind == "pricing_view":
-        return '{"plan": ' + pick(vocab.PLANS) + ', "discount": ' + flag(0.3) + "}"
+        return (
+            '{"plan": ' + pick("plan", vocab.PLANS) + ', "discount": ' + flag("discount", 0.3) + "}"
+        )
     if kind == "purchase":
-        return '{"items": ' + number(1, 6) + ', "coupon": ' + flag(0.2) + "}"
+        return '{"items": ' + number("items", 1, 6) + ', "coupon": ' + flag("coupon", 0.2) + "}"
     raise RuntimeError(f"bug: no properties for event type {kind!r}")
 
 
-_BUILDERS: Final[dict[str, Callable[[_World, np.random.Generator], dict[str, Column]]]] = {
+_BUILDERS: Final[dict[str, Callable[[_World, _Output], None]]] = {
     "regions": _regions,
     "reps": _reps,
     "products": _products,
@@ -1026,9 +1467,10 @@ _BUILDERS: Final[dict[str, Callable[[_World, np.random.Generator], dict[str, Col
     "customer_tags": _customer_tags,
     "contacts": _contacts,
     "orders": _orders,
-    "order_lines": _order_lines,
     "opportunities": _opportunities,
     "leads": _leads,
     "activities": _activities,
     "events": _events,
 }
+# Builders that write more than their own table, in manifest order.
+_PRODUCES: Final[dict[str, tuple[str, ...]]] = {"orders": ("orders", "order_lines")}

@@ -63,7 +63,7 @@ def test_manifest_content(fx: Path) -> None:
     assert data["format"] == 1
     assert data["profile"] == {"customers": 1000, "seed": 42, "locale": "en_US"}
     assert data["generator"].startswith("crmbench ")
-    assert set(data["versions"]) == {"python", "polars", "numpy", "faker"}
+    assert set(data["versions"]) == {"python", "polars", "pyarrow", "numpy", "faker"}
     assert set(data["tables"]) == {t.name for t in FIXTURE_TABLES}
     for name, entry in data["tables"].items():
         assert entry["file"] == f"{name}.parquet"
