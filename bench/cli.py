@@ -278,6 +278,81 @@ def run(
         raise typer.Exit(report.exit_code)
 
 
+@app.command()
+def ab(
+    b: Annotated[str, typer.Option("--b", help="Target B (the candidate), e.g. "
+                                   "'reference://embedded?source=../head'.")],
+    a: Annotated[str, typer.Option("--a", help="Target A (the base).")] = "reference://embedded",
+    scenario: Annotated[str, typer.Option(help="Scenario name or TOML file.")] = "mixed",
+    profile: Annotated[
+        Profile, typer.Option(help="Phase lengths of every round.")] = Profile.quick,
+    users: Annotated[int | None, typer.Option(help="Concurrent users.", min=1)] = None,
+    rate: Annotated[float | None, typer.Option(help="Target total rate, req/s.", min=0.001)] = (
+        None
+    ),
+    pairs: Annotated[int, typer.Option(help="Usable pairs of rounds (A and B) to run.",
+                                       min=2, max=200)] = 5,
+    max_pairs: Annotated[
+        int | None,
+        typer.Option(help="Pairs to try at most when rounds are noisy or invalid "
+                     "(default 2 x --pairs).", min=2, max=400),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the rounds and ab.json.")] = Path(
+        "reports/ab"
+    ),
+    fixtures: Annotated[
+        Path, typer.Option(help="Fixture profile for reference://embedded.")
+    ] = DEFAULT_FIXTURES,
+    p50: Annotated[str | None, typer.Option("--p50", help="p50 threshold: 10%, 1ms or "
+                                            "'10% and 1ms'.")] = None,
+    p99: Annotated[str | None, typer.Option("--p99", help="p99 threshold.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Significance level.", min=1e-6,
+                                                max=0.5)] = None,
+    scope: Annotated[str | None, typer.Option(help="Gated metrics: overall or all.")] = None,
+    settings: Annotated[
+        Path | None, typer.Option(help="TOML file with a [gate] table (default: the "
+                                  "scenario's own).")] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the result as Markdown on stdout.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print ab.json on stdout.")] = False,
+) -> None:
+    """Interleaved A/B of two targets or builds on this machine (ABBA rounds, paired test);
+    exit 1 when B is significantly worse beyond a threshold."""
+    from bench.report.commands import gate_thresholds
+    from bench.report.comparison import markdown as to_markdown
+    from bench.report.comparison import table
+    from bench.report.progress import RunProgress
+    from bench.scenarios.ab import AbRequest, run_ab, summary
+    from bench.scenarios.config import load_scenario
+    from bench.scenarios.runner import check_target_url
+
+    if markdown and json_out:
+        raise UserError("choose one of --markdown and --json")
+    resolved = load_scenario(scenario, profile=profile.value, users=users, rate=rate)
+    check_target_url(a)
+    check_target_url(b)
+    thresholds = gate_thresholds(settings or Path(resolved.source), [], p50, p99, None, alpha,
+                                 None, scope)
+    request = AbRequest(resolved, a=a, b=b, thresholds=thresholds, pairs=pairs,
+                        max_pairs=max_pairs, out=out, fixtures=fixtures)
+    with RunProgress(err, resolved) as progress:
+        outcome = run_ab(request, say=progress.say, on_interval=progress.update)
+    if outcome.comparison is not None:
+        if not err.is_terminal:
+            err.width = max(err.width, 160)
+        err.print(table(outcome.comparison))
+        if markdown:
+            typer.echo(to_markdown(outcome.comparison), nl=False)
+    if json_out:
+        typer.echo(outcome.path.read_text(), nl=False)
+    colour = "red" if outcome.exit_code else "green"
+    err.print(f"[{colour}]{escape(summary(outcome))}[/]")
+    err.print(f"rounds and ab.json in {escape(str(outcome.path.parent))}")
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)
+
+
 def _headline(path: Path, result: dict[str, Any]) -> dict[str, Any]:
     ops = result["operations"]
     overhead = result.get("harness_overhead") or {}

@@ -45,11 +45,11 @@ class Slowdown:
 def checked(ms: float, pct: float) -> Slowdown:
     """A slowdown from user input; refused outside test mode or out of range."""
     slowdown = Slowdown(float(ms), float(pct))
-    if not slowdown.active:
-        return slowdown
     if not 0 <= slowdown.ms <= MAX_MS or not 0 <= slowdown.pct <= MAX_PCT:
         raise UserError(f"slowdown must be 0-{MAX_MS:g} ms and 0-{MAX_PCT:g} %, "
                         f"got {slowdown.ms:g} ms and {slowdown.pct:g} %")
+    if not slowdown.active:
+        return slowdown
     if os.environ.get(TEST_MODE_ENV) != "1":
         raise UserError(f"an injected slowdown is for gate calibration only: set "
                         f"{TEST_MODE_ENV}=1 to serve one")

@@ -59,7 +59,7 @@ JSON = Annotated[bool, typer.Option("--json", help="Print the comparison as JSON
 SEED = Annotated[int, typer.Option(help="Seed of the bootstrap intervals.")]
 
 
-def _thresholds(
+def gate_thresholds(
     settings: Path | None, runs: Sequence[Run], p50: str | None, p99: str | None,
     throughput: str | None, alpha: float | None, min_runs: int | None = None,
     scope: str | None = None,
@@ -169,7 +169,7 @@ def compare_cmd(
 
     _one_output(markdown, json_out)
     base_runs, current_runs = load_runs([base]), load_runs([current])
-    thresholds = _thresholds(settings, current_runs, p50, p99, throughput, alpha, min_runs,
+    thresholds = gate_thresholds(settings, current_runs, p50, p99, throughput, alpha, min_runs,
                              scope)
     comparison = compare(base_runs, current_runs, thresholds, seed=seed,
                          base_label=str(base), current_label=str(current))
@@ -231,7 +231,7 @@ def gate_cmd(
         bmf.write_text(json.dumps(bencher_bmf(current_runs, seed), indent=1) + "\n")
         err.print(f"Bencher Metric Format JSON written to {bmf}", markup=False)
     baseline_runs = load_runs([baseline])
-    thresholds = _thresholds(settings, current_runs, p50, p99, throughput, alpha, min_runs,
+    thresholds = gate_thresholds(settings, current_runs, p50, p99, throughput, alpha, min_runs,
                              scope)
     result = gate(baseline_runs, current_runs, thresholds, seed=seed,
                   baseline_label=str(baseline), current_label=_label(current))

@@ -11,12 +11,12 @@ from bench.report.matrix import fmt
 from bench.results.compare import Change, Comparison, Estimate
 
 MARKDOWN_LIMIT = 60_000
-ICONS = {"regression": "🔴", "improvement": "🟢", "unchanged": "⚪", "not significant": "🟡",
-         "inconclusive": "⚪", "untested": "⚫"}
-STYLES = {"regression": "bold red", "improvement": "green", "not significant": "yellow",
-          "inconclusive": "dim", "untested": "dim"}
-ORDER = ("regression", "improvement", "not significant", "inconclusive", "untested",
-         "unchanged")
+ICONS = {"regression": "🔴", "improvement": "🟢", "worse": "🟠", "better": "🟢",
+         "unchanged": "⚪", "not significant": "🟡", "inconclusive": "⚪", "untested": "⚫"}
+STYLES = {"regression": "bold red", "improvement": "green", "worse": "red", "better": "green",
+          "not significant": "yellow", "inconclusive": "dim", "untested": "dim"}
+ORDER = ("regression", "improvement", "worse", "better", "not significant", "inconclusive",
+         "untested", "unchanged")
 
 
 def _side(e: Estimate | None) -> str:
@@ -39,7 +39,7 @@ def _p(c: Change) -> str:
     if c.change is None:
         return "—"
     worse = c.change > 0 if c.direction == "smaller" else c.change < 0
-    p = c.p_adjusted if c.p_adjusted is not None else c.p_worse if worse else c.p_better
+    p = c.p_adjusted if c.gated else c.p_worse if worse else c.p_better
     if p is None:
         return "—"
     return f"{p:.3f}" if p >= 0.001 else "<0.001"
@@ -89,7 +89,8 @@ def markdown(comparison: Comparison, limit: int = MARKDOWN_LIMIT) -> str:
         f"{verdict}, {len(comparison.improvements)} improvement(s). A regression exceeds its "
         f"threshold (p50 {t.p50}, p99 {t.p99}, throughput {t.throughput}) and is "
         f"significant at alpha = {t.alpha:g} on run-level figures, Holm-adjusted over the "
-        f"gated metrics ({scope}); p is the adjusted one-sided p-value.", "",
+        f"gated metrics ({scope}); p is one-sided, Holm-adjusted on gated rows and "
+        f"unadjusted on the others (🟠 worse / 🟢 better there is a hint, not a verdict).", "",
     ]
     head += [f"> {note}" for note in comparison.notes]
     head += ["", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]

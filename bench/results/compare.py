@@ -41,8 +41,8 @@ LATENCY_METRICS = ("p50", "p99")
 THROUGHPUT = "throughput"
 OVERALL = "overall"
 Direction = Literal["smaller", "bigger"]
-Verdict = Literal["regression", "improvement", "unchanged", "not significant", "inconclusive",
-                  "untested"]
+Verdict = Literal["regression", "improvement", "worse", "better", "unchanged",
+                  "not significant", "inconclusive", "untested"]
 Method = Literal["mann-whitney", "baseline spread", "paired", "none"]
 
 
@@ -334,15 +334,17 @@ def judge(changes: list[Change], alpha: float) -> list[Change]:
             out.append(c)
             continue
         p = adjusted.get(i, p_moved(c))
-        c = replace(c, p_adjusted=p, note=c.note if c.gated else
-                    (c.note or "not gated: unadjusted p"))
+        c = replace(c, p_adjusted=p if c.gated else None)
         if not (c.worse or c.better):
             out.append(replace(c, verdict="unchanged"))
             continue
-        significant = p is not None and p < alpha
-        verdict: Verdict = ("regression" if c.worse else "improvement") if significant \
-            else "not significant"
-        out.append(replace(c, verdict=verdict))
+        verdict: Verdict = "not significant"
+        if p is not None and p < alpha:
+            # Outside the gated family the p-value is unadjusted: a hint, not a verdict.
+            verdict = ("regression" if c.worse else "improvement") if c.gated else (
+                "worse" if c.worse else "better")
+        out.append(replace(c, verdict=verdict, note=c.note or (
+            "" if c.gated or verdict == "not significant" else "not gated, unadjusted p")))
     return out
 
 
@@ -424,6 +426,57 @@ def compare(
         notes.append("inconclusive: every run of a side is noisy")
     return Comparison(base_label, current_label, thresholds, judge(changes, thresholds.alpha),
                       notes)
+
+
+def _paired_metric(
+    pairs: Sequence[tuple[Run, Run]], subject: str, metric: str, *, unit: str,
+    direction: Direction, thresholds: Thresholds, dimension: bool, gated: bool,
+) -> Change:
+    values = [(a, b) for ra, rb in pairs
+              if (a := run_figure(ra, subject, metric, dimension)) is not None
+              and (b := run_figure(rb, subject, metric, dimension)) is not None]
+    change = Change(subject, metric, unit, direction, thresholds.of(metric), None, None,
+                    "paired", gated=gated)
+    if not values:
+        return replace(change, method="none", note="no figure in the rounds")
+    a_est, b_est = _geo([a for a, _ in values]), _geo([b for _, b in values])
+    change = replace(change, base=a_est, current=b_est)
+    found = paired_test(values) if len(values) >= thresholds.min_runs else None
+    if found is None:
+        return replace(change, verdict="inconclusive", note=(
+            f"inconclusive: {thresholds.min_runs - len(values)} more usable pair(s) needed "
+            f"({len(values)} of {thresholds.min_runs})"))
+    ch, low, high, up, down = found
+    p_worse, p_better = (up, down) if direction == "smaller" else (down, up)
+    return replace(change, change=ch, change_low=low, change_high=high, p_worse=p_worse,
+                   p_better=p_better)
+
+
+def compare_paired(
+    pairs: Sequence[tuple[Run, Run]], thresholds: Thresholds, *, a_label: str = "A",
+    b_label: str = "B", notes: Sequence[str] = (),
+) -> Comparison:
+    """B against A from interleaved rounds: a paired t-test on per-pair log ratios."""
+    runs_a, runs_b = [a for a, _ in pairs], [b for _, b in pairs]
+    side_a, side_b = Side(runs_a), Side(runs_b)
+    changes: list[Change] = []
+    for subject in dict.fromkeys([*side_a.subjects(), *side_b.subjects()]):
+        gated = subject == OVERALL or thresholds.scope == "all"
+        for m in (*LATENCY_METRICS, THROUGHPUT):
+            changes.append(_paired_metric(
+                pairs, subject, m, unit="req/s" if m == THROUGHPUT else "ms",
+                direction="bigger" if m == THROUGHPUT else "smaller", thresholds=thresholds,
+                dimension=False, gated=gated))
+    for dim in dict.fromkeys([*side_a.dimension_ids(), *side_b.dimension_ids()]):
+        unit = next((str(e["unit"]) for r in [*runs_a, *runs_b]
+                     if (e := r.dimension(dim)) and e.get("unit")), "")
+        for m in LATENCY_METRICS:
+            change = _paired_metric(pairs, dim, m, unit=unit, direction="smaller",
+                                    thresholds=thresholds, dimension=True, gated=True)
+            if change.base is not None:
+                changes.append(change)
+    return Comparison(a_label, b_label, thresholds, judge(changes, thresholds.alpha),
+                      list(notes))
 
 
 @dataclass(frozen=True)

@@ -528,3 +528,64 @@ def test_commit_info_in_a_repository(tmp_path: Path) -> None:
 
     (repo / "f.txt").write_text("two\n")
     assert commit_info(repo)["dirty"] is True
+
+
+def test_proc_stat_and_cpuinfo_are_read(tmp_path: Path) -> None:
+    from bench.measure.noise import read_mhz, read_proc_stat
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 5 50 800 20 1 2 30 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    assert read_proc_stat(stat) == (1008, 820, 30)
+    assert read_proc_stat(tmp_path / "missing") is None
+    info = tmp_path / "cpuinfo"
+    info.write_text("cpu MHz\t\t: 2000.0\nother: 1\ncpu MHz\t\t: 3000.0\n")
+    assert read_mhz(info) == 2500.0
+    assert read_mhz(tmp_path / "missing") is None
+
+
+def test_noise_window_figures_and_verdict() -> None:
+    from bench.measure.noise import (
+        CLOCK_TICKS,
+        NoiseLimits,
+        Sample,
+        SystemSampler,
+        judge_noise,
+        p50_cv,
+        summarize,
+    )
+
+    sampler = SystemSampler()
+    ticks = int(CLOCK_TICKS)
+    # 10 s on 2 cores: 1.5 cores busy, 12 % of all CPU time stolen, the harness tree used
+    # 0.6 core of which the server 0.4; 2,000 requests.
+    sampler.samples = [
+        Sample(1.0, 0, 0, 0, 0.0, 0.0, 2300.0),
+        Sample(11.0, 20 * ticks, 5 * ticks, int(2.4 * ticks), 6.0, 4.0, 2300.0),
+    ]
+    found = summarize(sampler, 1.0, 11.0, 2000)
+    assert found["steal_pct"] == pytest.approx(12.0)
+    assert found["machine_busy_cores"] == pytest.approx(1.5)
+    assert found["other_cpu_pct"] == pytest.approx(90.0)
+    assert found["server_cpu_pct"] == pytest.approx(40.0)
+    assert found["server_cpu_ms_per_request"] == pytest.approx(2.0)
+    assert summarize(SystemSampler(), 0, 10, 5) == {"samples": 0}
+    found.update(server_cpu_per_process_pct=40.0, late_fraction=0.01, p50_cv=0.1,
+                 overhead_drift_ms=0.2)
+    reasons = judge_noise(found, NoiseLimits())
+    assert len(reasons) == 2
+    assert reasons[0].startswith("steal time 12.0 %") and "other processes" in reasons[1]
+    assert judge_noise(found, NoiseLimits(steal_pct=20, other_cpu_pct=100)) == []
+    assert p50_cv([1.0, 1.0]) is None
+    assert p50_cv([1.0, 2.0, 3.0]) == pytest.approx(0.5)
+
+
+def test_sampler_ticks_on_this_machine() -> None:
+    from bench.measure.noise import SystemSampler
+
+    sampler = SystemSampler(server_pid=os.getpid())
+    sampler.tick(0.0)
+    sampler.tick(0.1)  # too soon: skipped
+    sampler.tick(1.0)
+    assert len(sampler.samples) == 2
+    assert sampler.samples[1].own_cpu_s >= sampler.samples[0].own_cpu_s
+    assert sampler.samples[1].server_cpu_s is not None
