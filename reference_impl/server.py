@@ -82,6 +82,8 @@ def make_server(
     config = uvicorn.Config(
         app if asgi is None else asgi, host=host, port=port, log_level=log_level,
         access_log=False, loop=loop, http="httptools", lifespan="on", timeout_graceful_shutdown=10,
+        # Nothing reads the client's address or scheme: no X-Forwarded-* rewriting per request.
+        proxy_headers=False,
         # Clients keep pooled connections idle for seconds between requests; closing them
         # after uvicorn's default 5 s races with a client sending on them (a reset).
         timeout_keep_alive=75,

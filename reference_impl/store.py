@@ -10,13 +10,15 @@ import datetime as dt
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
+import msgspec
 from msgspec import Struct
 
 from reference_impl import models as m
 from reference_impl.db import Database, Executor, IntegrityViolation, Row
-from reference_impl.schema import OPEN_STAGES, TABLES_BY_NAME, Kind
+from reference_impl.schema import OPEN_STAGES, TABLES_BY_NAME, Dialect, Kind
 
 
 class StoreError(Exception):
@@ -59,9 +61,17 @@ class Entity:
     filters: dict[str, str] = field(default_factory=dict)
     immutable: frozenset[str] = frozenset()
 
-    @property
+    @cached_property
     def kinds(self) -> dict[str, Kind]:
         return {c.name: c.kind for c in TABLES_BY_NAME[self.table].columns}
+
+    @cached_property
+    def bools(self) -> tuple[str, ...]:
+        return tuple(k for k, v in self.kinds.items() if v == "bool")
+
+    @cached_property
+    def jsons(self) -> tuple[str, ...]:
+        return tuple(k for k, v in self.kinds.items() if v == "json")
 
 
 ENTITIES: dict[str, Entity] = {
@@ -107,20 +117,61 @@ def _to_db(kind: Kind, value: Any) -> Any:
 
 
 def present(entity: Entity, row: Row) -> Row:
-    """Turn a stored row into its API shape (booleans, JSON columns)."""
-    kinds = entity.kinds
-    out: Row = {}
-    for key, value in row.items():
-        kind = kinds.get(key)
-        if kind == "bool" and value is not None:
-            out[key] = bool(value)
-        elif kind == "json" and value is not None:
-            out[key] = json.loads(value)
-        elif key == "name_key":
-            continue
-        else:
-            out[key] = value
-    return out
+    """Turn a stored row into its API shape (booleans, JSON columns), in place."""
+    for key in entity.bools:
+        value = row.get(key)
+        if value is not None:
+            row[key] = bool(value)
+    for key in entity.jsons:
+        value = row.get(key)
+        if value is not None:
+            row[key] = msgspec.json.decode(value)
+    row.pop("name_key", None)
+    return row
+
+
+_TAGS = "tags__"
+_CUSTOMER_COLS = TABLES_BY_NAME["customers"].column_names
+_REGION_COLS = TABLES_BY_NAME["regions"].column_names
+_OWNER_COLS = ("id", "name", "email", "phone", "region_id", "role")
+_STATS_COLS = ("orders", "lifetime_value", "last_order_at")
+
+
+def _tags_sql(dialect: Dialect, customer: str) -> str:
+    """A scalar subquery: the customer's tags as a JSON array."""
+    if dialect == "postgresql":
+        return (f"(SELECT json_agg(tag ORDER BY tag) FROM customer_tags "
+                f"WHERE customer_id = {customer})")
+    return f"(SELECT json_group_array(tag) FROM customer_tags WHERE customer_id = {customer})"
+
+
+def _tag_list(raw: str | None) -> list[str]:
+    # Sorted here: SQLite's json_group_array takes no ORDER BY; tags compare in binary
+    # order on both backends.
+    return sorted(msgspec.json.decode(raw)) if raw else []
+
+
+def _customer_sql(dialect: Dialect) -> str:
+    return (f"SELECT c.*, {_tags_sql(dialect, 'c.id')} AS {_TAGS} FROM customers c "
+            "WHERE c.id = ?")
+
+
+def _c360_head_sql(dialect: Dialect) -> str:
+    cols = ", ".join(
+        [f"c.{c}" for c in _CUSTOMER_COLS]
+        + [f"{_tags_sql(dialect, 'c.id')} AS {_TAGS}"]
+        + [f"r.{c} AS region__{c}" for c in _REGION_COLS]
+        + [f"o.{c} AS owner__{c}" for c in _OWNER_COLS]
+        + [f"s.{c} AS stats__{c}" for c in _STATS_COLS]
+    )
+    return (
+        f"SELECT {cols} FROM customers c "
+        "LEFT JOIN regions r ON r.id = c.region_id "
+        "LEFT JOIN reps o ON o.id = c.owner_rep_id "
+        "CROSS JOIN (SELECT COUNT(*) AS orders, COALESCE(SUM(total_amount), 0) AS "
+        "lifetime_value, MAX(ordered_at) AS last_order_at FROM orders WHERE customer_id = ?) s "
+        "WHERE c.id = ?"
+    )
 
 
 @dataclass(frozen=True)
@@ -153,6 +204,8 @@ class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.hooks: list[WriteHook] = []
+        self._customer_sql = _customer_sql(db.dialect)
+        self._c360_sql = _c360_head_sql(db.dialect)
 
     async def _run_hooks(self, tx: Executor, change: Change) -> list[AfterCommit]:
         done: list[AfterCommit] = []
@@ -190,18 +243,21 @@ class Store:
             raise NotFound(entity.singular, id_)
         return row
 
-    async def _tags(self, ex: Executor, customer_id: int) -> list[str]:
-        rows = await ex.fetch_all(
-            "SELECT tag FROM customer_tags WHERE customer_id = ? ORDER BY tag", (customer_id,)
-        )
-        return [r["tag"] for r in rows]
+    async def _get_customer(self, ex: Executor, id_: int) -> Row:
+        """A customer in its API shape with its tags, in one query."""
+        row = await ex.fetch_one(self._customer_sql, (id_,))
+        if row is None:
+            raise NotFound("customer", id_)
+        tags = row.pop(_TAGS)
+        row = present(ENTITIES["customers"], row)
+        row["tags"] = _tag_list(tags)
+        return row
 
     async def get(self, name: str, id_: int) -> Row:
-        entity = ENTITIES[name]
-        row = present(entity, await self._get(self.db, entity, id_))
         if name == "customers":
-            row["tags"] = await self._tags(self.db, id_)
-        return row
+            return await self._get_customer(self.db, id_)
+        entity = ENTITIES[name]
+        return present(entity, await self._get(self.db, entity, id_))
 
     async def create(self, name: str, body: Struct) -> Row:
         entity = ENTITIES[name]
@@ -306,9 +362,10 @@ class Store:
                         await tx.execute(
                             "INSERT INTO customer_tags (customer_id, tag) VALUES (?, ?)", (id_, tag)
                         )
-                row = present(entity, await self._get(tx, entity, id_))
                 if name == "customers":
-                    row["tags"] = await self._tags(tx, id_)
+                    row = await self._get_customer(tx, id_)
+                else:
+                    row = present(entity, await self._get(tx, entity, id_))
                 done = await self._run_hooks(tx, Change(name, False, row, stage))
         except IntegrityViolation as exc:
             raise StoreError(409, "conflict", f"write refused by a constraint: {exc}") from exc
@@ -403,12 +460,16 @@ class Store:
 
     async def customer_360(self, id_: int, orders: int = 10, activities: int = 10) -> Row:
         db = self.db
-        customer = await self.get("customers", id_)
-        region = await db.fetch_one("SELECT * FROM regions WHERE id = ?", (customer["region_id"],))
-        owner = await db.fetch_one(
-            "SELECT id, name, email, phone, region_id, role FROM reps WHERE id = ?",
-            (customer["owner_rep_id"],),
-        )
+        # The customer, its tags, region, owner and order totals come in one row.
+        head = await db.fetch_one(self._c360_sql, (id_, id_))
+        if head is None:
+            raise NotFound("customer", id_)
+        region = {c: head.pop(f"region__{c}") for c in _REGION_COLS}
+        owner = {c: head.pop(f"owner__{c}") for c in _OWNER_COLS}
+        stats = {c: head.pop(f"stats__{c}") for c in _STATS_COLS}
+        tags = head.pop(_TAGS)
+        customer = present(ENTITIES["customers"], head)
+        customer["tags"] = _tag_list(tags)
         contacts = await db.fetch_all(
             "SELECT * FROM contacts WHERE customer_id = ? ORDER BY id LIMIT 100", (id_,)
         )
@@ -430,11 +491,6 @@ class Store:
                 by_order.setdefault(int(line["order_id"]), []).append(line)
             for order in recent:
                 order["lines"] = by_order.get(int(order["id"]), [])
-        stats = await db.fetch_one(
-            "SELECT COUNT(*) AS orders, COALESCE(SUM(total_amount), 0) AS lifetime_value, "
-            "MAX(ordered_at) AS last_order_at FROM orders WHERE customer_id = ?",
-            (id_,),
-        )
         marks = ", ".join("?" * len(OPEN_STAGES))
         opps = await db.fetch_all(
             f"SELECT * FROM opportunities WHERE customer_id = ? AND stage IN ({marks}) "
@@ -448,8 +504,8 @@ class Store:
         )
         return {
             "customer": customer,
-            "region": region,
-            "owner": owner,
+            "region": region if region["id"] is not None else None,
+            "owner": owner if owner["id"] is not None else None,
             "contacts": contacts,
             "recent_orders": recent,
             "order_stats": stats,
