@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
 from bench.datagen.generate import manifest_hash, read_manifest
 from bench.errors import DatabaseError, FixtureError
@@ -23,6 +24,7 @@ from reference_impl.db import Database
 from reference_impl.schema import (
     FIXTURE_TABLES,
     TABLES,
+    TABLES_BY_NAME,
     Dialect,
     create_index_sql,
     create_table_sql,
@@ -31,6 +33,8 @@ from reference_impl.schema import (
 Progress = Callable[[str], None]
 
 META_TABLE = "crmbench_meta"
+# Rows inserted at a time: one Parquet row group of the generator.
+LOAD_BATCH_ROWS = 131_072
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,24 @@ async def _has_rows(db: Database) -> bool:
     return await db.fetch_val("SELECT 1 FROM customers LIMIT 1") is not None
 
 
+async def _load_table(db: Database, name: str, path: Path) -> int:
+    """Insert a fixture file batch by batch, so memory does not grow with the table."""
+    columns = TABLES_BY_NAME[name].column_names
+    with pq.ParquetFile(path) as file:
+        found = tuple(file.schema_arrow.names)
+        if found != columns:
+            raise FixtureError(
+                f"{path.name}: columns {list(found)} do not match the schema "
+                f"{list(columns)}; regenerate the fixtures"
+            )
+        rows = 0
+        for batch in file.iter_batches(batch_size=LOAD_BATCH_ROWS):
+            frame = pl.DataFrame(pl.from_arrow(batch))
+            await db.bulk_insert(name, frame)
+            rows += frame.height
+    return rows
+
+
 async def prepare(
     db: Database, data: Path | None, *, reset: bool = False, progress: Progress | None = None
 ) -> LoadInfo:
@@ -135,16 +157,9 @@ async def prepare(
         entry = manifest["tables"].get(table.name)
         if entry is None:
             raise FixtureError(f"fixture manifest in {data} lists no table {table.name!r}")
-        frame = pl.read_parquet(data / entry["file"])
-        if tuple(frame.columns) != table.column_names:
-            raise FixtureError(
-                f"{entry['file']}: columns {frame.columns} do not match the schema "
-                f"{list(table.column_names)}; regenerate the fixtures"
-            )
         t0 = time.perf_counter()
-        await db.bulk_insert(table.name, frame)
-        rows[table.name] = frame.height
-        say(f"loaded {table.name}: {frame.height:,} rows in {time.perf_counter() - t0:.1f} s")
+        rows[table.name] = await _load_table(db, table.name, data / entry["file"])
+        say(f"loaded {table.name}: {rows[table.name]:,} rows in {time.perf_counter() - t0:.1f} s")
     t0 = time.perf_counter()
     await db.run_script([s for t in TABLES for s in create_index_sql(t)])
     for table in TABLES:
