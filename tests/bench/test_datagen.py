@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
+from bench.datagen import generate as gen
 from bench.datagen.generate import generate, is_current, manifest_hash, read_manifest
 from bench.errors import FixtureError, UserError
 from reference_impl.schema import FIXTURE_TABLES, TABLES_BY_NAME, TIERS, Table
@@ -269,3 +271,57 @@ def test_zh_cn_names(tmp_path: Path) -> None:
     assert customers["name_key"].to_list() == [n.lower() for n in customers["name"].to_list()]
     assert all(e.isascii() for e in contacts["email"].drop_nulls().to_list())
     assert read_manifest(out)["profile"]["locale"] == "zh_CN"
+
+
+@pytest.mark.parametrize(
+    ("customers", "locale", "chunk_rows"), [(1000, "en_US", 97), (200, "zh_CN", 13)]
+)
+def test_chunk_size_does_not_change_bytes(
+    tmp_path: Path, customers: int, locale: str, chunk_rows: int
+) -> None:
+    whole, chunked = tmp_path / "whole", tmp_path / "chunked"
+    generate(whole, customers=customers, seed=9, locale=locale, chunk_rows=10_000_000)
+    generate(chunked, customers=customers, seed=9, locale=locale, chunk_rows=chunk_rows)
+    assert (chunked / "manifest.json").read_bytes() == (whole / "manifest.json").read_bytes()
+    for table in FIXTURE_TABLES:
+        name = f"{table.name}.parquet"
+        assert (chunked / name).read_bytes() == (whole / name).read_bytes(), name
+
+
+def test_row_groups_have_a_fixed_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gen, "ROW_GROUP_SIZE", 1000)
+    a, b = tmp_path / "a", tmp_path / "b"
+    generate(a, customers=300, seed=4, chunk_rows=333)
+    generate(b, customers=300, seed=4, chunk_rows=2048)
+    for table in FIXTURE_TABLES:
+        name = f"{table.name}.parquet"
+        meta = pq.ParquetFile(a / name).metadata
+        sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        assert all(s == 1000 for s in sizes[:-1]), (name, sizes)
+        assert 0 < sizes[-1] <= 1000, (name, sizes)
+        assert sum(sizes) == read_manifest(a)["tables"][table.name]["rows"]
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert pq.ParquetFile(a / "events.parquet").metadata.num_row_groups == 3
+
+
+def test_ids_follow_time(fx: Path) -> None:
+    for table, column in (
+        ("orders", "ordered_at"), ("activities", "created_at"), ("events", "occurred_at")
+    ):
+        frame = load(fx, table)
+        assert frame["id"].to_list() == list(range(1, frame.height + 1))
+        assert frame[column].is_sorted(), table
+    activities = load(fx, "activities")
+    assert (activities["occurred_at"] <= activities["created_at"]).all()
+    lines = load(fx, "order_lines")
+    assert lines["order_id"].is_sorted()
+
+
+def test_no_spill_files_are_left(fx: Path) -> None:
+    assert all(p.suffix in (".parquet", ".json") for p in fx.iterdir())
+
+
+def test_invalid_chunk_size(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="chunk_rows"):
+        generate(tmp_path / "out", customers=100, chunk_rows=0)
+    assert not (tmp_path / "out").exists()
