@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -1469,17 +1470,17 @@ def _events(w: _World, out: _Output) -> None:
     del cust_cdf
 
     kind_cdf = _cdf(vocab.EVENT_TYPE_WEIGHTS)
+    pool, offsets = _event_property_pool()
     next_id = 0
     for keys, _ in spill.sorted_chunks():
         ids = next_id + np.arange(len(keys), dtype=np.int64)
         next_id += len(keys)
         # The type and its properties do not depend on customer or time: drawn by event id.
         kind = d.choice("type", ids, kind_cdf)
-        parts: list[pl.DataFrame] = []
+        code = np.zeros(len(ids), dtype=np.int64)
         for k, name in enumerate(EVENT_TYPES):
             pos = np.flatnonzero(kind == k)
-            props = _event_properties(d, name, ids[pos])
-            parts.append(pl.DataFrame({"pos": pos, "properties": props}))
+            code[pos] = offsets[name] + _event_property_code(d, name, ids[pos])
         out.write(
             "events",
             {
@@ -1487,48 +1488,69 @@ def _events(w: _World, out: _Output) -> None:
                 "customer_id": (keys & _CUST_MASK) + 1,
                 "type": _pick(EVENT_TYPES, kind),
                 "occurred_at": _iso((keys >> _CUST_BITS) + t0),
-                "properties": pl.concat(parts).sort("pos")["properties"],
+                "properties": pool.gather(code),
             },
         )
 
 
-def _event_properties(d: _Draws, kind: str, ids: IntArray) -> pl.Series:
-    """Small JSON objects whose keys depend on the event type."""
+def _json_strings(values: Sequence[str]) -> tuple[str, ...]:
+    return tuple(json.dumps(v) for v in values)
 
-    def pick(key: str, values: Sequence[str]) -> pl.Series:
-        return _pick([json.dumps(v) for v in values], d.integers(key, ids, 0, len(values)))
 
-    def flag(key: str, p: float) -> pl.Series:
-        return _pick(("false", "true"), (d.random(key, ids) < p).astype(np.int64))
+def _numbers(lo: int, hi: int) -> tuple[str, ...]:
+    return tuple(str(i) for i in range(lo, hi))
 
-    def number(key: str, lo: int, hi: int) -> pl.Series:
-        return _str(d.integers(key, ids, lo, hi))
 
-    if kind == "page_view":
-        return (
-            '{"page": ' + pick("page", vocab.PAGES)
-            + ', "duration_s": ' + number("duration", 1, 600) + "}"
-        )
-    if kind == "email_open":
-        return (
-            '{"campaign": ' + pick("campaign", vocab.CAMPAIGNS)
-            + ', "device": ' + pick("device", vocab.DEVICES) + "}"
-        )
-    if kind == "download":
-        return '{"asset": ' + pick("asset", vocab.ASSETS) + ', "gated": ' + flag("gated", 0.4) + "}"
-    if kind == "support_call":
-        return (
-            '{"channel": ' + pick("channel", vocab.CHANNELS)
-            + ', "duration_s": ' + number("call_duration", 30, 3600)
-            + ', "resolved": ' + flag("resolved", 0.8) + "}"
-        )
-    if kind == "pricing_view":
-        return (
-            '{"plan": ' + pick("plan", vocab.PLANS) + ', "discount": ' + flag("discount", 0.3) + "}"
-        )
-    if kind == "purchase":
-        return '{"items": ' + number("items", 1, 6) + ', "coupon": ' + flag("coupon", 0.2) + "}"
-    raise RuntimeError(f"bug: no properties for event type {kind!r}")
+_FLAG: Final = ("false", "true")
+# Properties of each event type: (key, JSON values, chance of "true" for flags, else None
+# for a uniform pick).
+_EVENT_FIELDS: Final[dict[str, tuple[tuple[str, tuple[str, ...], float | None], ...]]] = {
+    "page_view": (
+        ("page", _json_strings(vocab.PAGES), None), ("duration_s", _numbers(1, 600), None)
+    ),
+    "email_open": (
+        ("campaign", _json_strings(vocab.CAMPAIGNS), None),
+        ("device", _json_strings(vocab.DEVICES), None),
+    ),
+    "download": (("asset", _json_strings(vocab.ASSETS), None), ("gated", _FLAG, 0.4)),
+    "support_call": (
+        ("channel", _json_strings(vocab.CHANNELS), None),
+        ("duration_s", _numbers(30, 3600), None),
+        ("resolved", _FLAG, 0.8),
+    ),
+    "pricing_view": (("plan", _json_strings(vocab.PLANS), None), ("discount", _FLAG, 0.3)),
+    "purchase": (("items", _numbers(1, 6), None), ("coupon", _FLAG, 0.2)),
+}
+
+
+@functools.cache
+def _event_property_pool() -> tuple[pl.Series, dict[str, int]]:
+    """Every possible properties object (a few tens of thousands), and where each event
+    type's objects start; events then only pick one by number."""
+    texts: list[str] = []
+    offsets: dict[str, int] = {}
+    for kind in EVENT_TYPES:
+        fields = _EVENT_FIELDS.get(kind)
+        if fields is None:
+            raise RuntimeError(f"bug: no properties for event type {kind!r}")
+        offsets[kind] = len(texts)
+        for combo in itertools.product(*(values for _, values, _ in fields)):
+            pairs = (f'"{key}": {value}' for (key, _, _), value in zip(fields, combo, strict=True))
+            texts.append("{" + ", ".join(pairs) + "}")
+    return pl.Series(texts, dtype=pl.String), offsets
+
+
+def _event_property_code(d: _Draws, kind: str, ids: IntArray) -> IntArray:
+    """Random properties objects of one event type, as numbers within that type."""
+    code = np.zeros(len(ids), dtype=np.int64)
+    for key, values, chance in _EVENT_FIELDS[kind]:
+        stream = f"{kind}.{key}"
+        if chance is None:
+            pick = d.integers(stream, ids, 0, len(values))
+        else:
+            pick = (d.random(stream, ids) < chance).astype(np.int64)
+        code = code * len(values) + pick
+    return code
 
 
 _BUILDERS: Final[dict[str, Callable[[_World, _Output], None]]] = {
