@@ -353,6 +353,69 @@ def ab(
         raise typer.Exit(outcome.exit_code)
 
 
+@app.command()
+def capacity(
+    target: Annotated[
+        str, typer.Option(help="Target URL.", envvar="CRMBENCH_TARGET")
+    ] = "reference://embedded",
+    scenario: Annotated[str, typer.Option(help="Scenario name or TOML file.")] = "mixed",
+    profile: Annotated[
+        Profile, typer.Option(help="Phase lengths of every step.")] = Profile.quick,
+    users: Annotated[int | None, typer.Option(help="Concurrent users.", min=1)] = None,
+    slo_p99: Annotated[float, typer.Option("--slo-p99", help="SLO: p99 (ms) from the "
+                                           "intended send time.", min=0.001)] = 50.0,
+    max_errors: Annotated[str, typer.Option(help="SLO: largest share of errors.")] = "1%",
+    start: Annotated[float, typer.Option(help="First offered rate, req/s.", min=0.001)] = 250.0,
+    max_rate: Annotated[float, typer.Option(help="Highest rate to offer, req/s.",
+                                            min=0.001)] = 8000.0,
+    factor: Annotated[float, typer.Option(help="Rate multiplier between steps.")] = 2.0,
+    bisect: Annotated[int, typer.Option(help="Bisection steps after the first failure.",
+                                        min=0, max=10)] = 3,
+    workers: Annotated[
+        int, typer.Option(help="Locust worker processes on this machine.", min=1, max=64)
+    ] = 1,
+    out: Annotated[Path, typer.Option(help="Folder for the steps and the capacity result.")] = (
+        Path("reports/capacity")
+    ),
+    fixtures: Annotated[
+        Path, typer.Option(help="Fixture profile for reference://embedded.")
+    ] = DEFAULT_FIXTURES,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the capacity on stdout.")] = (
+        False
+    ),
+) -> None:
+    """Highest offered rate at which the workload holds the SLO (step up, then bisect)."""
+    from bench.report.progress import RunProgress
+    from bench.results.thresholds import parse_percent
+    from bench.scenarios.capacity import CapacityRequest, Slo, find_capacity
+    from bench.scenarios.config import load_scenario
+    from bench.scenarios.runner import check_target_url
+
+    resolved = load_scenario(scenario, profile=profile.value, users=users)
+    check_target_url(target)
+    request = CapacityRequest(
+        resolved, target, Slo(slo_p99, parse_percent(max_errors, "--max-errors")),
+        start_rate=start, max_rate=max_rate, factor=factor, bisect_steps=bisect,
+        workers=workers, out=out, fixtures=fixtures)
+    with RunProgress(err, resolved) as progress:
+        path, entry = find_capacity(request, say=progress.say, on_interval=progress.update)
+    for point in entry["curve"]:
+        mark = "holds" if point["holds"] else point["why"]
+        err.print(f"{point['offered_rate']:>9,.0f} req/s  p50 {point['p50_ms'] or 0:8.2f} ms  "
+                  f"p99 {point['p99_ms'] or 0:9.2f} ms  {escape(mark)}", highlight=False)
+    if entry["value"] is None:
+        err.print(f"[red]capacity: {escape(entry['reason'])}[/]")
+    else:
+        least = "at least " if entry.get("at_least") else ""
+        err.print(f"[green]capacity at {escape(entry['slo'])}: {least}"
+                  f"{entry['value']:,.0f} req/s[/]")
+    err.print(f"result written to {escape(str(path))}")
+    if json_out:
+        typer.echo(json.dumps({"result": str(path), **entry}, indent=2))
+    if entry["value"] is None:
+        raise typer.Exit(1)
+
+
 def _headline(path: Path, result: dict[str, Any]) -> dict[str, Any]:
     ops = result["operations"]
     overhead = result.get("harness_overhead") or {}

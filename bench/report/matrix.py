@@ -48,6 +48,7 @@ ROWS: tuple[Row, ...] = (
     Row("crud.mixed", "mixed workload p50", "ms", "p50"),
     Row("crud.mixed", "mixed workload p99", "ms", "p99"),
     Row("crud.mixed", "mixed workload throughput", "req/s", "throughput"),
+    Row("crud.capacity", "capacity at the SLO", "req/s"),
 )
 
 
