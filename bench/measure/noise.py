@@ -8,8 +8,10 @@ does not take it as evidence (MEASUREMENT rule 11).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ PROC_STAT = Path("/proc/stat")
 CPUINFO = Path("/proc/cpuinfo")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 MIN_SAMPLE_GAP_S = 0.5
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Sample:
     ticks_idle: int
     ticks_steal: int
     own_cpu_s: float
-    server_cpu_s: float | None
+    server_cpu: dict[int, float] | None
     mhz: float | None
 
 
@@ -87,23 +90,42 @@ def _tree_cpu(root: psutil.Process) -> dict[int, float]:
     return out
 
 
+def listening_pids(url: str) -> list[int]:
+    """Processes listening on the loopback port of ``url`` (a local target), if any."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return []
+    if port is None or host not in LOOPBACK:
+        return []
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return []
+    return sorted({c.pid for c in conns if c.status == psutil.CONN_LISTEN and c.pid
+                   and c.laddr and c.laddr.port == port})
+
+
 @dataclass
 class SystemSampler:
-    """Samples the machine and the harness's process tree; ``server_pid`` is a local target."""
+    """Samples the machine and the harness's process tree; ``server_pids`` run a local target
+    (with their children)."""
 
-    server_pid: int | None = None
+    server_pids: list[int] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     _own: psutil.Process = field(default_factory=psutil.Process)
     _seen: dict[int, float] = field(default_factory=dict)
     _own_acc: float = 0.0
 
-    def _server_cpu(self) -> float | None:
-        if self.server_pid is None:
+    def _server_cpu(self) -> dict[int, float] | None:
+        if not self.server_pids:
             return None
-        try:
-            return sum(_tree_cpu(psutil.Process(self.server_pid)).values())
-        except psutil.Error:
-            return None
+        out: dict[int, float] = {}
+        for pid in self.server_pids:
+            with contextlib.suppress(psutil.Error):
+                out.update(_tree_cpu(psutil.Process(pid)))
+        return out
 
     def tick(self, t: float) -> None:
         """Take a sample at generator time ``t`` (seconds), at most every half second."""
@@ -117,7 +139,7 @@ class SystemSampler:
             self._own_acc += cpu - self._seen.get(pid, 0.0)
             self._seen[pid] = cpu
         self.samples.append(Sample(t, *stat, own_cpu_s=self._own_acc,
-                                   server_cpu_s=self._server_cpu(), mhz=read_mhz()))
+                                   server_cpu=self._server_cpu(), mhz=read_mhz()))
 
     def window(self, start: float, end: float) -> tuple[Sample, Sample] | None:
         """The first and last samples within [start, end], if at least two."""
@@ -146,16 +168,21 @@ def summarize(
         "other_cpu_pct": round(max(0.0, 100.0 * (busy_cores - own_cores)), 1),
         "cpu_mhz": None,
         "server_cpu_pct": None,
+        "server_cpu_max_process_pct": None,
         "server_cpu_ms_per_request": None,
     }
     mhz = [s.mhz for s in sampler.samples if a.t <= s.t <= b.t and s.mhz is not None]
     if mhz:
         out["cpu_mhz"] = {"mean": round(statistics.fmean(mhz), 1),
                           "min": round(min(mhz), 1), "max": round(max(mhz), 1)}
-    if a.server_cpu_s is not None and b.server_cpu_s is not None:
-        server = b.server_cpu_s - a.server_cpu_s
+    if a.server_cpu is not None and b.server_cpu is not None:
+        # Per process, so that a worker that started or exited mid-window counts once.
+        used = {pid: cpu - a.server_cpu.get(pid, 0.0) for pid, cpu in b.server_cpu.items()}
+        server = sum(used.values())
         out["server_cpu_pct"] = round(100.0 * server / seconds, 1)
-        # The server's CPU is part of the harness's process tree: it is not "other".
+        out["server_cpu_max_process_pct"] = round(100.0 * max(used.values(), default=0.0)
+                                                  / seconds, 1)
+        out["server_processes"] = sum(1 for v in used.values() if v > 0.01 * seconds)
         if requests > 0 and end > start:
             # Requests are counted over the whole window, CPU over its sampled span.
             rate = requests / (end - start)
@@ -184,7 +211,7 @@ def judge_noise(figures: dict[str, Any], limits: NoiseLimits) -> list[str]:
     over("steal_pct", limits.steal_pct, "steal time {value:.1f} % > {limit:g} %")
     over("other_cpu_pct", limits.other_cpu_pct,
          "other processes used {value:.0f} % of a core > {limit:g} %")
-    over("server_cpu_per_process_pct", limits.server_cpu_pct,
+    over("server_cpu_max_process_pct", limits.server_cpu_pct,
          "the local target ran at {value:.0f} % of a core per process > {limit:g} % "
          "(its knee: queueing, not service time)")
     over("late_fraction", limits.late_fraction,

@@ -32,7 +32,14 @@ from bench.adapters.embedded import EMBEDDED_URL, parse_embedded
 from bench.adapters.registry import create_adapter, redact_url, scheme_of
 from bench.errors import CrmBenchError, TargetUnreachable, UserError
 from bench.measure.hdr import LatencyHistogram
-from bench.measure.noise import SystemSampler, judge_noise, limits_dict, p50_cv, summarize
+from bench.measure.noise import (
+    SystemSampler,
+    judge_noise,
+    limits_dict,
+    listening_pids,
+    p50_cv,
+    summarize,
+)
 from bench.measure.provenance import commit_info, machine_info
 from bench.measure.validity import judge, steady
 from bench.results.store import SCHEMA_VERSION, write_result
@@ -635,7 +642,8 @@ def run(
                         test_clock=test_clock) as resolved:
         url, env, alive, fixture_hash = (resolved.url, resolved.env, resolved.alive,
                                          resolved.fixture_hash)
-        sampler.server_pid = resolved.server_pid
+        sampler.server_pids = ([resolved.server_pid] if resolved.server_pid is not None
+                               else listening_pids(url))
         try:
             probe = _probe(url, env, plan)
         except TargetUnreachable as exc:
@@ -738,8 +746,6 @@ def _noise(
     figures: dict[str, Any] = (
         summarize(sampler, w, w + scenario.phases.measure_s, count) if sampler is not None
         else {"samples": 0})
-    if figures.get("server_cpu_pct") is not None:
-        figures["server_cpu_per_process_pct"] = figures["server_cpu_pct"]
     cv = p50_cv([float(r["p50_ms"]) for r in timeline
                  if r["phase"] == "measure" and r["completed"]])
     figures["p50_cv"] = None if cv is None else round(cv, 4)

@@ -559,8 +559,8 @@ def test_noise_window_figures_and_verdict() -> None:
     # 10 s on 2 cores: 1.5 cores busy, 12 % of all CPU time stolen, the harness tree used
     # 0.6 core of which the server 0.4; 2,000 requests.
     sampler.samples = [
-        Sample(1.0, 0, 0, 0, 0.0, 0.0, 2300.0),
-        Sample(11.0, 20 * ticks, 5 * ticks, int(2.4 * ticks), 6.0, 4.0, 2300.0),
+        Sample(1.0, 0, 0, 0, 0.0, {7: 0.0}, 2300.0),
+        Sample(11.0, 20 * ticks, 5 * ticks, int(2.4 * ticks), 6.0, {7: 3.0, 8: 1.0}, 2300.0),
     ]
     found = summarize(sampler, 1.0, 11.0, 2000)
     assert found["steal_pct"] == pytest.approx(12.0)
@@ -568,8 +568,10 @@ def test_noise_window_figures_and_verdict() -> None:
     assert found["other_cpu_pct"] == pytest.approx(90.0)
     assert found["server_cpu_pct"] == pytest.approx(40.0)
     assert found["server_cpu_ms_per_request"] == pytest.approx(2.0)
+    assert found["server_cpu_max_process_pct"] == pytest.approx(30.0)
+    assert found["server_processes"] == 2
     assert summarize(SystemSampler(), 0, 10, 5) == {"samples": 0}
-    found.update(server_cpu_per_process_pct=40.0, late_fraction=0.01, p50_cv=0.1,
+    found.update(late_fraction=0.01, p50_cv=0.1,
                  overhead_drift_ms=0.2)
     reasons = judge_noise(found, NoiseLimits())
     assert len(reasons) == 2
@@ -582,10 +584,22 @@ def test_noise_window_figures_and_verdict() -> None:
 def test_sampler_ticks_on_this_machine() -> None:
     from bench.measure.noise import SystemSampler
 
-    sampler = SystemSampler(server_pid=os.getpid())
+    sampler = SystemSampler(server_pids=[os.getpid()])
     sampler.tick(0.0)
     sampler.tick(0.1)  # too soon: skipped
     sampler.tick(1.0)
     assert len(sampler.samples) == 2
     assert sampler.samples[1].own_cpu_s >= sampler.samples[0].own_cpu_s
-    assert sampler.samples[1].server_cpu_s is not None
+    assert sampler.samples[1].server_cpu is not None
+
+    import socket
+
+    from bench.measure.noise import listening_pids
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert listening_pids(f"reference+http://127.0.0.1:{port}") == [os.getpid()]
+    assert listening_pids("noop://?delay_ms=1") == []
+    assert listening_pids("salesforce://example.com:443") == []
