@@ -811,7 +811,7 @@ def _empty_float() -> FloatArray:
     return np.empty(0, dtype=np.float64)
 
 
-Codes = dict[str, npt.NDArray[np.int32]]
+Codes = dict[str, npt.NDArray[np.integer[Any]]]
 
 
 @dataclass
@@ -923,7 +923,8 @@ class _World:
             suffix_cdf = _cdf(vocab.EN_COMPANY_SUFFIX_WEIGHTS)
             codes["suffix"] = d.choice("company.suffix", index, suffix_cdf)
             codes["tld"] = d.integers("company.tld", index, 0, len(vocab.TLDS_EN))
-        return {k: v.astype(np.int32) for k, v in codes.items()}
+        # Pools hold at most a few thousand entries.
+        return {k: v.astype(np.int16) for k, v in codes.items()}
 
     def companies(self, codes: Codes) -> tuple[pl.Series, pl.Series]:
         """Company names and ASCII web domains spelled out from pool indices.
