@@ -39,7 +39,7 @@ from bench.adapters.base import Keyspace, Realtime, Status  # noqa: E402
 from bench.adapters.registry import create_adapter  # noqa: E402
 from bench.adapters.timing import Sample, timed_call  # noqa: E402
 from bench.measure.hdr import LatencyHistogram  # noqa: E402
-from bench.measure.schedule import Pacer  # noqa: E402
+from bench.measure.schedule import GeventAlarm, Pacer  # noqa: E402
 from bench.measure.validity import GeventLagMonitor  # noqa: E402
 from bench.scenarios.mixed import MixedWorkload  # noqa: E402
 from bench.scenarios.probes import GRACE_S, ProbeConfig, ProbeSet  # noqa: E402
@@ -84,6 +84,9 @@ class Recorder:
         self.tolerance_ns = int(config["late_tolerance_ms"] * 1_000_000)
         self.ops: dict[str, dict[str, OpStats]] = {}
         self.sent: Counter[str] = Counter()
+        # Built by the ticker between sends: two empty histograms take about 0.2 ms,
+        # which on a request's path would delay every user due meanwhile.
+        self.spares: list[OpStats] = []
 
     def phase_of(self, ns: int) -> str:
         for name, end in self.bounds:
@@ -98,7 +101,7 @@ class Recorder:
         phase = self.phase_of(sample.intended_ns)
         stats = self.ops.setdefault(phase, {}).get(sample.op)
         if stats is None:
-            stats = self.ops[phase][sample.op] = OpStats()
+            stats = self.ops[phase][sample.op] = self.spares.pop() if self.spares else OpStats()
         stats.response.record_ns(sample.response_ns)
         stats.service.record_ns(sample.service_ns)
         stats.statuses[sample.status.value] += 1
@@ -126,6 +129,9 @@ class Ticker:
         self.lag = GeventLagMonitor(0.01)
         self._cpu = self._cpu_s()
         self._wall = time.perf_counter()
+        self._spare_lag = LatencyHistogram()
+        mix = STATE.get("config", {}).get("mix", {})
+        recorder.spares.extend(OpStats() for _ in range(len(mix) + 2))
 
     def _cpu_s(self) -> float:
         t = self.proc.cpu_times()
@@ -136,20 +142,39 @@ class Ticker:
 
     def flush(self) -> None:
         ops, sent = self.recorder.swap()
+        t = (time.perf_counter_ns() - self.recorder.t0_ns) / NS
         cpu, wall = self._cpu_s(), time.perf_counter()
         cpu_pct = 100.0 * (cpu - self._cpu) / max(wall - self._wall, 1e-6)
         self._cpu, self._wall = cpu, wall
-        lag, self.lag.histogram = self.lag.histogram, LatencyHistogram()
+        lag, self.lag.histogram = self.lag.histogram, self._spare_lag
+        probes = self.probes.swap() if self.probes is not None else {}
+        phases: dict[str, dict[str, Any]] = {}
+        for ph, d in ops.items():
+            encoded = phases[ph] = {}
+            for op, stats in d.items():
+                encoded[op] = stats.to_json()
+                # Each op's histograms take ~0.1 ms to encode: users due meanwhile send
+                # in between instead of after the whole interval.
+                gevent.sleep(0)
         self.send({
             "type": "interval",
             "worker": self.worker,
-            "t": (time.perf_counter_ns() - self.recorder.t0_ns) / NS,
-            "phases": {ph: {op: s.to_json() for op, s in d.items()} for ph, d in ops.items()},
+            "t": t,
+            "phases": phases,
             "sent": dict(sent),
             "cpu_pct": round(cpu_pct, 2),
             "lag": lag.encode(),
-            "probes": self.probes.swap() if self.probes is not None else {},
+            "probes": probes,
         })
+        self._restock(sum(len(d) for d in ops.values()))
+
+    def _restock(self, used: int) -> None:
+        """Build the next interval's histograms now, one at a time between users' sends."""
+        self._spare_lag = LatencyHistogram()
+        spares = self.recorder.spares
+        while len(spares) < used + 2:
+            gevent.sleep(0)
+            spares.append(OpStats())
 
     def run_until(self, end_ns: int) -> None:
         k = 1
@@ -187,12 +212,11 @@ class CrmUser(User):
     @task
     def send_paced(self) -> None:
         workload: MixedWorkload = STATE["workload"]
+        sleep_until = STATE["alarm"].sleep_until
         fire = self.environment.events.request.fire
         while True:
             intended = self.pacer.next_intended()
-            delay = intended - time.perf_counter_ns()
-            if delay > 0:
-                gevent.sleep(delay / NS)
+            sleep_until(intended)
             op, fn, args = workload.next()
             sample = timed_call(op, intended, fn, *args)
             fire(
@@ -237,6 +261,7 @@ def _prepare(config: dict[str, Any], worker_index: int, users_here: int) -> None
     STATE.update(
         config=config,
         adapter=adapter,
+        alarm=STATE.get("alarm") or GeventAlarm(),
         worker_index=worker_index,
         workload=MixedWorkload(
             adapter, keyspace, config["mix"], seed=config["seed"] + worker_index,
