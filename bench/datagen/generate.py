@@ -1225,7 +1225,8 @@ def _contacts(w: _World, out: _Output) -> None:
         )
 
 
-# Sort keys of time-ordered tables: seconds since a start, then a customer index.
+# Sort keys of time-ordered tables: seconds since a start, then a customer index (24 bits
+# hold MAX_CUSTOMERS).
 _CUST_BITS: Final = 24
 _CUST_MASK: Final = (1 << _CUST_BITS) - 1
 
