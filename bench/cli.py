@@ -136,9 +136,14 @@ def serve(
         typer.Option(help="Gate calibration only (needs CRMBENCH_TEST_MODE=1): burn this share "
                      "of each request's handling time again, in %."),
     ] = 0.0,
+    workers: Annotated[
+        int,
+        typer.Option(help="Serve from this many processes on one port (more than 1 needs "
+                     "PostgreSQL).", min=1),
+    ] = 1,
 ) -> None:
     """Run the reference CRM over HTTP (token from CRMBENCH_API_TOKEN, else generated)."""
-    from reference_impl.server import default_db_url, load, resolve_token
+    from reference_impl.server import check_workers, default_db_url, load, resolve_token
     from reference_impl.server import serve as run_server
     from reference_impl.slowdown import checked
 
@@ -150,6 +155,7 @@ def serve(
             f"run: crmbench fixtures generate --out {data}"
         )
     url = db or default_db_url(data)
+    check_workers(url, workers, test_clock=test_clock)
     info = load(url, data, reset=reset, say=lambda msg: err.print(msg))
     if info.loaded_now:
         total = sum(info.rows.values())
@@ -157,7 +163,8 @@ def serve(
     if load_only:
         return
     token, generated = resolve_token()
-    err.print(f"reference CRM on http://{host}:{port}  (OpenAPI: /openapi.json)")
+    err.print(f"reference CRM on http://{host}:{port}  (OpenAPI: /openapi.json)"
+              + (f", {workers} processes" if workers > 1 else ""))
     if generated:
         err.print(f"API token (set CRMBENCH_API_TOKEN to choose one): {token}")
     if test_clock:
@@ -165,7 +172,8 @@ def serve(
     if slowdown.active:
         err.print(f"[yellow]injected slowdown: {slowdown.ms:g} ms + {slowdown.pct:g} % of "
                   "CPU per request (gate calibration)[/]")
-    run_server(url, host, port, token, nats_url=nats, test_clock=test_clock, slowdown=slowdown)
+    run_server(url, host, port, token, nats_url=nats, test_clock=test_clock, slowdown=slowdown,
+               workers=workers)
 
 
 class Profile(StrEnum):

@@ -20,17 +20,21 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from bench.errors import UserError
 from reference_impl import cdp
 from reference_impl import models as m
+from reference_impl.cluster import announce, settle
 from reference_impl.db import Database, Row
 from reference_impl.schema import TIERS
 from reference_impl.store import Page, StoreError, now_iso
 from reference_impl.stream import StreamHub, publish
+
+if TYPE_CHECKING:
+    from reference_impl.cluster import Cluster
 
 log = logging.getLogger("reference_impl.agents")
 
@@ -403,8 +407,19 @@ class AgentRuntime:
         self._config_updated: dict[str, str | None] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._live: dict[int, dict[str, Any]] = {}
+        # Set when other processes serve the same database (runs stay in the process that
+        # took the trigger; configuration changes are announced to the others).
+        self.cluster: Cluster | None = None
 
     async def start(self) -> None:
+        if self.cluster is not None:
+            # Before loading: a change announced meanwhile is then read again, never lost.
+            self.cluster.reloaders["agent"] = self.reload
+        await self.reload("*")
+        await self._fail_interrupted()
+
+    async def reload(self, _key: str) -> None:
+        """Read every agent's configuration from the database."""
         for name in self.agents:
             self.configs[name], self._config_updated[name] = LeadIntakeConfig(), None
         for row in await self.db.fetch_all("SELECT agent, config, updated_at FROM agent_config"):
@@ -414,24 +429,31 @@ class AgentRuntime:
                 known = {k: v for k, v in saved.items() if k in LeadIntakeConfig.__slots__}
                 self.configs[row["agent"]] = replace(LeadIntakeConfig(), **known)
                 self._config_updated[row["agent"]] = row["updated_at"]
-        await self._fail_interrupted()
 
     async def _fail_interrupted(self) -> None:
-        """Runs left running by a process that died end as failed, each with its message."""
-        rows = await self.db.fetch_all(
-            "SELECT id, lead_id, customer_id, owner_rep_id FROM agent_runs "
-            "WHERE status = 'running' ORDER BY id"
-        )
+        """Runs left running by a process that died end as failed, each with its message.
+
+        With several processes, only runs begun before the service started are theirs to
+        end, and each is ended once, by whichever process updates it first.
+        """
+        sql = ("SELECT id, lead_id, customer_id, owner_rep_id FROM agent_runs "
+               "WHERE status = 'running'")
+        params: tuple[str, ...] = ()
+        if self.cluster is not None:
+            sql += " AND started_at < ?"
+            params = (self.cluster.config.epoch,)
+        rows = await self.db.fetch_all(sql + " ORDER BY id", params)
         if not rows:
             return
         error = "interrupted: the service stopped before the run finished"
         async with self.hub.transaction() as tx:
             for row in rows:
-                await tx.execute(
+                if not await tx.execute(
                     "UPDATE agent_runs SET status = 'failed', finished_at = ?, error = ? "
-                    "WHERE id = ?",
+                    "WHERE id = ? AND status = 'running'",
                     (now_iso(), error, row["id"]),
-                )
+                ):
+                    continue
                 publish(tx, "agent.failed", row["customer_id"], {
                     "run_id": str(row["id"]), "lead_id": row["lead_id"],
                     "customer_id": row["customer_id"], "owner_rep_id": row["owner_rep_id"],
@@ -607,7 +629,9 @@ class AgentRuntime:
                 "updated_at = excluded.updated_at",
                 (name, _enc.encode(doc).decode(), updated),
             )
+            token = await announce(self.cluster, tx, "agent", name)
         self.configs[name], self._config_updated[name] = cfg, updated
+        await settle(self.cluster, token)
         return self.get_config(name)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,6 +29,7 @@ from reference_impl import cdp
 from reference_impl import models as m
 from reference_impl.agents import AgentRuntime, Scorer
 from reference_impl.clock import Clock
+from reference_impl.cluster import Cluster, ClusterConfig
 from reference_impl.db import Database, Executor
 from reference_impl.loader import create_schema
 from reference_impl.openapi import build_openapi
@@ -218,10 +220,12 @@ def build_app(
     scorer: Scorer | None = None,
     nats_url: str | None = None,
     test_clock: bool = False,
+    cluster: ClusterConfig | None = None,
 ) -> Starlette:
     """The ASGI application over an (unconnected) database; ``nats_url`` adds NATS ingest.
 
-    ``test_clock`` enables ``GET /clock`` and ``POST /clock/advance`` (SLA and wait tests).
+    ``test_clock`` enables ``GET /clock`` and ``POST /clock/advance`` (SLA and wait tests);
+    ``cluster`` says this is one of several processes serving the same PostgreSQL database.
     """
     store = Store(db)
     hub = StreamHub(db, retention=stream_retention, queue_size=stream_queue)
@@ -231,6 +235,9 @@ def build_app(
     packs = PackService(db, workflows, slas)
     agents = AgentRuntime(hub, scorer)
     nats_ingest = cdp.NatsIngest(hub, nats_url) if nats_url else None
+    peers = Cluster(db, cluster) if cluster is not None else None
+    for part in (hub, workflows, slas, packs, agents):
+        part.cluster = peers
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -238,6 +245,8 @@ def build_app(
         try:
             if init_schema:
                 await create_schema(db)
+            if peers is not None:
+                await peers.start()
             await hub.start()
             await workflows.start()
             await slas.start()
@@ -254,14 +263,17 @@ def build_app(
                 await slas.stop()
                 await workflows.stop()
                 await hub.stop()
+                if peers is not None:
+                    await peers.stop()
         finally:
             await db.close()
 
     async def health(_request: Request) -> Response:
         ok = await db.fetch_val("SELECT 1") == 1
         return json_response(
+            # The pid tells which process answered when several serve one port.
             {"status": "ok" if ok else "degraded", "version": __version__,
-             "backend": db.dialect},
+             "backend": db.dialect, "pid": os.getpid()},
             200 if ok else 503,
         )
 

@@ -17,14 +17,18 @@ import json
 import time
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from reference_impl.cluster import announce, settle
 from reference_impl.db import Database, Executor, Row
 from reference_impl.sla import SlaCreate, SlaEngine
 from reference_impl.store import StoreError, now_iso
 from reference_impl.workflows import WorkflowDeploy, WorkflowEngine, compile_doc
+
+if TYPE_CHECKING:
+    from reference_impl.cluster import Cluster
 
 PPAP_ELEMENTS = (
     "design_records", "engineering_change_documents", "customer_engineering_approval",
@@ -196,8 +200,17 @@ class PackService:
         self.enabled: dict[str, bool] = dict.fromkeys(PACKS, False)
         # What each pack deployed: (kind, key) -> workflow or SLA id.
         self.items: dict[str, dict[tuple[str, str], int]] = {n: {} for n in PACKS}
+        # Set when other processes serve the same database: switches are announced to them.
+        self.cluster: Cluster | None = None
 
     async def start(self) -> None:
+        if self.cluster is not None:
+            # Before loading: a change announced meanwhile is then read again, never lost.
+            self.cluster.reloaders["pack"] = self.reload
+        await self.reload("*")
+
+    async def reload(self, _key: str) -> None:
+        """Read every pack's switch and deployed items from the database."""
         for r in await self.db.fetch_all("SELECT name, enabled FROM packs"):
             if r["name"] in self.enabled:
                 self.enabled[r["name"]] = bool(r["enabled"])
@@ -237,7 +250,10 @@ class PackService:
                    "updated_at = EXCLUDED.updated_at")
         else:
             sql = "INSERT OR REPLACE INTO packs (name, enabled, updated_at) VALUES (?, ?, ?)"
-        await self.db.execute(sql, (name, on, now_iso()))
+        async with self.db.transaction() as tx:
+            await tx.execute(sql, (name, on, now_iso()))
+            token = await announce(self.cluster, tx, "pack", name)
+        await settle(self.cluster, token)
         changed = self.enabled[name] != on
         self.enabled[name] = on
         if not on:

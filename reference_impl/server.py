@@ -4,18 +4,29 @@ Settings beyond the command line come from the environment: ``CRMBENCH_STREAM_RE
 (change-stream messages kept, default 100,000), ``CRMBENCH_AGENT_SCORER`` (dotted path of
 the lead-intake scorer, default the built-in rule-based one) and ``CRMBENCH_NATS_URL``
 (consume customer-data events from the JetStream subject ``crmbench.events`` too).
+
+``workers`` > 1 serves from that many processes on one listening socket, bound here and
+shared; it needs PostgreSQL (see reference_impl.cluster for what the processes share). The
+parent forwards SIGTERM and SIGINT to them; should one die, it stops the others and exits 1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import multiprocessing
+import multiprocessing.connection
 import os
 import secrets
+import signal
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from bench.errors import UserError
 from reference_impl.db import open_database
@@ -24,7 +35,11 @@ from reference_impl.loader import LoadInfo, prepare
 if TYPE_CHECKING:
     import uvicorn
 
+    from reference_impl.cluster import ClusterConfig
     from reference_impl.slowdown import Slowdown
+
+log = logging.getLogger("reference_impl.server")
+STOP_TIMEOUT_S = 15.0
 
 Say = Callable[[str], None]
 
@@ -91,11 +106,42 @@ def make_server(
     return Server(config)
 
 
+def check_workers(db_url: str, workers: int, *, test_clock: bool = False) -> None:
+    """Refuse a process count the database (or the test clock) cannot serve correctly."""
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, not {workers}")
+    if workers == 1:
+        return
+    if urlsplit(db_url).scheme.lower() not in ("postgresql", "postgres", "postgresql+asyncpg"):
+        raise UserError(
+            f"--workers {workers} needs PostgreSQL (--db postgresql://...): SQLite is served "
+            "by one process only"
+        )
+    if test_clock:
+        raise UserError("--test-clock runs in one process only: drop --workers or --test-clock")
+
+
 def serve(
     db_url: str, host: str, port: int, token: str, *, log_level: str = "warning",
     nats_url: str | None = None, test_clock: bool = False, slowdown: Slowdown | None = None,
+    workers: int = 1,
 ) -> None:
     """Serve the API with uvicorn (uvloop and httptools) until interrupted."""
+    check_workers(db_url, workers, test_clock=test_clock)
+    if workers > 1:
+        _supervise(db_url, host, port, token, workers, log_level=log_level,
+                   nats_url=nats_url, slowdown=slowdown)
+        return
+    _serve_one(db_url, host, port, token, log_level=log_level, nats_url=nats_url,
+               test_clock=test_clock, slowdown=slowdown)
+
+
+def _serve_one(
+    db_url: str, host: str, port: int, token: str, *, log_level: str, nats_url: str | None,
+    test_clock: bool = False, slowdown: Slowdown | None, cluster: ClusterConfig | None = None,
+    sock: socket.socket | None = None,
+) -> bool:
+    """Serve until stopped; False when the application failed to start."""
     from reference_impl.agents import load_scorer
     from reference_impl.api import build_app
     from reference_impl.slowdown import slowed
@@ -107,7 +153,7 @@ def serve(
         stream_retention=_env_int("CRMBENCH_STREAM_RETENTION", DEFAULT_RETENTION),
         scorer=load_scorer(scorer_path) if scorer_path else None,
         nats_url=nats_url or os.environ.get("CRMBENCH_NATS_URL", "").strip() or None,
-        test_clock=test_clock,
+        test_clock=test_clock, cluster=cluster,
     )
     # Everything loaded so far lives as long as the process: keep it out of the cycle
     # collector, and collect less often, so full collections do not stall requests.
@@ -115,4 +161,87 @@ def serve(
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     asgi = slowed(app, slowdown) if slowdown is not None else None
-    make_server(app, host, port, log_level=log_level, asgi=asgi).run()
+    server = make_server(app, host, port, log_level=log_level, asgi=asgi)
+    server.run(sockets=[sock] if sock is not None else None)
+    return bool(server.started)
+
+
+def _worker(
+    db_url: str, host: str, port: int, token: str, log_level: str, nats_url: str | None,
+    slowdown: Slowdown | None, cluster: ClusterConfig, sock: socket.socket,
+) -> None:
+    """One of several serving processes (spawned: a fresh interpreter, no inherited loop)."""
+    if not _serve_one(db_url, host, port, token, log_level=log_level, nats_url=nats_url,
+                      slowdown=slowdown, cluster=cluster, sock=sock):
+        sys.exit(3)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {exc}") from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _supervise(
+    db_url: str, host: str, port: int, token: str, workers: int, *, log_level: str,
+    nats_url: str | None, slowdown: Slowdown | None,
+) -> None:
+    """Start ``workers`` processes on one socket; return when all have stopped."""
+    from reference_impl.cluster import ClusterConfig
+    from reference_impl.store import now_iso
+
+    sock = _bind(host, port)
+    epoch = now_iso()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(
+            target=_worker, name=f"crmbench-worker-{i}",
+            args=(db_url, host, port, token, log_level, nats_url, slowdown,
+                  ClusterConfig(workers, i, epoch), sock),
+        )
+        for i in range(workers)
+    ]
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    failed = False
+    try:
+        for proc in procs:
+            proc.start()
+        # The children hold their own copies; the parent no longer accepts on it.
+        sock.close()
+        while not stopping:
+            multiprocessing.connection.wait([p.sentinel for p in procs], timeout=0.2)
+            dead = [p for p in procs if p.exitcode is not None]
+            if dead and not stopping:
+                for proc in dead:
+                    log.error("worker %s (pid %s) exited with code %s; stopping the others",
+                              proc.name, proc.pid, proc.exitcode)
+                failed = True
+                break
+    finally:
+        for proc in procs:
+            if proc.pid is not None and proc.exitcode is None:
+                os.kill(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            if proc.pid is None:
+                continue
+            proc.join(STOP_TIMEOUT_S)
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failed:
+        raise SystemExit(1)

@@ -14,6 +14,11 @@ the transaction has committed. Open instances sit in a deadline heap; a backgrou
 wakes at the earliest deadline, and ``POST /clock/advance`` (test clock) runs the same check
 before it answers. A record that meets its SLA after the deadline, before the checker got to
 it, is breached, not met.
+
+Served by several processes, writes look open instances up in the database, and only the
+process owning the timers keeps the heap: it loads the open instances when it takes over and
+hears of those started or met elsewhere by notification. A breach is the conditional update
+of an open instance, so each is detected and escalated once whoever checks.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import contextlib
 import heapq
 import logging
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -31,10 +36,14 @@ from msgspec import Meta, Struct
 from reference_impl import calendars
 from reference_impl.calendars import BusinessCalendar, CalendarError
 from reference_impl.clock import Clock
+from reference_impl.cluster import MAX_PAYLOAD, announce, settle
 from reference_impl.db import Executor, Row
 from reference_impl.schema import OPPORTUNITY_STAGES, TABLES_BY_NAME
 from reference_impl.store import AfterCommit, Change, StoreError, now_iso
 from reference_impl.stream import StreamHub, publish
+
+if TYPE_CHECKING:
+    from reference_impl.cluster import Cluster
 
 log = logging.getLogger("reference_impl.sla")
 OBJECT_TABLES = {"lead": "leads", "customer": "customers", "opportunity": "opportunities",
@@ -137,30 +146,78 @@ class SlaEngine:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        # Set when other processes serve the same database (see the module docstring).
+        self.cluster: Cluster | None = None
+        self._tracking = False
 
     @property
     def listening(self) -> bool:
         return bool(self.defs)
 
     async def start(self) -> None:
-        for r in await self.db.fetch_all("SELECT * FROM slas"):
+        if self.cluster is not None:
+            # Before loading: a change announced meanwhile is then read again, never lost.
+            self.cluster.reloaders["sla"] = self.reload
+            self.cluster.on_sla = self._heard
+            await self.reload("*")
+            self.cluster.owner_hooks.append(self.own)
+            if self.cluster.owner:
+                await self.own(True)
+            return
+        await self.reload("*")
+        await self._load_open()
+        self._task = asyncio.create_task(self._loop(), name="sla-checker")
+
+    async def reload(self, key: str) -> None:
+        """Read one SLA definition (or all, ``"*"``) from the database."""
+        rows = await self.db.fetch_all(
+            "SELECT * FROM slas" + ("" if key == "*" else " WHERE id = ?"),
+            () if key == "*" else (int(key),))
+        for r in rows:
             sid = int(r["id"])
             self.defs[sid] = msgspec.json.decode(r["definition"], type=SlaCreate)
-            if not r["active"]:
+            if r["active"]:
+                self.inactive.discard(sid)
+            else:
                 self.inactive.add(sid)
             if r["pack"] is not None:
                 self.owner[sid] = (r["pack"], r["pack_key"])
+
+    async def _load_open(self) -> None:
         for r in await self.db.fetch_all("SELECT * FROM sla_instances WHERE state = 'open'"):
-            self._track(Instance(int(r["id"]), int(r["sla_id"]), r["object"],
-                                 int(r["record_id"]), r["customer_id"], float(r["started_s"]),
-                                 float(r["deadline_s"])))
-        self._task = asyncio.create_task(self._loop(), name="sla-checker")
+            if int(r["id"]) not in self.open:
+                self._track(_instance(r))
+
+    async def own(self, owned: bool) -> None:
+        """Take over (or hand back) the deadline heap and its checker."""
+        await self.stop()
+        self._tracking = owned
+        self.open, self.by_record, self.by_customer, self.heap = {}, {}, {}, []
+        self._stale = 0
+        if owned:
+            await self._load_open()
+            self._task = asyncio.create_task(self._loop(), name="sla-checker")
+
+    def _heard(self, payload: str) -> None:
+        """Instances started or met by any process, as the timer owner hears of them."""
+        if not self._tracking:
+            return
+        news = msgspec.json.decode(payload)
+        if news.get("reload"):
+            task = asyncio.create_task(self._load_open())
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            return
+        for iid, sid, obj, rid, cid, started, due in news["s"]:
+            if iid not in self.open:
+                self._track(Instance(iid, sid, obj, rid, cid, started, due))
+        self._forget(news["m"])
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     def _track(self, inst: Instance) -> None:
         self.open[inst.id] = inst
@@ -198,18 +255,24 @@ class SlaEngine:
                 raise _bad(f"rep {sla.escalation.reassign_to} does not exist",
                            "escalation.reassign_to")
         body = msgspec.json.encode(sla).decode()
-        sid = int(await self.db.fetch_val(
-            "INSERT INTO slas (definition, created_at, pack, pack_key, active) "
-            "VALUES (?, ?, ?, ?, ?) RETURNING id",
-            (body, now_iso(), pack[0] if pack else None, pack[1] if pack else None, True)))
+        async with self.db.transaction() as tx:
+            sid = int(await tx.fetch_val(
+                "INSERT INTO slas (definition, created_at, pack, pack_key, active) "
+                "VALUES (?, ?, ?, ?, ?) RETURNING id",
+                (body, now_iso(), pack[0] if pack else None, pack[1] if pack else None, True)))
+            token = await announce(self.cluster, tx, "sla", sid)
         self.defs[sid] = sla
         if pack is not None:
             self.owner[sid] = pack
+        await settle(self.cluster, token)
         return self.describe(sid)
 
     async def set_active(self, sid: int, active: bool) -> None:
         self.describe(sid)
-        await self.db.execute("UPDATE slas SET active = ? WHERE id = ?", (active, sid))
+        async with self.db.transaction() as tx:
+            await tx.execute("UPDATE slas SET active = ? WHERE id = ?", (active, sid))
+            token = await announce(self.cluster, tx, "sla", sid)
+        await settle(self.cluster, token)
         if active:
             self.inactive.discard(sid)
         else:
@@ -256,8 +319,8 @@ class SlaEngine:
         }
 
     async def _start(self, tx: Executor, sid: int, obj: str, row: Row, met: bool,
-                     out: list[Instance]) -> None:
-        if any(i.sla_id == sid for i in self._for_record(obj, int(row["id"]))):
+                     mine: list[Instance], out: list[Instance]) -> None:
+        if any(i.sla_id == sid for i in mine):
             return
         sla = self.defs[sid]
         now = self.clock.now()
@@ -271,6 +334,21 @@ class SlaEngine:
         ))
         if not met:
             out.append(Instance(iid, sid, obj, int(row["id"]), customer, now, due))
+
+    async def _open_for(self, tx: Executor, obj: str, record_id: int) -> list[Instance]:
+        if self.cluster is None:
+            return self._for_record(obj, record_id)
+        rows = await tx.fetch_all("SELECT * FROM sla_instances WHERE object = ? AND "
+                                  "record_id = ? AND state = 'open'", (obj, record_id))
+        return [_instance(r) for r in rows]
+
+    async def _open_leads_of(self, tx: Executor, customer_id: int) -> list[Instance]:
+        if self.cluster is None:
+            return [self.open[i] for i in self.by_customer.get(customer_id, ())
+                    if self.open[i].object == "lead"]
+        rows = await tx.fetch_all("SELECT * FROM sla_instances WHERE customer_id = ? AND "
+                                  "state = 'open' AND object = 'lead'", (customer_id,))
+        return [_instance(r) for r in rows]
 
     def _for_record(self, obj: str, record_id: int) -> list[Instance]:
         ids = self.by_record.get((obj, record_id), ())
@@ -310,19 +388,30 @@ class SlaEngine:
         await self._on_record(tx, change, started, met)
         if not (started or met):
             return None
+        if self.cluster is not None:
+            news = msgspec.json.encode({
+                "s": [[i.id, i.sla_id, i.object, i.record_id, i.customer_id, i.started,
+                       i.deadline] for i in started], "m": met}).decode()
+            if len(news) > MAX_PAYLOAD:
+                news = '{"reload": true}'
+            await self.cluster.notify(tx, "sla", news)
+            return None
 
         def follow() -> None:
             for inst in started:
                 self._track(inst)
-            for iid in met:
-                if self._untrack(iid) is not None:
-                    self._stale += 1
-            if self._stale > self.COMPACT_AFTER and self._stale * 2 > len(self.heap):
-                self.heap = [(i.deadline, i.id) for i in self.open.values()]
-                heapq.heapify(self.heap)
-                self._stale = 0
+            self._forget(met)
 
         return follow
+
+    def _forget(self, met: list[int]) -> None:
+        for iid in met:
+            if self._untrack(iid) is not None:
+                self._stale += 1
+        if self._stale > self.COMPACT_AFTER and self._stale * 2 > len(self.heap):
+            self.heap = [(i.deadline, i.id) for i in self.open.values()]
+            heapq.heapify(self.heap)
+            self._stale = 0
 
     async def _on_record(self, tx: Executor, change: Change, started: list[Instance],
                          met: list[int]) -> None:
@@ -330,37 +419,36 @@ class SlaEngine:
         obj = next((o for o, t in OBJECT_TABLES.items() if t == table), None)
         if table == "activities" and created and row.get("customer_id") is not None:
             await self._meet(tx, [
-                self.open[i] for i in self.by_customer.get(row["customer_id"], ())
-                if self.open[i].object == "lead"
-                and self.defs[self.open[i].sla_id].action == "first_contact"], met)
+                i for i in await self._open_leads_of(tx, row["customer_id"])
+                if i.sla_id in self.defs and self.defs[i.sla_id].action == "first_contact"], met)
             return
         if obj is None:
             return
-        mine = self._for_record(obj, int(row["id"])) if not created else []
+        mine = await self._open_for(tx, obj, int(row["id"])) if not created else []
         for sid, sla in list(self.defs.items()):
             if sla.object != obj or sid in self.inactive:
                 continue
             if sla.level == "field":
                 filled = row.get(sla.field or "") not in (None, "")
                 if created:
-                    await self._start(tx, sid, obj, row, filled, started)
+                    await self._start(tx, sid, obj, row, filled, mine, started)
                 elif filled:
                     await self._meet(tx, [i for i in mine if i.sla_id == sid], met)
             elif sla.level == "process":
                 if stage is not None and stage[1] == sla.to_stage:
                     await self._meet(tx, [i for i in mine if i.sla_id == sid], met)
                 if stage is not None and stage[1] == sla.from_stage:
-                    await self._start(tx, sid, obj, row, False, started)
+                    await self._start(tx, sid, obj, row, False, mine, started)
             elif sla.action == "first_contact":
                 if created:
                     await self._start(tx, sid, obj, row, row.get("status") in CONTACTED,
-                                      started)
+                                      mine, started)
                 elif row.get("status") in CONTACTED:
                     await self._meet(tx, [i for i in mine if i.sla_id == sid], met)
             elif sla.action == "proposal":
                 if created:
-                    await self._start(tx, sid, obj, row, row.get("stage") in PROPOSAL_OR_LATER,
-                                      started)
+                    await self._start(tx, sid, obj, row,
+                                      row.get("stage") in PROPOSAL_OR_LATER, mine, started)
                 elif stage is not None and stage[1] in PROPOSAL_OR_LATER:
                     await self._meet(tx, [i for i in mine if i.sla_id == sid], met)
 
@@ -425,3 +513,8 @@ class SlaEngine:
             "SELECT id FROM reps WHERE region_id = ? AND role = ? ORDER BY id LIMIT 1",
             (region, role))
         return int(found) if found is not None else None
+
+
+def _instance(r: Row) -> Instance:
+    return Instance(int(r["id"]), int(r["sla_id"]), r["object"], int(r["record_id"]),
+                    r["customer_id"], float(r["started_s"]), float(r["deadline_s"]))

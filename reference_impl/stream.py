@@ -14,7 +14,14 @@ transactions may commit in any order, waits for its predecessors to commit or ro
 message is committed; a new subscriber replays up to it from the table and takes the rest
 live, with no gap and no duplicate. Unlike a database sequence or identity column, this
 needs no lock held until commit, so publishing transactions still commit in parallel; the
-price is one service process per database, which is how the reference CRM runs.
+price is one service process per database.
+
+Served by several processes (PostgreSQL, ``crmbench serve --workers N``), numbers come from
+a database sequence taken under a transaction-level advisory lock held until commit, so
+seq order is commit order: once seq n + 1 is visible, every lower seq has committed or
+rolled back for good. The transaction also sends a notification; every process then reads
+the rows above its ``delivered`` watermark in seq order and hands them to its subscribers
+(and polls once a second, should a notification be lost).
 
 Retention: the last ``DEFAULT_RETENTION`` (100,000) sequence numbers, set per service with
 ``CRMBENCH_STREAM_RETENTION``; older messages are deleted by a background task. Resuming
@@ -34,12 +41,15 @@ from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from reference_impl.db import Database, Executor, Params, Row
 from reference_impl.store import now_iso
+
+if TYPE_CHECKING:
+    from reference_impl.cluster import Cluster
 
 log = logging.getLogger("reference_impl.stream")
 
@@ -48,6 +58,7 @@ DEFAULT_QUEUE = 10_000
 HEARTBEAT_S = 15.0
 REPLAY_PAGE = 1_000
 PRUNE_INTERVAL_S = 1.0
+POLL_INTERVAL_S = 1.0
 _ROWS_PER_INSERT = 500
 
 _enc = msgspec.json.Encoder()
@@ -192,12 +203,56 @@ class StreamHub:
         self._subscribers: set[Subscriber] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._pruned_upto = 0
+        # Set when other processes publish too: numbering and delivery go through the database.
+        self.cluster: Cluster | None = None
+        self._poke = asyncio.Event()
 
     async def start(self) -> None:
-        last = await self.db.fetch_val("SELECT MAX(seq) FROM stream_messages")
-        self.delivered = int(last or 0)
-        self._next = self.delivered + 1
+        if self.cluster is not None:
+            await self._start_shared(self.cluster)
+        else:
+            last = await self.db.fetch_val("SELECT MAX(seq) FROM stream_messages")
+            self.delivered = int(last or 0)
+            self._next = self.delivered + 1
         self._spawn(self._prune_loop(), "stream-prune")
+
+    async def _start_shared(self, cluster: Cluster) -> None:
+        from reference_impl.cluster import STREAM_LOCK, STREAM_SEQUENCE
+
+        async with self.db.transaction() as tx:
+            await tx.execute("SELECT pg_advisory_xact_lock(?, ?)", (STREAM_LOCK, cluster.key))
+            last = int(await tx.fetch_val("SELECT COALESCE(MAX(seq), 0) FROM stream_messages"))
+            row = await tx.fetch_one(f"SELECT last_value, is_called FROM {STREAM_SEQUENCE}")
+            assert row is not None
+            taken = int(row["last_value"]) if row["is_called"] else 0
+            if last > taken:
+                # Numbers handed out by a single-process run before this one.
+                await tx.execute(f"SELECT setval('{STREAM_SEQUENCE}', ?, true)", (last,))
+        self.delivered = last
+        cluster.on_stream = self._poke.set
+        self._spawn(self._pump(), "stream-pump")
+
+    async def _pump(self) -> None:
+        """Deliver what other processes (and this one) committed, in seq order."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLL_INTERVAL_S):
+                    await self._poke.wait()
+            self._poke.clear()
+            try:
+                while True:
+                    page = await self._read(self.delivered, 2**62, Filter(), REPLAY_PAGE)
+                    if not page:
+                        break
+                    # No await from here on: a new subscriber sees the watermark and its
+                    # buffer move together.
+                    self._deliver(page)
+                    self.delivered = page[-1].seq
+                    if len(page) < REPLAY_PAGE:
+                        break
+            except Exception:
+                log.exception("reading the change stream failed; retrying")
+                await asyncio.sleep(0.5)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -222,6 +277,15 @@ class StreamHub:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Outbox]:
         """A database transaction whose published messages go out after it commits."""
+        if self.cluster is not None:
+            async with self.db.transaction() as tx:
+                shared = Outbox(tx)
+                yield shared
+                if shared.pending:
+                    await self._write_shared(shared, self.cluster)
+            if shared.messages:
+                self._poke.set()
+            return
         box: Outbox | None = None
         committing = False
         try:
@@ -254,6 +318,9 @@ class StreamHub:
             seq += 1
             box.messages.append(Message(seq, type_, customer_id, at, payload))
         box.pending.clear()
+        await self._insert(box)
+
+    async def _insert(self, box: Outbox) -> None:
         for start in range(0, len(box.messages), _ROWS_PER_INSERT):
             chunk = box.messages[start:start + _ROWS_PER_INSERT]
             params: list[Any] = []
@@ -264,6 +331,22 @@ class StreamHub:
                 + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk)),
                 params,
             )
+
+    async def _write_shared(self, box: Outbox, cluster: Cluster) -> None:
+        from reference_impl.cluster import STREAM_LOCK, STREAM_SEQUENCE
+
+        # Held until commit: no process takes a higher number before this one is settled.
+        await box.execute("SELECT pg_advisory_xact_lock(?, ?)", (STREAM_LOCK, cluster.key))
+        count = len(box.pending)
+        seq = int(await box.fetch_val(
+            f"SELECT setval('{STREAM_SEQUENCE}', nextval('{STREAM_SEQUENCE}') + ? - 1, true)"
+            " - ?", (count, count)))
+        for type_, customer_id, at, payload in box.pending:
+            seq += 1
+            box.messages.append(Message(seq, type_, customer_id, at, payload))
+        box.pending.clear()
+        await self._insert(box)
+        await cluster.notify(box, "stream", "")
 
     def _resolve(self, messages: list[Message], *, committed: bool) -> bool:
         """Settle one transaction's seqs and deliver what no open transaction precedes.

@@ -16,6 +16,11 @@ first fire time after now.
 
 Compiled versions are kept in a least-recently-used cache bounded by their total node count;
 a version pushed out is compiled again from ``workflow_versions`` when it is next needed.
+
+Served by several processes, a deploy or status change is announced to the others, which
+reload the workflow before the changing request returns; the breaker counts failures in the
+database row, and only the process owning the timers fires schedules (the others keep the
+due times in step, so a takeover neither repeats nor skips more than the fire in progress).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from cronsim import CronSim, CronSimError
@@ -38,10 +43,14 @@ from msgspec import Meta, Struct
 
 from reference_impl.calendars import zone
 from reference_impl.clock import Clock
+from reference_impl.cluster import announce, settle
 from reference_impl.db import IntegrityViolation, Row
 from reference_impl.schema import OPPORTUNITY_STAGES, TABLES_BY_NAME
 from reference_impl.store import ENTITIES, StoreError, now_iso
 from reference_impl.stream import StreamHub, publish
+
+if TYPE_CHECKING:
+    from reference_impl.cluster import Cluster
 
 NODE_TYPES = frozenset({"trigger", "condition", "action", "parallel", "join", "wait"})
 TRIGGERS = frozenset({
@@ -501,16 +510,38 @@ class WorkflowEngine:
         self.automatic: set[int] = set()
         # Scheduled workflows and when each is next due, on the service clock.
         self.scheduled: dict[int, float] = {}
+        # Set when other processes serve the same database (see the module docstring).
+        self.cluster: Cluster | None = None
 
     async def start(self) -> None:
-        for r in await self.db.fetch_all("SELECT * FROM workflows"):
-            trig = json.loads(r["trigger"]) if r["trigger"] else None
-            self.meta[int(r["id"])] = Meta_(int(r["id"]), r["name"], int(r["latest_version"]),
-                                            r["status"], int(r["failures"]), trig)
-            self._index(int(r["id"]))
+        if self.cluster is not None:
+            # Before loading: a change announced meanwhile is then read again, never lost.
+            self.cluster.reloaders["workflow"] = self.reload
+        await self.reload("*")
         task = asyncio.create_task(self._schedule_loop())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def reload(self, key: str) -> None:
+        """Read one workflow's state (or every one's, ``"*"``) from the database."""
+        rows = await self.db.fetch_all(
+            "SELECT * FROM workflows" + ("" if key == "*" else " WHERE id = ?"),
+            () if key == "*" else (int(key),))
+        for r in rows:
+            wid = int(r["id"])
+            trig = json.loads(r["trigger"]) if r["trigger"] else None
+            meta = self.meta.get(wid)
+            if meta is None:
+                self.meta[wid] = Meta_(wid, r["name"], int(r["latest_version"]), r["status"],
+                                       int(r["failures"]), trig)
+            else:
+                # Updated in place: runs in progress hold this object.
+                meta.latest, meta.status, meta.failures = (
+                    int(r["latest_version"]), r["status"], int(r["failures"]))
+                if meta.trigger == trig:
+                    continue
+                meta.trigger = trig
+            self._index(wid)
 
     def _index(self, wid: int) -> None:
         trig = self.meta[wid].trigger
@@ -544,7 +575,8 @@ class WorkflowEngine:
                     del self.scheduled[wid]
                 else:
                     self.scheduled[wid] = nxt
-                if meta.status == "active":
+                owner = self.cluster is None or self.cluster.owner
+                if meta.status == "active" and owner:
                     task = asyncio.create_task(self._triggered(
                         wid, {"scheduled_at": self.clock.iso(due)}, ("schedule", {})))
                     self._tasks.add(task)
@@ -595,6 +627,7 @@ class WorkflowEngine:
                 )
                 publish(tx, "workflow.deployed", None,
                         {"workflow_id": wid, "name": doc.name, "version": version})
+                token = await announce(self.cluster, tx, "workflow", wid)
         except IntegrityViolation as exc:
             raise StoreError(409, "conflict", f"concurrent deploy of {doc.name!r}") from exc
         old = self.meta.get(wid)
@@ -602,6 +635,7 @@ class WorkflowEngine:
                                old.failures if old else 0, trig)
         self.compiled.put((wid, version), compiled)
         self._index(wid)
+        await settle(self.cluster, token)
         return {"id": wid, "name": doc.name, "version": version, "nodes": len(doc.nodes),
                 "edges": len(doc.edges),
                 "deploy_ms": round((time.perf_counter() - received) * 1000, 3)}
@@ -687,10 +721,13 @@ class WorkflowEngine:
         if on == (meta.status != "disabled"):
             return
         meta.status, meta.failures = ("active" if on else "disabled"), 0
-        await self.db.execute(
-            "UPDATE workflows SET status = ?, failures = 0, updated_at = ? WHERE id = ?",
-            (meta.status, now_iso(), wid),
-        )
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE workflows SET status = ?, failures = 0, updated_at = ? WHERE id = ?",
+                (meta.status, now_iso(), wid),
+            )
+            token = await announce(self.cluster, tx, "workflow", wid)
+        await settle(self.cluster, token)
 
     def _refuse_disabled(self, meta: Meta_) -> None:
         if meta.status == "disabled":
@@ -701,10 +738,13 @@ class WorkflowEngine:
         meta = self._meta(wid)
         self._refuse_disabled(meta)
         meta.status, meta.failures = "active", 0
-        await self.db.execute(
-            "UPDATE workflows SET status = 'active', failures = 0, updated_at = ? WHERE id = ?",
-            (now_iso(), wid),
-        )
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "UPDATE workflows SET status = 'active', failures = 0, updated_at = ? "
+                "WHERE id = ?", (now_iso(), wid),
+            )
+            token = await announce(self.cluster, tx, "workflow", wid)
+        await settle(self.cluster, token)
         return {"id": wid, "name": meta.name, "status": meta.status}
 
     async def run(self, wid: int, body: RunCreate, record: tuple[str, Row] | None = None
@@ -749,13 +789,19 @@ class WorkflowEngine:
     async def _finish(self, meta: Meta_, state: dict[str, Any], result: RunResult,
                       record: tuple[str, Row] | None, t0: float) -> None:
         ok = result.status == "completed"
-        failures = 0 if ok else meta.failures + 1
-        paused = failures >= BREAKER_THRESHOLD and meta.status != "paused"
         ts = now_iso()
         state.update(status=result.status, executed_nodes=result.executed, error=result.error,
                      duration_ms=round((time.perf_counter() - t0) * 1000, 3), finished_at=ts)
         wid = meta.id
         async with self.hub.transaction() as tx:
+            if self.cluster is not None:
+                # Runs of this workflow in other processes count towards the same breaker.
+                row = await tx.fetch_one(
+                    "SELECT failures, status FROM workflows WHERE id = ? FOR UPDATE", (wid,))
+                if row is not None:
+                    meta.failures, meta.status = int(row["failures"]), row["status"]
+            failures = 0 if ok else meta.failures + 1
+            paused = failures >= BREAKER_THRESHOLD and meta.status != "paused"
             customer_id = None
             if ok and result.writes:
                 customer_id = await self._apply(tx, result.writes, record, wid)
@@ -778,6 +824,7 @@ class WorkflowEngine:
                 publish(tx, "workflow.paused", None, {
                     "workflow_id": wid, "name": meta.name, "failures": failures,
                     "notify": "administrators", "last_error": result.error})
+                await announce(self.cluster, tx, "workflow", wid, wait=False)
         meta.failures = failures
         if paused:
             meta.status = "paused"
