@@ -130,7 +130,8 @@ TABLES: tuple[Table, ...] = (
             _c("ordered_at", "ts"), _c("status", "text"), _c("currency", "text"),
             _c("total_amount", "float"),
         ),
-        indexes=(("customer_id", "ordered_at"),),
+        # Ordered as the customer-360's recent orders, and covering its order totals.
+        indexes=(("customer_id", "ordered_at", "id", "total_amount"),),
     ),
     Table(
         "order_lines",
