@@ -60,12 +60,14 @@ class Cluster:
         self.config = config
         self.key = 0
         self.owner = False
+        # Names this process in announcements and acknowledgements.
+        self.id = uuid.uuid4().hex[:12]
         self.reloaders: dict[str, Reloader] = {}
         self.owner_hooks: list[OwnerHook] = []
         self.on_stream: Callable[[], None] = lambda: None
         self.on_sla: Callable[[str], None] = lambda _payload: None
         self._conn: Any = None
-        self._pending: dict[str, tuple[set[int], asyncio.Event]] = {}
+        self._pending: dict[str, tuple[set[str], asyncio.Event]] = {}
         self._changes: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -124,14 +126,14 @@ class Cluster:
 
     def _heard_state(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         kind, key, sender, token = payload.split(" ")
-        if int(sender) != self.config.index:
+        if sender != self.id:
             self._changes.put_nowait((kind, key, token))
 
     def _heard_ack(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         token, sender = payload.split(" ")
         entry = self._pending.get(token)
         if entry is not None:
-            entry[0].add(int(sender))
+            entry[0].add(sender)
             if len(entry[0]) >= self.config.workers - 1:
                 entry[1].set()
 
@@ -144,7 +146,7 @@ class Cluster:
                     await reload(key)
                 if token != "-":
                     await self.db.execute("SELECT pg_notify(?, ?)",
-                                          (self.channel("ack"), f"{token} {self.config.index}"))
+                                          (self.channel("ack"), f"{token} {self.id}"))
             except Exception:
                 log.exception("reloading %s %s announced by another process failed", kind, key)
 
@@ -158,7 +160,7 @@ class Cluster:
         if wait:
             self._pending[token] = (set(), asyncio.Event())
         await tx.execute("SELECT pg_notify(?, ?)",
-                         (self.channel("state"), f"{kind} {key} {self.config.index} {token}"))
+                         (self.channel("state"), f"{kind} {key} {self.id} {token}"))
         return token if wait else None
 
     async def settle(self, token: str | None) -> None:

@@ -6,7 +6,9 @@ for each run, so every run starts from the same state without reloading.
 The URL may name another build and a calibration slowdown (for ``crmbench ab``):
 ``reference://embedded?source=DIR`` serves the reference CRM of the checkout in DIR (its
 own database cache, loaded by its own code), ``slowdown_ms`` and ``slowdown_pct`` inject
-CPU work per request (``reference_impl.slowdown``).
+CPU work per request (``reference_impl.slowdown``), ``db=postgresql://...`` serves from that
+database instead (the fixtures are loaded into it when it is empty; runs are not reset
+between them) and ``workers=N`` serves from N processes, which needs ``db``.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ STOP_TIMEOUT = 10.0
 
 
 EMBEDDED_URL = "reference://embedded"
-URL_OPTIONS = ("source", "slowdown_ms", "slowdown_pct")
+URL_OPTIONS = ("source", "slowdown_ms", "slowdown_pct", "db", "workers")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class EmbeddedOptions:
     source: Path | None = None
     slowdown_ms: float = 0.0
     slowdown_pct: float = 0.0
+    db: str | None = None
+    workers: int = 1
 
 
 def parse_embedded(url: str) -> EmbeddedOptions | None:
@@ -82,7 +86,17 @@ def parse_embedded(url: str) -> EmbeddedOptions | None:
                 raise UserError(f"{url}: {key} must be a number, not {one[key]!r}") from None
             if not 0 <= numbers[key] <= 1000:
                 raise UserError(f"{url}: {key} must be between 0 and 1000")
-    return EmbeddedOptions(source=source, **numbers)
+    db = one.get("db") or None
+    if db is not None and not db.startswith(("postgresql://", "postgres://")):
+        raise UserError(f"{url}: db must be a postgresql:// URL")
+    workers = 1
+    if "workers" in one:
+        if not one["workers"].isdigit() or not 1 <= int(one["workers"]) <= 64:
+            raise UserError(f"{url}: workers must be a whole number from 1 to 64")
+        workers = int(one["workers"])
+    if workers > 1 and db is None:
+        raise UserError(f"{url}: workers={workers} needs PostgreSQL: add db=postgresql://...")
+    return EmbeddedOptions(source=source, db=db, workers=workers, **numbers)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -198,11 +212,11 @@ class EmbeddedReference:
                 digest.update((source / "reference_impl" / part).read_bytes())
         return self.fixtures / f"reference-{digest.hexdigest()[:12]}.sqlite3"
 
-    def _load_with_source(self, cache: Path) -> None:
+    def _load_with_source(self, db_url: str) -> None:
         env, cwd = self._source_env()
         self._say(f"loading {self.fixtures} with the reference CRM of {cwd}")
         done = subprocess.run(
-            [sys.executable, "-m", "bench", "serve", "--db", f"sqlite:///{cache.resolve()}",
+            [sys.executable, "-m", "bench", "serve", "--db", db_url,
              "--data", str(self.fixtures.resolve()), "--load-only"],
             cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
             check=False,
@@ -225,8 +239,15 @@ class EmbeddedReference:
                     f"generating {DEFAULT_CUSTOMERS:,} customers into {self.fixtures} (one time)"
                 )
                 generate(self.fixtures, customers=DEFAULT_CUSTOMERS, seed=DEFAULT_SEED)
+            if self.options.db is not None:
+                # The database outlives the run: loaded once, when it is still empty.
+                if self.options.source is not None:
+                    self._load_with_source(self.options.db)
+                else:
+                    load(self.options.db, self.fixtures, reset=False, say=self._say)
+                return cache
             if self.options.source is not None:
-                self._load_with_source(cache)
+                self._load_with_source(f"sqlite:///{cache.resolve()}")
                 _checkpointed(cache)
                 return cache
             url = f"sqlite:///{cache.resolve()}"
@@ -262,11 +283,14 @@ class EmbeddedReference:
     def _start(self) -> None:
         cache = self.prepare()
         self._tmp = Path(tempfile.mkdtemp(prefix="crmbench-reference-"))
-        work = self.db_path or self._tmp / "run.sqlite3"
-        work.parent.mkdir(parents=True, exist_ok=True)
-        for stale in _sqlite_files(work):
-            stale.unlink(missing_ok=True)
-        shutil.copyfile(cache, work)
+        db_url = self.options.db
+        if db_url is None:
+            work = self.db_path or self._tmp / "run.sqlite3"
+            work.parent.mkdir(parents=True, exist_ok=True)
+            for stale in _sqlite_files(work):
+                stale.unlink(missing_ok=True)
+            shutil.copyfile(cache, work)
+            db_url = f"sqlite:///{work.resolve()}"
         if self.port is None:
             self.port = free_port()
         self._say(f"starting the reference CRM on 127.0.0.1:{self.port}")
@@ -278,9 +302,10 @@ class EmbeddedReference:
                     "--slowdown-pct", str(self.options.slowdown_pct)]
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "bench", "serve", "--db", f"sqlite:///{work.resolve()}",
+                [sys.executable, "-m", "bench", "serve", "--db", db_url,
                  "--host", "127.0.0.1", "--port", str(self.port),
-                 *(["--test-clock"] if self.test_clock else []), *slow],
+                 *(["--test-clock"] if self.test_clock else []), *slow,
+                 *(["--workers", str(self.options.workers)] if self.options.workers > 1 else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=env, cwd=cwd,
             )

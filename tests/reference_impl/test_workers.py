@@ -185,3 +185,35 @@ def test_workers_with_sqlite_are_refused(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "PostgreSQL" in done.stderr
     assert not (tmp_path / "x.sqlite3").exists()
+
+
+def test_embedded_url_takes_workers_and_a_database() -> None:
+    from bench.adapters.embedded import EmbeddedOptions, parse_embedded
+    from bench.errors import UserError
+
+    url = "postgresql://postgres@127.0.0.1:5432/test"
+    assert parse_embedded(f"reference://embedded?workers=2&db={url}") == EmbeddedOptions(
+        db=url, workers=2)
+    assert parse_embedded("reference://embedded") == EmbeddedOptions()
+    for bad in ("workers=2", "workers=0", "workers=x&db=" + url, "db=sqlite:///x"):
+        with pytest.raises(UserError):
+            parse_embedded(f"reference://embedded?{bad}")
+
+
+@pytest.mark.postgres
+def test_embedded_target_serves_from_two_processes(postgres_url: str,
+                                                    small_fixtures: Path) -> None:
+    from bench.adapters.embedded import EmbeddedOptions, EmbeddedReference
+
+    options = EmbeddedOptions(db=postgres_url, workers=2)
+    with EmbeddedReference(small_fixtures, options=options) as ref, ExitStack() as stack:
+        base = f"http://127.0.0.1:{ref.port}"
+        auth = {"Authorization": f"Bearer {ref.token}"}
+        pids = set()
+        for _ in range(200):
+            client = stack.enter_context(httpx.Client(base_url=base, headers=auth, timeout=10))
+            pids.add(_pid(client))
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+        assert client.get("/customers/1").status_code == 200
