@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
 import msgspec
 from starlette.applications import Starlette
@@ -154,17 +155,24 @@ class Query:
     """Strict reading of query parameters: unknown or repeated ones are refused."""
 
     def __init__(self, request: Request, allowed: set[str]) -> None:
-        params = request.query_params
-        for key in params:
+        # Parsed as Starlette's QueryParams would, without building one per request.
+        raw: bytes = request.scope["query_string"]
+        self.params: dict[str, str] = {}
+        if not raw:
+            return
+        given: dict[str, list[str]] = {}
+        for key, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+            given.setdefault(key, []).append(value)
+        for key, values in given.items():
             if key not in allowed:
                 raise ApiError(
                     400, "invalid_parameter",
                     f"unknown query parameter {key!r}; allowed: {', '.join(sorted(allowed))}",
                     key,
                 )
-            if len(params.getlist(key)) > 1:
+            if len(values) > 1:
                 raise ApiError(400, "invalid_parameter", f"{key} given more than once", key)
-        self.params = params
+            self.params[key] = values[0]
 
     def integer(self, name: str, low: int = 1, high: int = 2**53) -> int | None:
         raw = self.params.get(name)
