@@ -3,7 +3,9 @@
 One embedded reference CRM on 127.0.0.1; in interleaved rounds (harness, independent
 client, harness, ...) the same load, ``get_customer`` over uniformly drawn customer ids
 from ``--users`` paced users at ``--rate`` req/s, with latency counted from each request's
-intended send time. Then no-op runs measure what the harness alone adds.
+intended send time. Then no-op runs measure what the harness alone adds. With
+``--baseline DIR`` the load generator of another checkout (e.g. ``git archive`` of an
+older commit) runs as a third contender in every round.
 
 Run: ``.venv/bin/python benchmarks/tail_fidelity.py [--rounds 3] [--seconds 5]``
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -20,6 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +72,7 @@ class Figures:
 
     def line(self) -> str:
         cpu = f"  cpu {self.cpu_pct:5.1f} %" if self.cpu_pct is not None else ""
-        return (f"{self.who:<10} n={self.count:<6} p50 {self.p50_ms:6.3f} ms  "
+        return (f"{self.who:<26} n={self.count:<6} p50 {self.p50_ms:6.3f} ms  "
                 f"p99 {self.p99_ms:7.3f} ms  late {100 * self.late_fraction:5.2f} %"
                 f"  errors {self.errors}{cpu}")
 
@@ -83,24 +87,48 @@ def _scenario_file(folder: Path, users: int, rate: float, seconds: float) -> Pat
     return path
 
 
+@contextlib.contextmanager
+def _generator_from(source: Path | None) -> Iterator[None]:
+    """Let the load-generator subprocess import ``bench`` from ``source``."""
+    if source is None:
+        yield
+        return
+    saved = os.environ.get("PYTHONPATH")
+    cwd = Path.cwd()
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source.resolve()), saved]))
+    # ``python -m`` puts the working directory ahead of PYTHONPATH.
+    os.chdir(source)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
 def run_harness(target: str, scenario_path: Path, users: int, rate: float,
-                out: Path, who: str = "harness") -> Figures:
+                out: Path, who: str = "harness", source: Path | None = None) -> Figures:
     """One ``crmbench run`` through the Python API; figures of its measure phase."""
     from bench.scenarios.config import load_scenario
     from bench.scenarios.runner import RunRequest, run
 
     scenario = load_scenario(str(scenario_path), profile="tail", users=users, rate=rate)
-    report = run(RunRequest(scenario, target=target, out=out, calibrate=False),
-                 say=lambda _msg: None)
+    with _generator_from(source):
+        report = run(RunRequest(scenario, target=target, out=out, calibrate=False),
+                     say=lambda _msg: None)
     result = report.result
     if not result.get("complete"):
         raise SystemExit(f"{who} run did not complete: {result.get('abort_reason')}")
-    intended = result["overall"]["latency_ms"]["intended"]
-    validity = result["validity"]
+    overall = result["overall"]
+    intended = overall["latency_ms"]["intended"]
     return Figures(
         who=who, count=int(intended["count"]), p50_ms=float(intended["p50"]),
-        p99_ms=float(intended["p99"]), late_fraction=float(validity["late_fraction"]),
-        cpu_pct=validity.get("generator_cpu_mean_pct"), errors=int(result["overall"]["errors"]),
+        p99_ms=float(intended["p99"]),
+        # Of the measured sends, as for the client (the result's own figure counts all).
+        late_fraction=int(overall["late"]) / max(int(overall["count"]), 1),
+        cpu_pct=result["validity"].get("generator_cpu_mean_pct"), errors=int(overall["errors"]),
     )
 
 
@@ -193,13 +221,13 @@ def run_client(url: str, token: str, customers: int, users: int, rate: float,
     hi = lo + round(seconds * 1e9)
     measured = [s for s in samples if lo <= s[0] < hi]
     response = np.array([end - intended for intended, _s, end, _st in measured], dtype=np.int64)
-    late = sum(1 for intended, start, _e, _st in samples if start - intended > LATE_NS)
+    late = sum(1 for intended, start, _e, _st in measured if start - intended > LATE_NS)
     errors = sum(1 for *_rest, status in measured if status != 200)
     return Figures(
         who="client", count=len(measured),
         p50_ms=float(np.percentile(response, 50)) / 1e6,
         p99_ms=float(np.percentile(response, 99)) / 1e6,
-        late_fraction=late / max(len(samples), 1), errors=errors,
+        late_fraction=late / max(len(measured), 1), errors=errors,
     )
 
 
@@ -232,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noop-rounds", type=int, default=2,
                         help="no-op runs at --users/--rate and at 500 users / 1000 req/s")
     parser.add_argument("--json", type=Path, help="also write all figures here")
+    parser.add_argument("--baseline", type=Path,
+                        help="source tree whose load generator also runs in every round")
     args = parser.parse_args(argv)
+    args.fixtures = args.fixtures.resolve()
 
     from bench.adapters.embedded import EmbeddedReference
 
@@ -240,9 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"waiting for {args.fixtures}/manifest.json", file=sys.stderr)
         time.sleep(10)
 
-    harness: list[Figures] = []
-    client: list[Figures] = []
-    noop: dict[str, list[Figures]] = {}
+    harnesses = [("harness", None)] + ([("baseline", args.baseline)] if args.baseline else [])
+    runs: dict[str, list[Figures]] = {}
     with tempfile.TemporaryDirectory(prefix="tail-fidelity-") as tmp:
         folder = Path(tmp)
         scenario = _scenario_file(folder, args.users, args.rate, args.seconds)
@@ -252,36 +282,41 @@ def main(argv: list[str] | None = None) -> int:
             print(f"reference CRM at {ref.url}, {customers:,} customers; "
                   f"{args.users} users, {args.rate:g} req/s, {args.seconds:g} s measured")
             for i in range(args.rounds):
-                harness.append(run_harness(ref.url, scenario, args.users, args.rate,
-                                           folder / "runs"))
-                print(f"round {i + 1}  {harness[-1].line()}", flush=True)
-                client.append(run_client(http_url, ref.token, customers, args.users,
-                                         args.rate, args.seconds, seed=i))
-                print(f"round {i + 1}  {client[-1].line()}", flush=True)
+                for who, source in harnesses:
+                    fig = run_harness(ref.url, scenario, args.users, args.rate,
+                                      folder / "runs", who, source)
+                    runs.setdefault(who, []).append(fig)
+                    print(f"round {i + 1}  {fig.line()}", flush=True)
+                fig = run_client(http_url, ref.token, customers, args.users, args.rate,
+                                 args.seconds, seed=i)
+                runs.setdefault("client", []).append(fig)
+                print(f"round {i + 1}  {fig.line()}", flush=True)
         loads = [(args.users, args.rate), (500, 1000.0)]
         for i in range(args.noop_rounds):
             for users, rate in loads:
-                key = f"noop {users}u/{rate:g}"
-                figures = run_harness("noop://?delay_ms=0", scenario, users, rate,
-                                      folder / "runs", who=f"noop{users}u")
-                noop.setdefault(key, []).append(figures)
-                print(f"noop {i + 1}   {figures.line()}", flush=True)
+                for who, source in harnesses:
+                    key = f"noop {who} {users}u/{rate:g}"
+                    fig = run_harness("noop://?delay_ms=0", scenario, users, rate,
+                                      folder / "runs", key, source)
+                    runs.setdefault(key, []).append(fig)
+                    print(f"noop {i + 1}   {fig.line()}", flush=True)
 
-    print("\nmedians")
-    for who, runs in (("harness", harness), ("client", client), *noop.items()):
-        print(f"  {who:<18} p50 {_median([r.p50_ms for r in runs]):6.3f} ms  "
-              f"p99 {_median([r.p99_ms for r in runs]):7.3f} ms  "
-              f"late {100 * _median([r.late_fraction for r in runs]):5.2f} %"
-              + (f"  cpu {_median([r.cpu_pct for r in runs if r.cpu_pct is not None]):5.1f} %"
-                 if any(r.cpu_pct is not None for r in runs) else ""))
-    ratios = [h.p99_ms / c.p99_ms for h, c in zip(harness, client, strict=True) if c.p99_ms]
-    print(f"  harness/client p99 per round: {', '.join(f'{r:.2f}' for r in ratios)}; "
-          f"median {_median(ratios):.2f}")
+    print("\nmedians (machine shared: compare within one invocation only)")
+    for who, figs in runs.items():
+        cpus = [r.cpu_pct for r in figs if r.cpu_pct is not None]
+        print(f"  {who:<26} p50 {_median([r.p50_ms for r in figs]):6.3f} ms  "
+              f"p99 {_median([r.p99_ms for r in figs]):7.3f} ms  "
+              f"late {100 * _median([r.late_fraction for r in figs]):5.2f} %"
+              + (f"  cpu {_median(cpus):5.1f} %" if cpus else ""))
+    for who, _source in harnesses:
+        ratios = [h.p99_ms / c.p99_ms for h, c in
+                  zip(runs.get(who, []), runs.get("client", []), strict=True) if c.p99_ms]
+        if ratios:
+            print(f"  {who}/client p99 per round: {', '.join(f'{r:.2f}' for r in ratios)}; "
+                  f"median {_median(ratios):.2f}")
     if args.json:
-        args.json.write_text(json.dumps({
-            "harness": [vars(r) for r in harness], "client": [vars(r) for r in client],
-            "noop": {k: [vars(r) for r in v] for k, v in noop.items()},
-        }, indent=2))
+        args.json.write_text(json.dumps(
+            {who: [vars(r) for r in figs] for who, figs in runs.items()}, indent=2))
     return 0
 
 
