@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -58,7 +59,11 @@ class NoopAdapter:
 
     def __init__(self, delay_ms: float = 0.0, keyspace: Keyspace | None = None) -> None:
         self.delay_ms = delay_ms
+        self._delay_ns = round(delay_ms * 1_000_000)
         self._keyspace = keyspace or Keyspace(**_KEYSPACE_DEFAULTS)
+        # Set by the load generator to its precise alarm: gevent.sleep rounds a 1 ms
+        # delay up to as much as 2 ms, which would be counted as the target's latency.
+        self.sleep_until: Callable[[int], None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> NoopAdapter:
@@ -107,8 +112,11 @@ class NoopAdapter:
         # gevent.sleep and yields to other users; in a plain process it blocks this thread,
         # which is what a synchronous caller expects. A zero delay skips the call entirely
         # so the harness overhead is measured without an extra hub switch.
-        if self.delay_ms > 0:
-            time.sleep(self.delay_ms / 1000.0)
+        if self._delay_ns > 0:
+            if self.sleep_until is not None:
+                self.sleep_until(time.perf_counter_ns() + self._delay_ns)
+            else:
+                time.sleep(self.delay_ms / 1000.0)
         return Status.ok
 
     def get_customer(self, customer_id: int) -> Status:

@@ -258,10 +258,13 @@ def _prepare(config: dict[str, Any], worker_index: int, users_here: int) -> None
             STATE["probe_error"] = (
                 f"the {adapter.name} adapter does not implement the agent and event verbs"
             )
+    alarm: GeventAlarm = STATE.get("alarm") or GeventAlarm()
+    if hasattr(adapter, "sleep_until"):
+        adapter.sleep_until = alarm.sleep_until
     STATE.update(
         config=config,
         adapter=adapter,
-        alarm=STATE.get("alarm") or GeventAlarm(),
+        alarm=alarm,
         worker_index=worker_index,
         workload=MixedWorkload(
             adapter, keyspace, config["mix"], seed=config["seed"] + worker_index,

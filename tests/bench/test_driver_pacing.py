@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from bench.adapters.base import Status
+from bench.adapters.noop import NoopAdapter
 from bench.measure.schedule import GeventAlarm, MonotonicTimer, Pacer, WakeQueue
 
 linux_timer = pytest.mark.skipif(not MonotonicTimer.available(), reason="timerfd needs Linux")
@@ -122,3 +124,18 @@ def test_gevent_alarm_returns_at_once_for_a_past_deadline() -> None:
         assert len(alarm.queue) == 0 and alarm.wakeups == 0
     finally:
         alarm.close()
+
+
+def test_noop_delay_waits_on_the_generators_alarm_when_given_one() -> None:
+    adapter = NoopAdapter.from_url("noop://?delay_ms=2.5")
+    deadlines: list[int] = []
+    adapter.sleep_until = deadlines.append
+    before = time.perf_counter_ns()
+    assert adapter.get_customer(1) is Status.ok
+    after = time.perf_counter_ns()
+    [deadline] = deadlines
+    assert before + 2_500_000 <= deadline <= after + 2_500_000
+    zero = NoopAdapter.from_url("noop://?delay_ms=0")
+    zero.sleep_until = deadlines.append
+    assert zero.get_customer(1) is Status.ok
+    assert len(deadlines) == 1
