@@ -154,3 +154,18 @@ def test_created_records_have_the_same_shape(client: TestClient) -> None:
     with starlette_only(client):
         assert client.delete(f"/leads/{b['id']}").status_code == 204
     both(client, "DELETE", f"/leads/{a['id']}")
+
+
+def test_crashes_answer_the_same_500(
+    db_url: str, small_fixtures: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with app_client(db_url, small_fixtures, raise_server_exceptions=False) as c:
+        store = c.app.state.store
+
+        async def broken(_name: str, _id: int) -> None:
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(store, "get", broken)
+        resp = both(c, "GET", "/customers/1")
+        assert resp.status_code == 500
+        assert resp.json()["error"]["code"] == "internal_error"
