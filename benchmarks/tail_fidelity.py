@@ -149,9 +149,49 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
+class _Waker:
+    """Wakes coroutines at perf_counter_ns deadlines through a timerfd, as precisely as the
+    harness's generator does (loop timers round to whole milliseconds)."""
+
+    def __init__(self) -> None:
+        from bench.measure.schedule import MonotonicTimer, WakeQueue
+
+        self.loop = asyncio.get_running_loop()
+        self.queue: WakeQueue[asyncio.Future[None]] = WakeQueue()
+        self.timer = MonotonicTimer()
+        self.loop.add_reader(self.timer.fileno(), self._fire)
+
+    async def until(self, when_ns: int) -> None:
+        if when_ns <= time.perf_counter_ns():
+            return
+        fut: asyncio.Future[None] = self.loop.create_future()
+        if self.queue.push(when_ns, fut):
+            self.timer.arm(when_ns)
+        await fut
+
+    def _fire(self) -> None:
+        self.timer.consume()
+        for fut in self.queue.pop_due(time.perf_counter_ns()):
+            fut.set_result(None)
+        self.timer.arm(self.queue.next_ns())
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.timer.fileno())
+        self.timer.close()
+
+
+async def _loop_timer(when_ns: int) -> None:
+    now = time.perf_counter_ns()
+    if when_ns > now:
+        await asyncio.sleep((when_ns - now) / 1e9)
+    # Loop timers have millisecond resolution and may fire a little early.
+    while time.perf_counter_ns() < when_ns:
+        await asyncio.sleep(0)
+
+
 async def _user(host: str, port: int, token: str, customers: int, rng: random.Random,
                 first_ns: int, period_ns: int, end_ns: int,
-                out: list[tuple[int, int, int, int]]) -> None:
+                out: list[tuple[int, int, int, int]], wait: Any) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     head = (f"Host: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
             "Accept: application/json\r\nUser-Agent: tail-fidelity\r\n\r\n")
@@ -162,12 +202,7 @@ async def _user(host: str, port: int, token: str, customers: int, rng: random.Ra
             if intended >= end_ns:
                 return
             k += 1
-            now = time.perf_counter_ns()
-            if intended > now:
-                await asyncio.sleep((intended - now) / 1e9)
-            # Loop timers have millisecond resolution and may fire a little early.
-            while time.perf_counter_ns() < intended:
-                await asyncio.sleep(0)
+            await wait(intended)
             request = f"GET /customers/{rng.randint(1, customers)} HTTP/1.1\r\n{head}"
             start = time.perf_counter_ns()
             writer.write(request.encode())
@@ -184,23 +219,34 @@ async def _user(host: str, port: int, token: str, customers: int, rng: random.Ra
 
 
 async def _client(host: str, port: int, token: str, customers: int, users: int, rate: float,
-                  seconds: float, seed: int) -> tuple[list[tuple[int, int, int, int]], int]:
+                  seconds: float, seed: int,
+                  timerfd: bool) -> tuple[list[tuple[int, int, int, int]], int]:
     period_ns = round(users / rate * 1e9)
     rng = random.Random(seed)
     t0 = time.perf_counter_ns() + 200_000_000
     end = t0 + round((WARMUP_S + seconds + COOLDOWN_S) * 1e9)
     out: list[tuple[int, int, int, int]] = []
-    await asyncio.gather(*(
-        _user(host, port, token, customers, random.Random(rng.random()),
-              t0 + int(rng.random() * period_ns), period_ns, end, out)
-        for _ in range(users)
-    ))
+    waker = _Waker() if timerfd else None
+    try:
+        await asyncio.gather(*(
+            _user(host, port, token, customers, random.Random(rng.random()),
+                  t0 + int(rng.random() * period_ns), period_ns, end, out,
+                  waker.until if waker is not None else _loop_timer)
+            for _ in range(users)
+        ))
+    finally:
+        if waker is not None:
+            waker.close()
     return out, t0
 
 
 def run_client(url: str, token: str, customers: int, users: int, rate: float,
-               seconds: float, seed: int) -> Figures:
-    """An asyncio open-loop client (uvloop if installed) with the harness's schedule."""
+               seconds: float, seed: int, timerfd: bool = True) -> Figures:
+    """An asyncio open-loop client (uvloop if installed) with the harness's schedule.
+
+    It wakes its users through a timerfd, or with ``timerfd=False`` through the loop's
+    own timers, which round to whole milliseconds.
+    """
     host_port = url.split("://", 1)[1]
     host, port = host_port.rsplit(":", 1)
     try:
@@ -214,7 +260,8 @@ def run_client(url: str, token: str, customers: int, users: int, rate: float,
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             samples, t0 = runner.run(
-                _client(host, int(port), token, customers, users, rate, seconds, seed))
+                _client(host, int(port), token, customers, users, rate, seconds, seed,
+                        timerfd))
     finally:
         gc.enable()
     lo = t0 + round(WARMUP_S * 1e9)
@@ -224,7 +271,7 @@ def run_client(url: str, token: str, customers: int, users: int, rate: float,
     late = sum(1 for intended, start, _e, _st in measured if start - intended > LATE_NS)
     errors = sum(1 for *_rest, status in measured if status != 200)
     return Figures(
-        who="client", count=len(measured),
+        who="client" if timerfd else "client-looptimers", count=len(measured),
         p50_ms=float(np.percentile(response, 50)) / 1e6,
         p99_ms=float(np.percentile(response, 99)) / 1e6,
         late_fraction=late / max(len(measured), 1), errors=errors,
@@ -260,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noop-rounds", type=int, default=2,
                         help="no-op runs at --users/--rate and at 500 users / 1000 req/s")
     parser.add_argument("--json", type=Path, help="also write all figures here")
+    parser.add_argument("--client-timers", choices=["timerfd", "loop", "both"], default="both",
+                        help="how the independent client wakes its users")
     parser.add_argument("--baseline", type=Path,
                         help="source tree whose load generator also runs in every round")
     args = parser.parse_args(argv)
@@ -271,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"waiting for {args.fixtures}/manifest.json", file=sys.stderr)
         time.sleep(10)
 
+    from bench.measure.schedule import MonotonicTimer
+
+    clients = {"timerfd": [True], "loop": [False], "both": [True, False]}[args.client_timers]
+    if not MonotonicTimer.available():
+        clients = [False]
     harnesses = [("harness", None)] + ([("baseline", args.baseline)] if args.baseline else [])
     runs: dict[str, list[Figures]] = {}
     with tempfile.TemporaryDirectory(prefix="tail-fidelity-") as tmp:
@@ -287,10 +341,11 @@ def main(argv: list[str] | None = None) -> int:
                                       folder / "runs", who, source)
                     runs.setdefault(who, []).append(fig)
                     print(f"round {i + 1}  {fig.line()}", flush=True)
-                fig = run_client(http_url, ref.token, customers, args.users, args.rate,
-                                 args.seconds, seed=i)
-                runs.setdefault("client", []).append(fig)
-                print(f"round {i + 1}  {fig.line()}", flush=True)
+                for timerfd in clients:
+                    fig = run_client(http_url, ref.token, customers, args.users, args.rate,
+                                     args.seconds, seed=i, timerfd=timerfd)
+                    runs.setdefault(fig.who, []).append(fig)
+                    print(f"round {i + 1}  {fig.line()}", flush=True)
         loads = [(args.users, args.rate), (500, 1000.0)]
         for i in range(args.noop_rounds):
             for users, rate in loads:
@@ -309,11 +364,12 @@ def main(argv: list[str] | None = None) -> int:
               f"late {100 * _median([r.late_fraction for r in figs]):5.2f} %"
               + (f"  cpu {_median(cpus):5.1f} %" if cpus else ""))
     for who, _source in harnesses:
-        ratios = [h.p99_ms / c.p99_ms for h, c in
-                  zip(runs.get(who, []), runs.get("client", []), strict=True) if c.p99_ms]
-        if ratios:
-            print(f"  {who}/client p99 per round: {', '.join(f'{r:.2f}' for r in ratios)}; "
-                  f"median {_median(ratios):.2f}")
+        for other in ("client", "client-looptimers"):
+            ratios = [h.p99_ms / c.p99_ms for h, c in
+                      zip(runs.get(who, []), runs.get(other, []), strict=False) if c.p99_ms]
+            if ratios:
+                print(f"  {who}/{other} p99 per round: "
+                      f"{', '.join(f'{r:.2f}' for r in ratios)}; median {_median(ratios):.2f}")
     if args.json:
         args.json.write_text(json.dumps(
             {who: [vars(r) for r in figs] for who, figs in runs.items()}, indent=2))
