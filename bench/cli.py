@@ -499,8 +499,21 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _interruptible() -> None:
+    """Ctrl-C and SIGTERM stop a run in order (partial result kept), even when this process
+    was started with SIGINT ignored, as a background job of a non-interactive shell is."""
+    import signal
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main() -> None:
     """Console entry point: user errors are printed without a traceback."""
+    _interruptible()
     try:
         app()
     except CrmBenchError as exc:

@@ -793,8 +793,10 @@ def _assemble(
     timeline = acc.timeline_rows()
     measure_rates = [float(r["rate"]) for r in timeline if r["phase"] == "measure"]
     overall = acc.overall()
-    total_sent = sum(acc.sent.values()) or 1
-    late_total = sum(a.late for ph in acc.ops.values() for a in ph.values())
+    # Lateness of the measurement window: warm-up sends start while the target warms up.
+    measured_ops = acc.measured().values()
+    total_sent = sum(sum(a.statuses.values()) for a in measured_ops) or 1
+    late_total = sum(a.late for a in measured_ops)
     noise = _noise(acc, scenario, sampler, overhead, timeline,
                    round(late_total / total_sent, 4))
 

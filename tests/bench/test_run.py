@@ -108,9 +108,11 @@ def test_workers_merge_histograms_across_processes(tmp_path: Path) -> None:
     proc = cli("run", "--target", "noop://?delay_ms=1", "--scenario", str(path), "--profile",
                "quick", "--workers", "2", "--out", str(tmp_path / "runs"), "--json",
                "--no-calibrate")
-    assert proc.returncode == 0, proc.stderr
+    # A busy machine may rightly make the run invalid (exit 3); merging must hold anyway.
+    assert proc.returncode in (0, 3), proc.stderr
     headline = json.loads(proc.stdout)
     result = read_result(Path(headline["result"]))
+    assert result["complete"], result["abort_reason"]
     assert result["load"]["workers"] == 2
     total = sum(op["count"] for op in result["operations"].values())
     assert total == result["overall"]["count"]
