@@ -218,7 +218,7 @@ def judge_noise(figures: dict[str, Any], limits: NoiseLimits) -> list[str]:
          "{value:.1%} of sends started late > {limit:.0%}")
     over("p50_cv", limits.p50_cv, "per-second p50 varied by CV {value:.2f} > {limit:g}")
     over("overhead_drift_ms", limits.overhead_drift_ms,
-         "harness overhead p99 drifted by {value:.2f} ms > {limit:g} ms")
+         "harness overhead p90 drifted by {value:.2f} ms > {limit:g} ms")
     return reasons
 
 
