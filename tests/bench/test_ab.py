@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,9 @@ from bench.results.thresholds import Thresholds
 from bench.scenarios.ab import AbRequest, round_order, run_ab
 from bench.scenarios.config import load_scenario
 from reference_impl import slowdown as slow
+from tests.bench.test_compare import EXAMPLE, rescaled_summaries
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "reports" / "examples" / "mixed-reference-standard.json"
 RELAXED = """
 [noise]
 steal_pct = 100
@@ -38,15 +37,6 @@ min_rate_fraction = 0.01
 """
 
 
-def scaled(result: dict[str, Any], factor: float, run_id: str) -> dict[str, Any]:
-    out = copy.deepcopy(result)
-    out["run_id"] = run_id
-    for op in [*out["operations"].values(), out["overall"]]:
-        for summary in op["latency_ms"].values():
-            summary.update({k: v * factor for k, v in summary.items() if k != "count"})
-    return out
-
-
 def test_rounds_alternate_abba() -> None:
     assert round_order(3) == [(0, "A"), (0, "B"), (1, "B"), (1, "A"), (2, "A"), (2, "B")]
 
@@ -55,14 +45,14 @@ def test_paired_comparison_finds_a_slowdown_that_rides_on_round_drift() -> None:
     base = json.loads(EXAMPLE.read_text())
     # Whole rounds drift by up to 2x (a busy machine); B is 25 % slower within each pair.
     drift = (1.0, 1.6, 0.9, 2.0, 1.2, 1.4)
-    pairs = [(Run(f"a{i}", scaled(base, d, f"a{i}")),
-              Run(f"b{i}", scaled(base, d * 1.25 * (1.02 if i % 2 else 0.98), f"b{i}")))
+    pairs = [(Run(f"a{i}", rescaled_summaries(base, d, f"a{i}")),
+              Run(f"b{i}", rescaled_summaries(base, d * 1.25 * (1.02 if i % 2 else 0.98), f"b{i}")))
              for i, d in enumerate(drift)]
     found = compare_paired(pairs, Thresholds())
     p50 = next(c for c in found.changes if (c.subject, c.metric) == ("overall", "p50"))
     assert p50.method == "paired" and p50.verdict == "regression"
     assert p50.change == pytest.approx(0.25, abs=0.02)
-    same = [(a, Run(b.source, scaled(base, d * (1.02 if i % 2 else 0.98), b.source)))
+    same = [(a, Run(b.source, rescaled_summaries(base, d * (1.02 if i % 2 else 0.98), b.source)))
             for i, ((a, b), d) in enumerate(zip(pairs, drift, strict=True))]
     assert not compare_paired(same, Thresholds()).regressions
     few = compare_paired(pairs[:3], Thresholds())
