@@ -136,6 +136,11 @@ def serve(
         typer.Option(help="Gate calibration only (needs CRMBENCH_TEST_MODE=1): burn this share "
                      "of each request's handling time again, in %."),
     ] = 0.0,
+    delay_ms: Annotated[
+        float,
+        typer.Option(help="Gate calibration only (needs CRMBENCH_TEST_MODE=1): wait this many "
+                     "ms, without CPU, before every response."),
+    ] = 0.0,
     workers: Annotated[
         int,
         typer.Option(help="Serve from this many processes on one port (more than 1 needs "
@@ -147,7 +152,7 @@ def serve(
     from reference_impl.server import serve as run_server
     from reference_impl.slowdown import checked
 
-    slowdown = checked(slowdown_ms, slowdown_pct)
+    slowdown = checked(slowdown_ms, slowdown_pct, delay_ms)
 
     if data is not None and not (data / "manifest.json").is_file():
         raise UserError(
@@ -171,7 +176,7 @@ def serve(
         err.print("[yellow]test clock enabled: POST /clock/advance moves the service's time[/]")
     if slowdown.active:
         err.print(f"[yellow]injected slowdown: {slowdown.ms:g} ms + {slowdown.pct:g} % of "
-                  "CPU per request (gate calibration)[/]")
+                  f"CPU and a {slowdown.delay_ms:g} ms wait per request (gate calibration)[/]")
     run_server(url, host, port, token, nats_url=nats, test_clock=test_clock, slowdown=slowdown,
                workers=workers)
 

@@ -2,8 +2,8 @@
 
 A benchmark, not a test: it runs for tens of minutes and must run alone on the machine.
 Four embedded reference CRMs serve the same fixture profile: A and A2 (the same build, for
-A/A), S% (a CPU slowdown of a share of each request's handling) and Sms (a fixed CPU
-slowdown per request; both from ``reference_impl.slowdown``, test mode only). Rounds of
+A/A), S% (a CPU slowdown of a share of each request's handling) and Sms (a fixed wait per
+request; both from ``reference_impl.slowdown``, test mode only). Rounds of
 the mixed workload run against them cycle by cycle in a rotating order, so every server
 sees every position; consecutive cycles then form disjoint trials:
 
@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import statistics
 import sys
 import time
@@ -63,7 +64,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Verdicts of every trial and the rates they add up to."""
     out: dict[str, Any] = {}
-    conditions = {"A/A": "A2", "slowdown %": "Spct", "slowdown ms": "Sms"}
+    conditions = {"A/A": "A2", "CPU slowdown %": "Spct", "delay ms": "Sms"}
     for label, server in conditions.items():
         ab_flags, gate_flags, single_flags, effects = [], [], [], []
         for chunk in _chunks(trials, pairs):
@@ -104,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=None)
     parser.add_argument("--warmup", type=float, default=None, help="override warm-up s")
     parser.add_argument("--measure", type=float, default=None, help="override measurement s")
-    parser.add_argument("--slowdown-pct", type=float, default=40.0)
-    parser.add_argument("--slowdown-ms", type=float, default=1.0)
+    parser.add_argument("--slowdown-pct", type=float, default=30.0,
+                        help="CPU slowdown of server S%%, in %% of each request's handling")
+    parser.add_argument("--delay-ms", type=float, default=1.0,
+                        help="wait added by server Sms to every response")
     parser.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES)
     parser.add_argument("--out", type=Path, default=Path("reports/power"))
     args = parser.parse_args(argv)
@@ -126,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     options = {
         "A": EmbeddedOptions(), "A2": EmbeddedOptions(),
         "Spct": EmbeddedOptions(slowdown_pct=args.slowdown_pct),
-        "Sms": EmbeddedOptions(slowdown_ms=args.slowdown_ms),
+        "Sms": EmbeddedOptions(delay_ms=args.delay_ms),
     }
+    # A SIGTERM stops like Ctrl-C, so the four servers are stopped too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     token = secrets.token_urlsafe(24)
     os.environ["CRMBENCH_API_TOKEN"] = token
     servers = {k: EmbeddedReference(args.fixtures, options=o) for k, o in options.items()}
@@ -152,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
                     return 3
             done = cycle + 1
             left = (time.monotonic() - started) / done * (cycles - done)
-            print(f"cycle {done}/{cycles}, about {left / 60:.0f} min left", file=sys.stderr)
+            aside = sum(1 for v in rounds.values() for r in v if not _usable(r))
+            print(f"cycle {done}/{cycles}, {aside} of {4 * done} rounds set aside so far, "
+                  f"about {left / 60:.0f} min left", file=sys.stderr)
     finally:
         for ref in servers.values():
             ref.__exit__(None, None, None)
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "machine_info": machine_info(), "commit_info": commit_info(),
         "scenario": scenario.to_dict(), "trials": args.trials, "pairs": args.pairs,
-        "slowdown_pct": args.slowdown_pct, "slowdown_ms": args.slowdown_ms,
+        "slowdown_pct": args.slowdown_pct, "delay_ms": args.delay_ms,
         "thresholds": thresholds.to_dict(), "rounds_set_aside": noisy,
         "seconds": round(time.monotonic() - started, 1),
         "results": evaluate(rounds, args.trials, args.pairs, thresholds),

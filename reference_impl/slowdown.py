@@ -1,13 +1,16 @@
 """A deliberate, documented slowdown of the reference CRM, for gate calibration only.
 
 The power check of ``crmbench ab`` and ``crmbench gate`` needs a build that is known to be
-slower. The slowdown burns CPU (it does not sleep), as slower code would: a fixed time per
-request and/or a share of the request's own handling time, spent just before the response
-starts. It is served only when ``CRMBENCH_TEST_MODE=1`` is set, never on a real deployment.
+slower. ``ms`` and ``pct`` burn CPU, as slower code would: a fixed time per request and/or
+a share of the request's own handling time; ``delay_ms`` waits without using CPU, as a
+slower downstream call would (a CPU slowdown of 1 ms at 1,000 req/s would need a core of
+its own). All are spent just before the response starts. They are served only when
+``CRMBENCH_TEST_MODE=1`` is set, never on a real deployment.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -29,25 +32,29 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Slowdown:
-    """CPU time added to every HTTP request: ``ms`` fixed, plus ``pct`` of its handling."""
+    """Added to every HTTP request: CPU for ``ms`` plus ``pct`` of its handling, then a wait
+    of ``delay_ms``."""
 
     ms: float = 0.0
     pct: float = 0.0
+    delay_ms: float = 0.0
 
     @property
     def active(self) -> bool:
-        return self.ms > 0 or self.pct > 0
+        return self.ms > 0 or self.pct > 0 or self.delay_ms > 0
 
     def to_dict(self) -> dict[str, float]:
-        return {"ms": self.ms, "pct": self.pct}
+        return {"ms": self.ms, "pct": self.pct, "delay_ms": self.delay_ms}
 
 
-def checked(ms: float, pct: float) -> Slowdown:
+def checked(ms: float, pct: float, delay_ms: float = 0.0) -> Slowdown:
     """A slowdown from user input; refused outside test mode or out of range."""
-    slowdown = Slowdown(float(ms), float(pct))
-    if not 0 <= slowdown.ms <= MAX_MS or not 0 <= slowdown.pct <= MAX_PCT:
-        raise UserError(f"slowdown must be 0-{MAX_MS:g} ms and 0-{MAX_PCT:g} %, "
-                        f"got {slowdown.ms:g} ms and {slowdown.pct:g} %")
+    slowdown = Slowdown(float(ms), float(pct), float(delay_ms))
+    if (not 0 <= slowdown.ms <= MAX_MS or not 0 <= slowdown.pct <= MAX_PCT
+            or not 0 <= slowdown.delay_ms <= MAX_MS):
+        raise UserError(f"slowdown must be 0-{MAX_MS:g} ms, 0-{MAX_PCT:g} % and a delay of "
+                        f"0-{MAX_MS:g} ms, got {slowdown.ms:g} ms, {slowdown.pct:g} % and "
+                        f"{slowdown.delay_ms:g} ms")
     if not slowdown.active:
         return slowdown
     if os.environ.get(TEST_MODE_ENV) != "1":
@@ -68,6 +75,7 @@ def slowed(app: ASGIApp, slowdown: Slowdown) -> ASGIApp:
         return app
     fixed_ns = int(slowdown.ms * 1_000_000)
     share = slowdown.pct / 100.0
+    delay_s = slowdown.delay_ms / 1000.0
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -78,6 +86,8 @@ def slowed(app: ASGIApp, slowdown: Slowdown) -> ASGIApp:
         async def send_late(message: Message) -> None:
             if message["type"] == "http.response.start":
                 _burn(fixed_ns + int((time.perf_counter_ns() - start) * share))
+                if delay_s:
+                    await asyncio.sleep(delay_s)
             await send(message)
 
         await app(scope, receive, send_late)

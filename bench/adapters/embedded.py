@@ -6,9 +6,10 @@ for each run, so every run starts from the same state without reloading.
 The URL may name another build and a calibration slowdown (for ``crmbench ab``):
 ``reference://embedded?source=DIR`` serves the reference CRM of the checkout in DIR (its
 own database cache, loaded by its own code), ``slowdown_ms`` and ``slowdown_pct`` inject
-CPU work per request (``reference_impl.slowdown``), ``db=postgresql://...`` serves from that
-database instead (the fixtures are loaded into it when it is empty; runs are not reset
-between them) and ``workers=N`` serves from N processes, which needs ``db``.
+CPU work per request and ``delay_ms`` a wait (``reference_impl.slowdown``),
+``db=postgresql://...`` serves from that database instead (the fixtures are loaded into it
+when it is empty; runs are not reset between them) and ``workers=N`` serves from N
+processes, which needs ``db``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ STOP_TIMEOUT = 10.0
 
 
 EMBEDDED_URL = "reference://embedded"
-URL_OPTIONS = ("source", "slowdown_ms", "slowdown_pct", "db", "workers")
+URL_OPTIONS = ("source", "slowdown_ms", "slowdown_pct", "delay_ms", "db", "workers")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class EmbeddedOptions:
     source: Path | None = None
     slowdown_ms: float = 0.0
     slowdown_pct: float = 0.0
+    delay_ms: float = 0.0
     db: str | None = None
     workers: int = 1
 
@@ -78,7 +80,7 @@ def parse_embedded(url: str) -> EmbeddedOptions | None:
             raise UserError(f"{url}: {source} is not a crmbench checkout "
                             "(no reference_impl/ and bench/ in it)")
     numbers = {}
-    for key in ("slowdown_ms", "slowdown_pct"):
+    for key in ("slowdown_ms", "slowdown_pct", "delay_ms"):
         if key in one:
             try:
                 numbers[key] = float(one[key])
@@ -296,10 +298,11 @@ class EmbeddedReference:
         self._say(f"starting the reference CRM on 127.0.0.1:{self.port}")
         env, cwd = self._source_env()
         slow: list[str] = []
-        if self.options.slowdown_ms or self.options.slowdown_pct:
+        if self.options.slowdown_ms or self.options.slowdown_pct or self.options.delay_ms:
             env["CRMBENCH_TEST_MODE"] = "1"
             slow = ["--slowdown-ms", str(self.options.slowdown_ms),
-                    "--slowdown-pct", str(self.options.slowdown_pct)]
+                    "--slowdown-pct", str(self.options.slowdown_pct),
+                    "--delay-ms", str(self.options.delay_ms)]
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "bench", "serve", "--db", db_url,

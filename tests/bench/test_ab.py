@@ -93,6 +93,7 @@ def test_embedded_url_options() -> None:
     assert found == EmbeddedOptions(source=ROOT, slowdown_pct=25.0)
     for bad, message in (("slowdown_ms=fast", "must be a number"),
                          ("slowdown_pct=5000", "between 0 and 1000"),
+                         ("delay_ms=-1", "between 0 and 1000"),
                          ("source=/nonexistent", "not a crmbench checkout")):
         with pytest.raises(UserError, match=message):
             parse_embedded(f"reference://embedded?{bad}")
@@ -124,9 +125,13 @@ def test_slowdown_burns_before_the_response_starts(monkeypatch: pytest.MonkeyPat
     async def receive() -> Any:
         return {"type": "http.request"}
 
-    wrapped = slow.slowed(inner, slow.Slowdown(ms=2.0, pct=0.0))
+    async def wait(seconds: float) -> None:
+        events.append(f"wait {seconds}")
+
+    monkeypatch.setattr(slow.asyncio, "sleep", wait)
+    wrapped = slow.slowed(inner, slow.Slowdown(ms=2.0, pct=0.0, delay_ms=1.5))
     asyncio.run(wrapped({"type": "http"}, receive, send))
-    assert events == ["burn", "http.response.start", "http.response.body"]
+    assert events == ["burn", "wait 0.0015", "http.response.start", "http.response.body"]
     assert burnt == [2_000_000]
     assert slow.slowed(inner, slow.Slowdown()) is inner
 
