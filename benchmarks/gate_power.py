@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                          else scenario.phases.warmup_s,
                          measure_s=args.measure if args.measure is not None
                          else scenario.phases.measure_s,
-                         cooldown_s=0.0, calibration_s=0.0)
+                         cooldown_s=1.0, calibration_s=0.0)
         scenario = replace(scenario, phases=phases)
     thresholds = Thresholds(min_runs=args.pairs)
     options = {
