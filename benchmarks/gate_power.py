@@ -48,10 +48,6 @@ def _usable(run_: Run) -> bool:
     return run_.problem is None and not run_.noisy
 
 
-def _chunks(n: int, size: int) -> list[range]:
-    return [range(k * size, (k + 1) * size) for k in range(n)]
-
-
 def _overall_change(comparison: Any, metric: str) -> float | None:
     for c in comparison.changes:
         if (c.subject, c.metric) == ("overall", metric):
@@ -59,40 +55,45 @@ def _overall_change(comparison: Any, metric: str) -> float | None:
     return None
 
 
-def evaluate(
-    rounds: dict[str, list[Run]], trials: int, pairs: int, thresholds: Thresholds
-) -> dict[str, Any]:
-    """Verdicts of every trial and the rates they add up to."""
+def _groups(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[k * size:(k + 1) * size] for k in range(len(items) // size)]
+
+
+def evaluate(rounds: dict[str, list[Run]], pairs: int, thresholds: Thresholds) -> dict[str, Any]:
+    """Trials as the tools form them from usable rounds, and the rates they add up to.
+
+    ``ab``: consecutive usable pairs, ``pairs`` at a time (``crmbench ab`` replaces a pair
+    with a set-aside round by the next one). ``gate``: ``pairs`` usable A rounds as the
+    stored baseline against ``pairs`` usable rounds of the other server, and against one.
+    """
     out: dict[str, Any] = {}
     conditions = {"A/A": "A2", "CPU slowdown %": "Spct", "delay ms": "Sms"}
+    base = [r for r in rounds["A"] if _usable(r)]
     for label, server in conditions.items():
-        ab_flags, gate_flags, single_flags, effects = [], [], [], []
-        for chunk in _chunks(trials, pairs):
-            used = [(rounds["A"][i], rounds[server][i]) for i in chunk
-                    if _usable(rounds["A"][i]) and _usable(rounds[server][i])]
-            paired = compare_paired(used, thresholds)
-            ab_flags.append(bool(paired.regressions))
-            change = _overall_change(paired, "p50")
-            if change is not None:
-                effects.append(change)
-            base = [rounds["A"][i] for i in chunk]
-            current = [rounds[server][i] for i in chunk]
-            usable_base = [r for r in base if _usable(r)]
-            usable_current = [r for r in current if _usable(r)]
-            gated = compare(usable_base or base, usable_current or current, thresholds) \
-                if usable_base and usable_current else None
-            gate_flags.append(bool(gated and gated.regressions))
-            single = compare(usable_base, usable_current[:1], thresholds) \
-                if usable_base and usable_current else None
-            single_flags.append(bool(single and single.regressions))
+        usable = [(a, b) for a, b in zip(rounds["A"], rounds[server], strict=False)
+                  if _usable(a) and _usable(b)]
+        ab = [compare_paired(trial, thresholds) for trial in _groups(usable, pairs)]
+        other = [r for r in rounds[server] if _usable(r)]
+        sides = list(zip(_groups(base, pairs), _groups(other, pairs), strict=False))
+        gate = [compare(b, c, thresholds) for b, c in sides]
+        single = [compare(b, c[:1], thresholds) for b, c in sides]
+        effects = [e for c in ab if (e := _overall_change(c, "p50")) is not None]
+        p99 = [e for c in ab if (e := _overall_change(c, "p99")) is not None]
         out[label] = {
-            "trials": trials,
-            "ab_flagged": sum(ab_flags),
-            "gate_flagged": sum(gate_flags),
-            "gate_single_run_flagged": sum(single_flags),
-            "p50_change_median": statistics.median(effects) if effects else None,
+            "ab_trials": len(ab), "ab_flagged": sum(bool(c.regressions) for c in ab),
+            "ab_inconclusive": sum(c.inconclusive for c in ab),
+            "gate_trials": len(gate), "gate_flagged": sum(bool(c.regressions) for c in gate),
+            "gate_single_run_flagged": sum(bool(c.regressions) for c in single),
+            "p50_change_median": round(statistics.median(effects), 4) if effects else None,
+            "p99_change_median": round(statistics.median(p99), 4) if p99 else None,
         }
     return out
+
+
+def load_rounds(folder: Path) -> dict[str, list[Run]]:
+    """The rounds of a finished (or interrupted) power check, in the order they ran."""
+    return {name: [Run(str(p), json.loads(p.read_text()))
+                   for p in sorted((folder / name).glob("*.json"))] for name in SERVERS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +112,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="wait added by server Sms to every response")
     parser.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES)
     parser.add_argument("--out", type=Path, default=Path("reports/power"))
+    parser.add_argument("--evaluate", type=Path, default=None,
+                        help="only evaluate the rounds of an earlier check in this folder")
     args = parser.parse_args(argv)
+    if args.evaluate is not None:
+        found = evaluate(load_rounds(args.evaluate), args.pairs, Thresholds(min_runs=args.pairs))
+        print(json.dumps(found, indent=1))
+        return 0
 
     scenario = load_scenario(args.scenario, profile=args.profile, users=args.users,
                              rate=args.rate)
@@ -170,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         "slowdown_pct": args.slowdown_pct, "delay_ms": args.delay_ms,
         "thresholds": thresholds.to_dict(), "rounds_set_aside": noisy,
         "seconds": round(time.monotonic() - started, 1),
-        "results": evaluate(rounds, args.trials, args.pairs, thresholds),
+        "results": evaluate(rounds, args.pairs, thresholds),
     }
     write_result(folder / "power.json", summary)
     print(json.dumps(summary["results"], indent=1))
