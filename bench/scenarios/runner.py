@@ -156,7 +156,9 @@ class Accumulator:
         phase = self.phase_at(t - 0.5)
         cpu = float(msg["cpu_pct"])
         self.cpu_all.append(cpu)
-        if phase == "measure":
+        # The generator's own figures count only for intervals inside the window: the last
+        # one, when there is no cool-down, also holds the work of stopping 500 users.
+        if phase == "measure" and t <= self.phases["warmup_s"] + self.phases["measure_s"] + 0.1:
             self.cpu_measure.append(cpu)
             self.lag_measure.add(LatencyHistogram.decode(msg["lag"]))
         count = sum(interval.statuses.values())
