@@ -214,10 +214,13 @@ def gate_cmd(
     current_runs = load_runs(current)
     problems = [f"{r.source}: {r.problem}" for r in current_runs if r.problem]
     if write_baseline:
+        problems += [f"{r.source}: noisy ({'; '.join(r.noise_reasons)})"
+                     for r in current_runs if r.noisy and not r.problem]
         if problems:
             for p in problems:
                 err.print(f"[red]{escape(p)}[/]", highlight=False)
-            err.print("[red]baseline not written: every run must be complete and valid[/]")
+            err.print("[red]baseline not written: every run must be complete, valid and not "
+                      "noisy[/]")
             raise typer.Exit(3)
         note = f"written by crmbench gate --write-baseline at {dt.datetime.now(dt.UTC):%Y-%m-%d}"
         write_bundle(current_runs, baseline, note)

@@ -450,6 +450,12 @@ def test_gate_command_exit_codes(tmp_path: Path, base: dict[str, Any]) -> None:
     refused = runner.invoke(cli(), ["gate", "--baseline", str(tmp_path / "b2.json"),
                                     "--write-baseline", str(tmp_path / "bad.json")])
     assert refused.exit_code == 3 and not (tmp_path / "b2.json").exists()
+    noisy = copy.deepcopy(base)
+    noisy["noise"] = {"noisy": True, "reasons": ["steal time 14.0 % > 10 %"]}
+    kept_out = runner.invoke(cli(), ["gate", "--baseline", str(tmp_path / "b3.json"),
+                                     "--write-baseline", str(write(tmp_path / "n.json", noisy))])
+    assert kept_out.exit_code == 3 and not (tmp_path / "b3.json").exists()
+    assert "steal time" in kept_out.output
 
 
 def test_compare_command_and_bad_input(tmp_path: Path, base: dict[str, Any],

@@ -207,7 +207,7 @@ def test_capability_report_covers_every_id(report_dir: Path) -> None:
 def test_results_json_is_machine_readable(report_dir: Path) -> None:
     data = json.loads((report_dir / "results.json").read_text())
     assert data["platforms"] == ["reference", *CLAIMED_PLATFORMS]
-    assert {r["run_id"] for r in data["runs"]} == {"d4fec3fd968a", "probed", "vendor"}
+    assert {r["run_id"] for r in data["runs"]} == {"dd97e5be43b0", "probed", "vendor"}
     assert [r["problem"] for r in data["runs"]][2] == f"incomplete: {NO_CREDENTIALS}"
     overall = next(o for o in data["operations"] if o["operation"] == "overall")
     assert overall["runs"] == 2 and overall["count"] == 240_000
