@@ -3,7 +3,7 @@
 Adapters are synchronous (they run inside gevent-patched load-generator processes) and
 never time themselves: :class:`~bench.adapters.timing.TimedCall` does. An adapter returns
 a Status for every expected outcome and raises only for programming or configuration
-faults. Each adapter declares the capabilities of its platform (ids from CAPABILITIES.md).
+faults. Each adapter declares the capabilities of its platform (ids of the catalogue below).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Status(StrEnum):
 
 Support = Literal["supported", "unsupported", "not-measurable", "unknown"]
 
-# Capability ids of the catalogue (CAPABILITIES.md), in its order.
+# Capability ids of the catalogue, in its order.
 CAPABILITY_IDS: tuple[str, ...] = (
     "agent.latency", "cdp.event_delay", "pack.enable_time", "workflow.max_nodes",
     "sla.granularity", "crud.mixed",

@@ -16,7 +16,7 @@ from bench.errors import UserError
 
 DEFAULT_CLAIMS = Path(__file__).parent / "vendor-claims-2026q1.toml"
 
-# Claimed figure key -> (dimension id of CAPABILITIES.md, key of the note beside it).
+# Claimed figure key -> (dimension id of the capability catalogue, key of the note beside it).
 CLAIM_KEYS: dict[str, tuple[str, str | None]] = {
     "agent_latency_ms": ("agent.latency", "agent_note"),
     "event_delay_ms": ("cdp.event_delay", "event_note"),

@@ -3,7 +3,7 @@
 The harness samples the machine once per load-generator interval, on the generator's own
 time axis, so the figures cover exactly the measurement window. A run whose figures pass
 a limit is flagged ``noisy`` with its reasons; a noisy run is reported, but a comparison
-does not take it as evidence (MEASUREMENT rule 11).
+does not take it as evidence.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The capability report: every catalogue id per platform with status, evidence and reason.
 
-Statuses are those of CAPABILITIES.md (pass, fail, unsupported, not-measured). The
+Statuses are those of the capability catalogue (pass, fail, unsupported, not-measured). The
 measured dimensions take theirs from the matrix; the mixed workload passes when a valid
 run served every request. Several runs of a platform combine as
 fail > pass > unsupported > not-measured.
@@ -137,7 +137,7 @@ def markdown(
 ) -> str:
     """capabilities.md: per platform, its runs' provenance and every capability."""
     parts = ["# Capability report", "",
-             "Statuses as in CAPABILITIES.md: **pass** (verified on the target), **fail** "
+             "Statuses: **pass** (verified on the target), **fail** "
              "(tried and wrong), **unsupported** (declared absent), **not-measured** (with "
              "the reason). Declared support is never reported as pass.", ""]
     for platform, caps in _by_platform(items).items():

@@ -5,7 +5,7 @@ baseline bundle (``{"crmbench_baseline": 1, "results": [result, ...]}``, written
 ``crmbench gate --write-baseline``). ``target.platform`` names the platform (falling back
 to the adapter scheme). Probes add two optional top-level keys, read when present:
 
-    "dimensions": {                       # the measured dimensions of CAPABILITIES.md
+    "dimensions": {                       # the measured dimensions of the catalogue
       "agent_latency": {                  # any key; "capability" names the dimension
         "capability": "agent.latency",
         "status": "pass" | "fail" | "unsupported" | "not-measured",

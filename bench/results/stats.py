@@ -1,4 +1,4 @@
-"""Statistics for comparisons (MEASUREMENT rule 8): bootstrap intervals and Mann-Whitney U.
+"""Statistics for comparisons: bootstrap intervals (for display) and Mann-Whitney U.
 
 Every function that resamples takes a seeded ``numpy.random.Generator``, so a report
 or a gate decision is reproducible.
