@@ -646,6 +646,11 @@ def run(
                                          resolved.fixture_hash)
         sampler.server_pids = ([resolved.server_pid] if resolved.server_pid is not None
                                else listening_pids(url))
+        embedded = parse_embedded(req.target)
+        if embedded is not None and embedded.db:
+            # A local database serving the target is part of the system under test, not
+            # another process disturbing it.
+            sampler.server_pids += listening_pids(embedded.db)
         try:
             probe = _probe(url, env, plan)
         except TargetUnreachable as exc:
