@@ -47,11 +47,14 @@ def test_search_against_a_slow_noop_target(tmp_path: Path) -> None:
     path = tmp_path / "tiny.toml"
     path.write_text('version = 1\nname = "tiny"\nusers = 10\nrate = 100\n[mix]\n'
                     'get_customer = 1\n[profiles.quick]\nwarmup_s = 0.5\nmeasure_s = 1.5\n'
-                    'cooldown_s = 0\ncalibration_s = 0\n')
+                    'cooldown_s = 0.5\ncalibration_s = 0\n'
+                    # The search is under test, not this machine's load: a busy generator
+                    # must not end it early.
+                    '[validity]\ncpu_limit_pct = 1000\nloop_lag_p99_ms = 10000\n')
     scenario = load_scenario(str(path), profile="quick")
     # 10 users and a 20 ms target: each user can send 50 req/s at most, so 200 req/s holds
-    # and 800 req/s cannot reach its rate (invalid) or breaks the 60 ms p99.
-    req = CapacityRequest(scenario, "noop://?delay_ms=20", Slo(p99_ms=60), start_rate=200,
+    # and 800 req/s cannot reach its rate (invalid) or breaks the 200 ms p99.
+    req = CapacityRequest(scenario, "noop://?delay_ms=20", Slo(p99_ms=200), start_rate=200,
                           max_rate=800, factor=4, bisect_steps=1, out=tmp_path / "cap")
     written, entry = find_capacity(req, say=lambda _m: None)
     assert entry["status"] == "pass"
