@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from bench.errors import UserError
 from reference_impl import cdp
 from reference_impl import models as m
 from reference_impl.cluster import announce, settle
 from reference_impl.db import Database, Row
+from reference_impl.errors import UserError
 from reference_impl.schema import TIERS
 from reference_impl.store import Page, StoreError, now_iso
 from reference_impl.stream import StreamHub, publish

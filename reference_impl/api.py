@@ -25,8 +25,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bench import __version__
-from reference_impl import cdp
+from reference_impl import __version__, cdp
 from reference_impl import models as m
 from reference_impl.agents import AgentRuntime, Scorer
 from reference_impl.clock import Clock

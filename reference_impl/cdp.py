@@ -22,9 +22,9 @@ from typing import Any
 
 import msgspec
 
-from bench.errors import UserError
 from reference_impl import models as m
 from reference_impl.db import Database, Row
+from reference_impl.errors import UserError
 from reference_impl.store import StoreError, iso_utc, now_iso
 from reference_impl.stream import Outbox, StreamHub, publish
 

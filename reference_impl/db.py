@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import polars as pl
 
-from bench.errors import DatabaseError, UserError
+from reference_impl.errors import DatabaseError, UserError
 from reference_impl.schema import Dialect
 
 Row = dict[str, Any]

@@ -18,9 +18,9 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from bench.datagen.generate import manifest_hash, read_manifest
-from bench.errors import DatabaseError, FixtureError
 from reference_impl.db import Database
+from reference_impl.errors import DatabaseError, FixtureError
+from reference_impl.fixtures import manifest_hash, read_manifest
 from reference_impl.schema import (
     FIXTURE_TABLES,
     TABLES,

@@ -28,8 +28,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from bench.errors import UserError
 from reference_impl.db import open_database
+from reference_impl.errors import UserError
 from reference_impl.loader import LoadInfo, prepare
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from bench.errors import UserError
+from reference_impl.errors import UserError
 
 TEST_MODE_ENV = "CRMBENCH_TEST_MODE"
 MAX_MS = 1000.0

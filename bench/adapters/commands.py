@@ -18,8 +18,8 @@ from rich.table import Table
 
 from bench.adapters.base import Guarded
 from bench.adapters.registry import create_adapter, load_adapter, redact_url, scheme_of
-from bench.adapters.vendor.common import check_run_id
-from bench.adapters.vendor.http import redact
+from bench.adapters.saas.common import check_run_id
+from bench.adapters.saas.http import redact
 from bench.errors import CrmBenchError, TargetUnreachable, UserError
 
 err = Console(stderr=True, soft_wrap=True)

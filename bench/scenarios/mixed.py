@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 
 from bench.adapters.base import ActivityInput, Adapter, Keyspace, LeadInput, SearchQuery, Status
+from reference_impl.schema import TIERS
 
 _STAGES = ("qualification", "proposal", "negotiation", "closed_won", "closed_lost")
-_TIERS = ("strategic", "vip", "key", "normal")
+
 _TAGS = ("high-value", "newsletter", "churn-risk", "key-account", "price-sensitive")
 _ACTIVITY_TYPES = ("call", "email", "meeting", "note", "visit")
 _LETTERS = "ABCDEFGHIJKLMNOPRSTW"
@@ -112,7 +113,7 @@ class MixedWorkload:
         elif r < 0.8:
             query = SearchQuery(
                 region_id=self._pick(self.keyspace.regions),
-                tier=self._rng.choice(_TIERS), limit=20,
+                tier=self._rng.choice(TIERS), limit=20,
             )
         else:
             query = SearchQuery(tag=self._rng.choice(_TAGS), limit=20)

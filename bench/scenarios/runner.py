@@ -370,7 +370,7 @@ def resolve_target(
     options = parse_embedded(url)
     if options is not None:
         from bench.adapters.embedded import EmbeddedReference
-        from bench.datagen.generate import manifest_hash
+        from reference_impl.fixtures import manifest_hash
 
         with EmbeddedReference(
             fixtures, say=say, keep_log=server_log, test_clock=test_clock, options=options

@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from bench.datagen import generate as gen
-from bench.datagen.generate import generate, is_current, manifest_hash, read_manifest
+from bench.datagen.generate import generate, is_current
 from bench.errors import FixtureError, UserError
+from reference_impl.fixtures import manifest_hash, read_manifest
 from reference_impl.schema import FIXTURE_TABLES, TABLES_BY_NAME, TIERS, Table
 
 DTYPES = {

@@ -10,10 +10,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from bench.datagen.generate import _sha256_file, generate
+from bench.datagen.generate import generate
 from bench.errors import FixtureError
 from reference_impl import loader
 from reference_impl.db import open_database
+from reference_impl.fixtures import sha256_file
 from reference_impl.loader import prepare
 
 
@@ -47,7 +48,7 @@ def test_a_file_with_other_columns_is_refused(tmp_path: Path) -> None:
     shutil.copytree(data, broken)
     pl.DataFrame({"id": [1], "nope": ["x"]}).write_parquet(broken / "regions.parquet")
     manifest = json.loads((broken / "manifest.json").read_text())
-    manifest["tables"]["regions"]["sha256"] = _sha256_file(broken / "regions.parquet")
+    manifest["tables"]["regions"]["sha256"] = sha256_file(broken / "regions.parquet")
     (broken / "manifest.json").write_text(json.dumps(manifest))
 
     async def scenario() -> None:

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 import httpx
 
-from bench.adapters.vendor.ec import ec_sign
+from bench.adapters.saas.ec import ec_sign
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -6,7 +6,7 @@ import pytest
 
 from bench.adapters.base import CAPABILITY_IDS, ActivityInput, LeadInput, SearchQuery, Status
 from bench.adapters.registry import create_adapter
-from bench.adapters.vendor.dabei import DabeiAdapter
+from bench.adapters.saas.dabei import DabeiAdapter
 from bench.errors import TargetUnreachable, UserError
 
 

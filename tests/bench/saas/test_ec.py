@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from bench.adapters.base import CAPABILITY_IDS, LeadInput, RunPlan, SearchQuery, Status
-from bench.adapters.vendor.ec import ECAdapter, WeComAdapter, ec_sign
+from bench.adapters.saas.ec import ECAdapter, WeComAdapter, ec_sign
 from bench.errors import TargetUnreachable, UserError
-from tests.bench.vendor.fakes import (
+from tests.bench.saas.fakes import (
     EC_APP_ID,
     EC_APP_SECRET,
     EC_CORP_ID,

@@ -20,9 +20,9 @@ from bench.adapters.base import (
     Status,
 )
 from bench.adapters.registry import create_adapter
-from bench.adapters.vendor.salesforce import SalesforceAdapter, soql_prefix, soql_str
+from bench.adapters.saas.salesforce import SalesforceAdapter, soql_prefix, soql_str
 from bench.errors import TargetUnreachable, UserError
-from tests.bench.vendor.fakes import (
+from tests.bench.saas.fakes import (
     SF_CLIENT_ID,
     SF_CLIENT_SECRET,
     SF_INSTANCE,

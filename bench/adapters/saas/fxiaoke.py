@@ -42,7 +42,7 @@ from bench.adapters.base import (
     Status,
     status_for_http,
 )
-from bench.adapters.vendor.common import (
+from bench.adapters.saas.common import (
     DEFAULT_CUSTOMERS,
     IdMap,
     VendorAdapter,
@@ -55,7 +55,7 @@ from bench.adapters.vendor.common import (
     run_tag,
     seed_name,
 )
-from bench.adapters.vendor.http import (
+from bench.adapters.saas.http import (
     Credentials,
     Secret,
     SlidingWindow,

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.adapters.vendor.http import (
+from bench.adapters.saas.http import (
     ClientThrottled,
     RetryPolicy,
     Secret,

@@ -19,7 +19,7 @@ from bench.adapters.base import (
     SearchQuery,
     Status,
 )
-from bench.adapters.vendor.common import capability_table, parse_target
+from bench.adapters.saas.common import capability_table, parse_target
 from bench.errors import TargetUnreachable
 
 REASON = (

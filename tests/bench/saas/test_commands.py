@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from bench.adapters import commands
 from bench.adapters.base import RunPlan
-from bench.adapters.vendor.salesforce import SalesforceAdapter
+from bench.adapters.saas.salesforce import SalesforceAdapter
 from bench.errors import UserError
-from tests.bench.vendor.fakes import SF_CLIENT_ID, SF_CLIENT_SECRET, SF_LOGIN_HOST, FakeSalesforce
+from tests.bench.saas.fakes import SF_CLIENT_ID, SF_CLIENT_SECRET, SF_LOGIN_HOST, FakeSalesforce
 
 runner = CliRunner()
 

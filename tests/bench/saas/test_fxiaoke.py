@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 
 from bench.adapters.base import CAPABILITY_IDS, LeadInput, RunPlan, SearchQuery, Status
-from bench.adapters.vendor.fxiaoke import FxiaokeAdapter
+from bench.adapters.saas.fxiaoke import FxiaokeAdapter
 from bench.errors import TargetUnreachable, UserError
-from tests.bench.vendor.fakes import (
+from tests.bench.saas.fakes import (
     FX_APP_ID,
     FX_APP_SECRET,
     FX_OPEN_USER_ID,
     FX_PERMANENT_CODE,
     FakeFxiaoke,
 )
-from tests.bench.vendor.test_http import FakeClock
+from tests.bench.saas.test_http import FakeClock
 
 ENV = {"FXIAOKE_APP_ID": FX_APP_ID, "FXIAOKE_APP_SECRET": FX_APP_SECRET,
        "FXIAOKE_PERMANENT_CODE": FX_PERMANENT_CODE, "FXIAOKE_OPEN_USER_ID": FX_OPEN_USER_ID}

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 
 from bench.adapters.base import CAPABILITY_IDS, Capability, Keyspace, Status, Support
-from bench.adapters.vendor.http import (
+from bench.adapters.saas.http import (
     ClientThrottled,
     Clock,
     Credentials,
@@ -28,6 +28,7 @@ from bench.adapters.vendor.http import (
     load_credentials,
 )
 from bench.errors import UserError
+from reference_impl.schema import TIERS
 
 RUN_ID_ENV = "CRMBENCH_RUN_ID"
 TAG_PREFIX = "crmbench:"
@@ -36,7 +37,7 @@ MAX_CUSTOMERS = 100_000
 # Letters and vowels of the mixed workload's two-letter name-prefix searches.
 NAME_LETTERS = "ABCDEFGHIJKLMNOPRSTW"
 NAME_VOWELS = "aeiou"
-TIERS = ("strategic", "vip", "key", "normal")
+
 REGIONS = 30
 
 _RUN_ID = re.compile(r"[A-Za-z0-9-]{1,40}")
