@@ -8,7 +8,7 @@ faults. Each adapter declares the capabilities of its platform (ids of the catal
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
@@ -98,8 +98,14 @@ class Adapter(Protocol):
     capabilities: ClassVar[dict[str, Capability]]
 
     @classmethod
-    def from_url(cls, url: str) -> Adapter:
-        """Build the adapter for a target URL; credentials come from the environment."""
+    def from_url(
+        cls, url: str, *, env: Mapping[str, str] | None = None, run_id: str | None = None
+    ) -> Adapter:
+        """Build the adapter for a target URL.
+
+        Credentials come from ``env`` (the process environment when None); ``run_id`` tags
+        what the run creates on platforms that keep it.
+        """
 
     def open(self) -> None:
         """Connect and check the target answers; raise TargetUnreachable if it does not."""

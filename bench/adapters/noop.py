@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
@@ -66,7 +66,9 @@ class NoopAdapter:
         self.sleep_until: Callable[[int], None] | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> NoopAdapter:
+    def from_url(
+        cls, url: str, *, env: Mapping[str, str] | None = None, run_id: str | None = None
+    ) -> NoopAdapter:
         parts = urlsplit(url)
         if parts.scheme.lower() != "noop":
             raise UserError(f"not a noop URL: {url!r}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import fields
 from typing import Any, ClassVar
 from urllib.parse import quote, urlencode, urlsplit
@@ -183,12 +183,14 @@ class ReferenceAdapter:
         }
     )
 
-    def __init__(self, host: str, port: int = DEFAULT_PORT, prefix: str = "") -> None:
+    def __init__(
+        self, host: str, port: int = DEFAULT_PORT, prefix: str = "", *, token: str | None = None
+    ) -> None:
         self.host = host
         self.port = port
         self.prefix = prefix.rstrip("/")
         self.pool_size = DEFAULT_POOL_SIZE
-        self._token = os.environ.get(TOKEN_ENV, "").strip()
+        self._token = (os.environ.get(TOKEN_ENV, "") if token is None else token).strip()
         self._client: HTTPClient | None = None
         self._version: str | None = None
         # Idle keep-alive connections of the timed verbs, most recently used last.
@@ -201,7 +203,9 @@ class ReferenceAdapter:
         ).encode("latin-1")
 
     @classmethod
-    def from_url(cls, url: str) -> ReferenceAdapter:
+    def from_url(
+        cls, url: str, *, env: Mapping[str, str] | None = None, run_id: str | None = None
+    ) -> ReferenceAdapter:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("reference+http", "reference"):
@@ -226,7 +230,8 @@ class ReferenceAdapter:
             port = parts.port or DEFAULT_PORT
         except ValueError:
             raise UserError(f"reference CRM URL has an invalid port: {url!r}") from None
-        return cls(host, port, parts.path)
+        token = (os.environ if env is None else env).get(TOKEN_ENV, "")
+        return cls(host, port, parts.path, token=token)
 
     @property
     def url(self) -> str:

@@ -7,6 +7,7 @@ missing fails alone, with a message naming the package.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
@@ -77,9 +78,11 @@ def adapter_classes() -> dict[str, type[Adapter]]:
     return out
 
 
-def create_adapter(url: str) -> Adapter:
-    """The adapter for a target URL, built but not opened."""
-    return load_adapter(scheme_of(url)).from_url(url)
+def create_adapter(
+    url: str, *, env: Mapping[str, str] | None = None, run_id: str | None = None
+) -> Adapter:
+    """The adapter for a target URL, built but not opened; credentials come from ``env``."""
+    return load_adapter(scheme_of(url)).from_url(url, env=env, run_id=run_id)
 
 
 def redact_url(url: str) -> str:

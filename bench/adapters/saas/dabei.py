@@ -9,6 +9,7 @@ TargetUnreachable, so a run ends with exit code 4 and this reason in its result.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from bench.adapters.base import (
@@ -41,7 +42,9 @@ class DabeiAdapter:
         self.host = host
 
     @classmethod
-    def from_url(cls, url: str) -> DabeiAdapter:
+    def from_url(
+        cls, url: str, *, env: Mapping[str, str] | None = None, run_id: str | None = None
+    ) -> DabeiAdapter:
         host, _ = parse_target(url, "dabei", (), host_required=False)
         return cls(host)
 

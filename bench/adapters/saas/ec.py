@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import httpx
@@ -161,11 +161,13 @@ class ECAdapter(VendorAdapter):
         self._maps: dict[str, IdMap] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> ECAdapter:
+    def from_url(
+        cls, url: str, *, env: Mapping[str, str] | None = None, run_id: str | None = None
+    ) -> ECAdapter:
         host, params = parse_target(url, "ec", _EC_ALLOWED)
         customers = (positive_int("customers", params["customers"], "ec", PAGE * MAX_PAGES)
                      if "customers" in params else DEFAULT_CUSTOMERS)
-        return cls(host, customers=customers, run_id=params.get("run_id"))
+        return cls(host, customers=customers, run_id=run_id or params.get("run_id"), environ=env)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -461,11 +463,13 @@ class WeComAdapter(VendorAdapter):
         self._maps: dict[str, IdMap] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> WeComAdapter:
+    def from_url(
+        cls, url: str, *, env: Mapping[str, str] | None = None, run_id: str | None = None
+    ) -> WeComAdapter:
         host, params = parse_target(url, "wecom", _WECOM_ALLOWED)
         customers = (positive_int("customers", params["customers"], "wecom")
                      if "customers" in params else 1000)
-        return cls(host, customers=customers)
+        return cls(host, customers=customers, run_id=run_id, environ=env)
 
     def open(self) -> None:
         """Fetch an access token and map harness ids onto existing external contacts."""

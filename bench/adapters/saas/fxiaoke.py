@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
@@ -189,7 +190,9 @@ class FxiaokeAdapter(VendorAdapter):
         self._maps: dict[str, IdMap] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> FxiaokeAdapter:
+    def from_url(
+        cls, url: str, *, env: Mapping[str, str] | None = None, run_id: str | None = None
+    ) -> FxiaokeAdapter:
         host, params = parse_target(url, "fxiaoke", _ALLOWED)
         if host == "www.fxiaoke.com":
             raise UserError(
@@ -201,7 +204,7 @@ class FxiaokeAdapter(VendorAdapter):
         calls = (positive_int("calls_per_20s", params["calls_per_20s"], "fxiaoke", 10_000)
                  if "calls_per_20s" in params else CALLS_PER_WINDOW)
         return cls(host, customers=customers, calls_per_window=calls,
-                   run_id=params.get("run_id"))
+                   run_id=run_id or params.get("run_id"), environ=env)
 
     # ------------------------------------------------------------------ lifecycle
 

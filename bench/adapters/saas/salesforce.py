@@ -26,6 +26,7 @@ import datetime as dt
 import logging
 import math
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
@@ -212,7 +213,9 @@ class SalesforceAdapter(VendorAdapter):
         self._maps: dict[str, IdMap] = {}
 
     @classmethod
-    def from_url(cls, url: str) -> SalesforceAdapter:
+    def from_url(
+        cls, url: str, *, env: Mapping[str, str] | None = None, run_id: str | None = None
+    ) -> SalesforceAdapter:
         host, params = parse_target(url, "salesforce", _ALLOWED)
         host = LOGIN_HOSTS.get(host, host)
         if "." not in host:
@@ -225,7 +228,8 @@ class SalesforceAdapter(VendorAdapter):
             raise UserError(f"salesforce URL: api_version must look like 62.0, got {version!r}")
         customers = (positive_int("customers", params["customers"], "salesforce")
                      if "customers" in params else DEFAULT_CUSTOMERS)
-        return cls(host, api_version=version, customers=customers, run_id=params.get("run_id"))
+        return cls(host, api_version=version, customers=customers,
+                   run_id=run_id or params.get("run_id"), environ=env)
 
     @property
     def _data(self) -> str:
