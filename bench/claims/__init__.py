@@ -1,6 +1,6 @@
 """Published vendor claims: figures nobody has reproduced, shown beside measurements.
 
-The default file is a copy of shared/claims/vendor-claims-2026q1.toml. A claims file has
+The default file is vendor-claims-2026q1.toml beside this module. A claims file has
 a ``[source]`` table, a ``[dimensions]`` table naming the claimed figures and one
 ``[platforms.<key>]`` table per platform, whose keys match ``target.platform`` of results.
 """
