@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -12,6 +13,7 @@ from starlette.routing import Route
 from reference_impl import models as m
 from reference_impl.services import Services
 from reference_impl.sla import SlaCreate
+from reference_impl.store import StoreError
 from reference_impl.web import (
     MAX_WORKFLOW_BODY,
     ApiError,
@@ -26,6 +28,8 @@ from reference_impl.web import (
 from reference_impl.workflows import RunCreate, WorkflowDeploy, prepare
 
 VERSION_PARAM = frozenset({"version"})
+# Run ids are uuid4 hex; any other text cannot name a run (and PostgreSQL refuses some).
+RUN_ID_RE = re.compile(r"[0-9a-f]{32}")
 PAGING = frozenset({"limit", "after"})
 
 
@@ -57,7 +61,10 @@ class EngineRoutes:
 
     async def get_workflow_run(self, request: Request) -> Response:
         no_query(request)
-        return json_response(await self.workflows.get_run(request.path_params["run_id"]))
+        run_id = request.path_params["run_id"]
+        if not RUN_ID_RE.fullmatch(run_id):
+            raise StoreError(404, "not_found", f"workflow run {run_id} does not exist")
+        return json_response(await self.workflows.get_run(run_id))
 
     async def resume_workflow(self, request: Request) -> Response:
         no_query(request)
