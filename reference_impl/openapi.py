@@ -45,9 +45,12 @@ _ENTITIES: dict[str, tuple[str, type[msgspec.Struct], type[msgspec.Struct], dict
     "activities": ("Activity", m.ActivityCreate, m.ActivityUpdate,
                    {"customer_id": _ID_SCHEMA, "rep_id": _ID_SCHEMA}),
 }
-# Records as the API shows them: the table's columns, less internal ones, plus these.
+# Records as the API shows them: the table's columns, less internal ones, plus these
+# optional ones.
 _RECORD_EXTRAS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "customers": (("name_key",), {"tags": {"type": "array", "items": {"type": "string"}}}),
+    "customers": (("name_key",), {"tags": {
+        "type": "array", "items": {"type": "string"},
+        "description": "sorted; in single records, not in lists"}}),
 }
 _KIND_TYPES = {"id": "integer", "int": "integer", "float": "number", "text": "string",
                "bool": "boolean", "ts": "string"}
@@ -89,7 +92,8 @@ not listed for an operation, or given twice, are refused with 400. Request bodie
 of at most {MAX_BODY // _MIB} MiB ({MAX_WORKFLOW_BODY // _MIB} MiB for `POST /workflows`); \
 larger ones get 413. A method a path does not serve gets 405 with an `Allow` header naming \
 those it does; `HEAD` is served wherever `GET` is. Every path but `/health` and \
-`/openapi.json` needs `Authorization: Bearer <token>`."""
+`/openapi.json` needs `Authorization: Bearer <token>`. Integers are written without a \
+fraction or exponent (`7`, not `7.0`), dates and times as RFC 3339 text."""
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -268,8 +272,9 @@ def _record(table: str) -> dict[str, Any]:
         kind = _KIND_TYPES.get(col.kind)
         props[col.name] = {} if kind is None else {
             "type": [kind, "null"] if col.nullable else kind}
+    required = list(props)
     props.update(extra)
-    return {"type": "object", "required": list(props), "properties": props}
+    return {"type": "object", "required": required, "properties": props}
 
 
 def _page(items: dict[str, Any]) -> dict[str, Any]:
