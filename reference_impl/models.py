@@ -17,7 +17,12 @@ _NO_NUL = r"^[^\x00]*$"
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=_NO_NUL)]
 ShortText = Annotated[str, Meta(max_length=200, pattern=_NO_NUL)]
 LongText = Annotated[str, Meta(min_length=1, max_length=2000, pattern=_NO_NUL)]
-Email = Annotated[str, Meta(max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$")]
+# Python's \s spelt out: JSON Schema's (ECMA-262) \s is another set, and the pattern is
+# published in the OpenAPI document.
+_SPACE = r"\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+Email = Annotated[
+    str, Meta(max_length=254, pattern=rf"^[^@{_SPACE}\x00]+@[^@{_SPACE}\x00]+$")
+]
 Phone = Annotated[str, Meta(max_length=40, pattern=r"^[0-9+()\-. x]*$")]
 Tag = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 Id = Annotated[int, Meta(ge=1, le=2**53)]

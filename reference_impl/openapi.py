@@ -1,24 +1,73 @@
-"""The OpenAPI 3.1 document of the reference CRM, built from the msgspec request models."""
+"""The OpenAPI 3.1 document of the reference CRM: every constraint the server enforces and
+every status it answers, built from the msgspec request models and the table definitions."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
 
 from reference_impl import models as m
-from reference_impl.schema import AGENT_RUN_STATUSES, TIERS
+from reference_impl.schema import AGENT_RUN_STATUSES, TABLES_BY_NAME, TIERS
+from reference_impl.sla import SlaCreate
 from reference_impl.stream import DEFAULT_QUEUE, DEFAULT_RETENTION, HEARTBEAT_S
+from reference_impl.web import (
+    DEFAULT_LIMIT,
+    MAX_BODY,
+    MAX_ID,
+    MAX_LIMIT,
+    MAX_QUERY_TEXT,
+    MAX_WORKFLOW_BODY,
+)
+from reference_impl.workflows import RunCreate, WorkflowDeploy
 
-_ENTITIES: dict[str, tuple[str, type[msgspec.Struct], type[msgspec.Struct], list[str]]] = {
-    "customers": ("Customer", m.CustomerCreate, m.CustomerUpdate, []),
-    "contacts": ("Contact", m.ContactCreate, m.ContactUpdate, ["customer_id"]),
-    "leads": ("Lead", m.LeadCreate, m.LeadUpdate,
-              ["status", "owner_rep_id", "customer_id", "region_id"]),
-    "opportunities": ("Opportunity", m.OpportunityCreate, m.OpportunityUpdate,
-                      ["customer_id", "stage", "owner_rep_id"]),
-    "activities": ("Activity", m.ActivityCreate, m.ActivityUpdate, ["customer_id", "rep_id"]),
+# path -> (record schema, create body, update body, list filters: name -> schema)
+_NO_NUL = "^[^\\x00]*$"
+_TEXT_PARAM = {"type": "string", "maxLength": MAX_QUERY_TEXT, "pattern": _NO_NUL}
+_ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+_ENTITIES: dict[str, tuple[str, type[msgspec.Struct], type[msgspec.Struct], dict[str, Any]]] = {
+    "customers": ("Customer", m.CustomerCreate, m.CustomerUpdate, {
+        "name_prefix": {**_TEXT_PARAM, "description": "case-insensitive name prefix"},
+        "region_id": _ID_SCHEMA,
+        "tier": {"type": "string", "enum": list(TIERS)},
+        "tag": _TEXT_PARAM,
+        "owner_rep_id": _ID_SCHEMA,
+    }),
+    "contacts": ("Contact", m.ContactCreate, m.ContactUpdate, {"customer_id": _ID_SCHEMA}),
+    "leads": ("Lead", m.LeadCreate, m.LeadUpdate, {
+        "status": _TEXT_PARAM, "owner_rep_id": _ID_SCHEMA, "customer_id": _ID_SCHEMA,
+        "region_id": _ID_SCHEMA,
+    }),
+    "opportunities": ("Opportunity", m.OpportunityCreate, m.OpportunityUpdate, {
+        "customer_id": _ID_SCHEMA, "stage": _TEXT_PARAM, "owner_rep_id": _ID_SCHEMA,
+    }),
+    "activities": ("Activity", m.ActivityCreate, m.ActivityUpdate,
+                   {"customer_id": _ID_SCHEMA, "rep_id": _ID_SCHEMA}),
 }
+# Records as the API shows them: the table's columns, less internal ones, plus these
+# optional ones.
+_RECORD_EXTRAS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "customers": (("name_key",), {"tags": {
+        "type": "array", "items": {"type": "string"},
+        "description": "sorted; in single records, not in lists"}}),
+}
+_KIND_TYPES = {"id": "integer", "int": "integer", "float": "number", "text": "string",
+               "bool": "boolean", "ts": "string"}
+
+_MIB = 1024 * 1024
+_ERROR_TEXT = {
+    400: "Bad request: an unknown, repeated or invalid query or path parameter, a "
+         "non-numeric Content-Length, or a body that is empty or not JSON",
+    401: "Missing or wrong bearer token (with `WWW-Authenticate: Bearer`)",
+    404: "No such resource",
+    409: "Conflict with the stored data",
+    413: f"Body larger than {MAX_BODY // _MIB} MiB ({MAX_BODY:,} bytes)",
+    415: "Content-Type is not application/json",
+    422: "Body or reference fails validation (`field` names the offending one)",
+    503: "The database does not answer",
+}
+_BODY_ERRORS = (400, 413, 415, 422)
 
 _ERROR = {
     "type": "object",
@@ -36,6 +85,16 @@ _ERROR = {
     },
 }
 
+_DESCRIPTION = f"""The reference CRM of crmbench.
+
+Every refusal has the body `{{"error": {{"code", "message", "field"}}}}`. Query parameters \
+not listed for an operation, or given twice, are refused with 400. Request bodies are JSON \
+of at most {MAX_BODY // _MIB} MiB ({MAX_WORKFLOW_BODY // _MIB} MiB for `POST /workflows`); \
+larger ones get 413. A method a path does not serve gets 405 with an `Allow` header naming \
+those it does; `HEAD` is served wherever `GET` is. Every path but `/health` and \
+`/openapi.json` needs `Authorization: Bearer <token>`. Integers are written without a \
+fraction or exponent (`7`, not `7.0`), dates and times as RFC 3339 text."""
+
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -45,28 +104,62 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "Bad request", 401: "Missing or wrong bearer token", 404: "Not found",
-            409: "Conflict", 413: "Body larger than 1 MiB", 415: "Not JSON",
-            422: "Validation failed"}
-    return {str(c): {"description": text[c], **_json(_ref("Error"))} for c in codes}
+def _errors(codes: Iterable[int], too_large: int = MAX_BODY) -> dict[str, Any]:
+    out = {str(c): {"description": _ERROR_TEXT[c], **_json(_ref("Error"))}
+           for c in sorted(set(codes))}
+    if "413" in out and too_large != MAX_BODY:
+        out["413"]["description"] = f"Body larger than {too_large // _MIB} MiB"
+    return out
 
 
-def _query(name: str, kind: str = "integer", desc: str = "") -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": {"type": kind},
-            "description": desc}
+def _query(name: str, schema: dict[str, Any], desc: str = "") -> dict[str, Any]:
+    out = {"name": name, "in": "query", "required": False, "schema": schema}
+    if desc:
+        out["description"] = desc
+    return out
+
+
+def _path(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True,
+            "schema": schema or {"type": "string"}}
 
 
 _PAGING = [
-    _query("limit", desc="page size, 1..500 (default 50)"),
-    _query("after", desc="return items with an id greater than this (from next_after)"),
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT,
+                     "default": DEFAULT_LIMIT}, f"page size (default {DEFAULT_LIMIT})"),
+    _query("after", {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+           "return items with an id greater than this (from next_after)"),
 ]
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
-_AGENT = {"name": "agent", "in": "path", "required": True,
-          "schema": {"type": "string", "enum": ["lead_intake"]}}
-
+_ID = _path("id", _ID_SCHEMA)
+_AGENT = _path("agent", {"type": "string", "enum": ["lead_intake"]})
 _NULLABLE_INT = {"type": ["integer", "null"]}
 _OBJECT = {"type": "object"}
+
+
+def _op(
+    summary: str,
+    ok: Mapping[str, tuple[str, Mapping[str, Any] | None]],
+    *errors: int,
+    params: Iterable[dict[str, Any]] = (),
+    body: dict[str, Any] | None = None,
+    description: str | None = None,
+    too_large: int = MAX_BODY,
+) -> dict[str, Any]:
+    """One authenticated operation; 400 and 401 always, the body refusals with a body."""
+    codes = {400, 401, *errors, *(_BODY_ERRORS if body is not None else ())}
+    responses: dict[str, Any] = {}
+    for status, (text, schema) in ok.items():
+        responses[status] = {"description": text, **(_json(dict(schema)) if schema else {})}
+    out: dict[str, Any] = {"summary": summary,
+                           "responses": {**responses, **_errors(codes, too_large)}}
+    if description:
+        out["description"] = description
+    if params:
+        out["parameters"] = list(params)
+    if body is not None:
+        out["requestBody"] = {"required": True, **_json(body)}
+    return out
+
 
 _STREAM_DESCRIPTION = f"""Server-Sent Events of changes: `id: <seq>`, `event: <type>`, \
 `data: {{"seq", "type", "customer_id", "at", "payload"}}`.
@@ -169,86 +262,98 @@ _RESPONSES: dict[str, dict[str, Any]] = {
 }
 
 
-def build_openapi(version: str) -> dict[str, Any]:
-    """Return the OpenAPI document as a plain dict."""
+def _record(table: str) -> dict[str, Any]:
+    """A stored record as the API shows it, from its table's columns."""
+    drop, extra = _RECORD_EXTRAS.get(table, ((), {}))
+    props: dict[str, Any] = {}
+    for col in TABLES_BY_NAME[table].columns:
+        if col.name in drop:
+            continue
+        kind = _KIND_TYPES.get(col.kind)
+        props[col.name] = {} if kind is None else {
+            "type": [kind, "null"] if col.nullable else kind}
+    required = list(props)
+    props.update(extra)
+    return {"type": "object", "required": required, "properties": props}
+
+
+def _page(items: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", "next_after", "limit"],
+        "properties": {
+            "items": {"type": "array", "items": items},
+            "next_after": {**_NULLABLE_INT, "description": "pass as `after` for the next page; "
+                                                          "null on the last"},
+            "limit": {"type": "integer"},
+        },
+    }
+
+
+def _components() -> dict[str, Any]:
     structs = [t for _, c, u, _ in _ENTITIES.values() for t in (c, u)] + [
         m.StageChange, m.EventIn, m.EventBatch, m.LeadIntakeRunCreate, m.AgentConfigUpdate,
+        m.ClockAdvance, WorkflowDeploy, RunCreate, SlaCreate,
     ]
     _, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}"
     )
     components["Error"] = _ERROR
     components.update(_RESPONSES)
-    components["Page"] = {
+    components["Page"] = _page(_OBJECT)
+    for path, (label, *_) in _ENTITIES.items():
+        components[label] = _record(path)
+        components[f"{label}Page"] = _page(_ref(label))
+    components["Customer360"] = {
         "type": "object",
+        "required": ["customer", "region", "owner", "contacts", "recent_orders", "order_stats",
+                     "open_opportunities", "recent_activities"],
         "properties": {
-            "items": {"type": "array", "items": {"type": "object"}},
-            "next_after": {"type": ["integer", "null"]},
-            "limit": {"type": "integer"},
+            "customer": _ref("Customer"), "region": _record("regions"),
+            "owner": _record("reps"),
+            "contacts": {"type": "array", "items": _ref("Contact")},
+            "recent_orders": {"type": "array", "items": _OBJECT},
+            "order_stats": _OBJECT,
+            "open_opportunities": {"type": "array", "items": _ref("Opportunity")},
+            "recent_activities": {"type": "array", "items": _ref("Activity")},
         },
     }
+    keyspace = ("customers", "opportunities", "reps", "regions", "products", "leads")
+    components["Keyspace"] = {
+        "type": "object", "required": list(keyspace),
+        "properties": {t: {"type": "integer", "minimum": 0} for t in keyspace},
+    }
+    return components
+
+
+def build_openapi(version: str) -> dict[str, Any]:
+    """Return the OpenAPI document as a plain dict."""
     paths: dict[str, Any] = {
-        "/health": {"get": {"summary": "Liveness and backend", "security": [],
-                            "responses": {"200": {"description": "Service is up"}}}},
-        "/openapi.json": {"get": {"summary": "This document", "security": [],
-                                  "responses": {"200": {"description": "OpenAPI document"}}}},
+        "/health": {"get": {
+            "summary": "Liveness and backend", "security": [],
+            "responses": {"200": {"description": "Service is up", **_json(_ref("Health"))},
+                          "503": {"description": _ERROR_TEXT[503],
+                                  **_json(_ref("Health"))}}}},
+        "/openapi.json": {"get": {
+            "summary": "This document", "security": [],
+            "responses": {"200": {"description": "OpenAPI document", **_json(_OBJECT)}}}},
     }
-    for path, (label, create, update, filters) in _ENTITIES.items():
-        params = list(_PAGING)
-        if path == "customers":
-            params += [
-                _query("name_prefix", "string", "case-insensitive name prefix"),
-                _query("region_id"), _query("tier", "string"), _query("tag", "string"),
-                _query("owner_rep_id"),
-            ]
-        else:
-            params += [_query(f, "string" if f in ("status", "stage") else "integer")
-                       for f in filters]
-        paths[f"/{path}"] = {
-            "get": {"summary": f"List or search {path}", "parameters": params,
-                    "responses": {"200": {"description": "A page", **_json(_ref("Page"))},
-                                  **_errors(400, 401)}},
-            "post": {"summary": f"Create a {label.lower()}",
-                     "requestBody": {"required": True, **_json(_ref(create.__name__))},
-                     "responses": {"201": {"description": "Created"},
-                                   **_errors(400, 401, 409, 413, 415, 422)}},
-        }
-        paths[f"/{path}/{{id}}"] = {
-            "parameters": [_ID],
-            "get": {"summary": f"Read a {label.lower()}",
-                    "responses": {"200": {"description": label}, **_errors(400, 401, 404)}},
-            "patch": {"summary": f"Update a {label.lower()}",
-                      "requestBody": {"required": True, **_json(_ref(update.__name__))},
-                      "responses": {"200": {"description": "Updated"},
-                                    **_errors(400, 401, 404, 409, 413, 415, 422)}},
-            "delete": {"summary": f"Delete a {label.lower()}",
-                       "responses": {"204": {"description": "Deleted"},
-                                     **_errors(400, 401, 404, 409)}},
-        }
-    paths["/customers/{id}/360"] = {
-        "parameters": [_ID],
-        "get": {"summary": "Customer 360: profile, contacts, recent orders, open opportunities",
-                "responses": {"200": {"description": "Customer 360 view"},
-                              **_errors(400, 401, 404)}},
-    }
-    paths["/opportunities/{id}/stage"] = {
-        "parameters": [_ID],
-        "post": {"summary": "Move an opportunity to another stage (recorded in its history)",
-                 "requestBody": {"required": True, **_json(_ref("StageChange"))},
-                 "responses": {"200": {"description": "Updated"},
-                               **_errors(400, 401, 404, 413, 415, 422)}},
-    }
-    paths["/stats"] = {
-        "get": {"summary": "Highest id of customers, opportunities, reps, regions, products "
-                           "and leads (0 when empty): the keyspace workloads draw ids from",
-                "responses": {"200": {"description": "Highest id per table"},
-                              **_errors(401)}},
-    }
+    paths.update(_record_paths())
     paths.update(_stream_paths())
+    paths.update(_agent_paths())
     paths.update(_engine_paths())
+    paths.update(_pack_paths())
+    components = _components()
+    components["Health"] = {
+        "type": "object", "required": ["status", "version", "backend", "pid"],
+        "properties": {"status": {"enum": ["ok", "degraded"]}, "version": {"type": "string"},
+                       "backend": {"enum": ["sqlite", "postgresql"]},
+                       "pid": {"type": "integer"}},
+    }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "crmbench reference CRM", "version": version},
+        "info": {"title": "crmbench reference CRM", "version": version,
+                 "description": _DESCRIPTION},
         "components": {
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -258,148 +363,185 @@ def build_openapi(version: str) -> dict[str, Any]:
     }
 
 
-def _stream_paths() -> dict[str, Any]:
-    """Change stream, customer-data events and agents."""
-    event_body = {"oneOf": [_ref("EventIn"), _ref("EventBatch")]}
-    return {
-        "/stream": {"get": {
-            "summary": "Change stream (Server-Sent Events)",
-            "description": _STREAM_DESCRIPTION,
-            "parameters": [
-                _query("types", "string", "comma-separated message types to receive; "
-                       "`agent.*` stands for every type starting with `agent.`"),
-                _query("customer_id", desc="only messages about this customer"),
-                _query("after", desc="resume: messages with a higher seq, then live ones"),
-                {"name": "Last-Event-ID", "in": "header", "required": False,
-                 "schema": {"type": "integer"}, "description": "like after"},
-            ],
-            "responses": {"200": {"description": "An endless event stream",
-                                  "content": {"text/event-stream": {
-                                      "schema": _ref("StreamMessage")}}},
-                          **_errors(400, 401)},
-        }},
-        "/stream/info": {"get": {
-            "summary": "Newest and oldest retained sequence numbers, and the retention",
-            "responses": {"200": {"description": "Stream window", **_json(_ref("StreamInfo"))},
-                          **_errors(401)},
-        }},
-        "/events": {"post": {
-            "summary": "Ingest customer-data events: one, or {events: [...]} with up to 1,000",
-            "description": "All or nothing. A repeated idempotency key is stored once and "
-                           "reported as a duplicate with the original id. Each new event "
-                           "updates the customer's profile in the same transaction and is "
-                           "announced by one `profile.updated` stream message.",
-            "requestBody": {"required": True, **_json(event_body)},
-            "responses": {"202": {"description": "Stored (committed)",
-                                  **_json(_ref("EventsAccepted"))},
-                          **_errors(400, 401, 413, 415, 422)},
-        }},
-        "/customers/{id}/profile": {
+def _record_paths() -> dict[str, Any]:
+    """CRUD of the five entities, the customer 360 view, stage changes and the keyspace."""
+    paths: dict[str, Any] = {}
+    for path, (label, create, update, filters) in _ENTITIES.items():
+        name = label.lower()
+        params = _PAGING + [_query(k, v) for k, v in filters.items()]
+        paths[f"/{path}"] = {
+            "get": _op(f"List or search {path}, in id order",
+                       {"200": ("A page", _ref(f"{label}Page"))}, params=params),
+            "post": _op(f"Create a {name}", {"201": ("Created", _ref(label))}, 409,
+                        body=_ref(create.__name__)),
+        }
+        paths[f"/{path}/{{id}}"] = {
             "parameters": [_ID],
-            "get": {"summary": "Event counters and explained tags of a customer",
-                    "responses": {"200": {"description": "Profile", **_json(_ref("Profile"))},
-                                  **_errors(400, 401, 404)}},
-        },
-        "/agents/{agent}/runs": {
-            "parameters": [_AGENT],
-            "post": {"summary": "Start an agent run in the background",
-                     "description": "Ends with one stream message, agent.completed or "
-                                    "agent.escalated (agent.failed on an error).",
-                     "requestBody": {"required": True, **_json(_ref("LeadIntakeRunCreate"))},
-                     "responses": {"202": {"description": "Started",
-                                           **_json(_ref("AgentRunStarted"))},
-                                   **_errors(400, 401, 404, 413, 415, 422)}},
-        },
-        "/agents/runs/{run_id}": {
-            "parameters": [{"name": "run_id", "in": "path", "required": True,
-                            "schema": {"type": "string"}}],
-            "get": {"summary": "A run with its decision log",
-                    "responses": {"200": {"description": "Run", **_json(_ref("AgentRun"))},
-                                  **_errors(401, 404)}},
-        },
-        "/agents/queue": {"get": {
-            "summary": "Escalated runs awaiting a person, oldest first",
-            "parameters": list(_PAGING),
-            "responses": {"200": {"description": "A page of runs", **_json(_ref("Page"))},
-                          **_errors(400, 401)},
-        }},
+            "get": _op(f"Read a {name}", {"200": (label, _ref(label))}, 404),
+            "patch": _op(f"Update a {name}", {"200": ("Updated", _ref(label))}, 404, 409,
+                         body=_ref(update.__name__)),
+            "delete": _op(f"Delete a {name}", {"204": ("Deleted", None)}, 404, 409),
+        }
+    paths["/customers/{id}/360"] = {"parameters": [_ID], "get": _op(
+        "Customer 360: profile, contacts, recent orders, open opportunities",
+        {"200": ("Customer 360 view", _ref("Customer360"))}, 404)}
+    paths["/opportunities/{id}/stage"] = {"parameters": [_ID], "post": _op(
+        "Move an opportunity to another stage (recorded in its history)",
+        {"200": ("Updated", _ref("Opportunity"))}, 404, 409, body=_ref("StageChange"))}
+    paths["/stats"] = {"get": _op(
+        "Highest id of customers, opportunities, reps, regions, products and leads (0 when "
+        "empty): the keyspace workloads draw ids from",
+        {"200": ("Highest id per table", _ref("Keyspace"))})}
+    return paths
+
+
+def _stream_paths() -> dict[str, Any]:
+    """Change stream, customer-data events and profiles."""
+    type_re = r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*(\.\*)?"
+    stream = _op(
+        "Change stream (Server-Sent Events)", {}, description=_STREAM_DESCRIPTION,
+        params=[
+            _query("types", {**_TEXT_PARAM, "pattern": f"^{type_re}(,{type_re})*$"},
+                   "comma-separated message types to receive; `agent.*` stands for every "
+                   "type starting with `agent.`"),
+            _query("customer_id", _ID_SCHEMA, "only messages about this customer"),
+            _query("after", {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                   "resume: messages with a higher seq, then live ones"),
+            {"name": "Last-Event-ID", "in": "header", "required": False,
+             "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+             "description": "like after (ignored when after is given)"},
+        ],
+    )
+    stream["responses"]["200"] = {
+        "description": "An endless event stream",
+        "content": {"text/event-stream": {"schema": _ref("StreamMessage")}}}
+    return {
+        "/stream": {"get": stream},
+        "/stream/info": {"get": _op(
+            "Newest and oldest retained sequence numbers, and the retention",
+            {"200": ("Stream window", _ref("StreamInfo"))})},
+        "/events": {"post": _op(
+            f"Ingest customer-data events: one, or {{events: [...]}} with up to "
+            f"{m.MAX_EVENTS_PER_BATCH:,}",
+            {"202": ("Stored (committed)", _ref("EventsAccepted"))},
+            description="All or nothing. A repeated idempotency key is stored once and "
+                        "reported as a duplicate with the original id. Each new event updates "
+                        "the customer's profile in the same transaction and is announced by "
+                        "one `profile.updated` stream message. `properties` take at most "
+                        f"{m.MAX_EVENT_PROPERTIES_BYTES:,} bytes as JSON.",
+            body={"oneOf": [_ref("EventIn"), _ref("EventBatch")]})},
+        "/customers/{id}/profile": {"parameters": [_ID], "get": _op(
+            "Event counters and explained tags of a customer",
+            {"200": ("Profile", _ref("Profile"))}, 404)},
+    }
+
+
+def _agent_paths() -> dict[str, Any]:
+    """The lead-intake agent: runs, the escalation queue and its thresholds."""
+    run_id = _path("run_id", {"type": "string", "description": "a run id (digits); any other "
+                                                                "text is not found"})
+    return {
+        "/agents/{agent}/runs": {"parameters": [_AGENT], "post": _op(
+            "Start an agent run in the background",
+            {"202": ("Started", _ref("AgentRunStarted"))}, 404,
+            description="Ends with one stream message, agent.completed or agent.escalated "
+                        "(agent.failed on an error).",
+            body=_ref("LeadIntakeRunCreate"))},
+        "/agents/runs/{run_id}": {"parameters": [run_id], "get": _op(
+            "A run with its decision log", {"200": ("Run", _ref("AgentRun"))}, 404)},
+        "/agents/queue": {"get": _op(
+            "Escalated runs awaiting a person, oldest first",
+            {"200": ("A page of runs", _page(_ref("AgentRun")))}, params=_PAGING)},
         "/agents/{agent}/config": {
             "parameters": [_AGENT],
-            "get": {"summary": "Takeover thresholds of the agent",
-                    "responses": {"200": {"description": "Config",
-                                          **_json(_ref("AgentConfig"))},
-                                  **_errors(401, 404)}},
-            "put": {"summary": "Change takeover thresholds (omitted fields stay); persisted",
-                    "requestBody": {"required": True, **_json(_ref("AgentConfigUpdate"))},
-                    "responses": {"200": {"description": "New config",
-                                          **_json(_ref("AgentConfig"))},
-                                  **_errors(400, 401, 404, 413, 415, 422)}},
+            "get": _op("Takeover thresholds of the agent",
+                       {"200": ("Config", _ref("AgentConfig"))}, 404),
+            "put": _op("Change takeover thresholds (omitted fields stay); persisted",
+                       {"200": ("New config", _ref("AgentConfig"))}, 404,
+                       body=_ref("AgentConfigUpdate")),
         },
     }
 
 
-def _op(summary: str, ok: str, *codes: int, body: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {"summary": summary,
-                           "responses": {ok: {"description": summary}, **_errors(*codes)}}
-    if body:
-        out["requestBody"] = {"required": True, **_json({"type": "object"})}
-    return out
-
-
 def _engine_paths() -> dict[str, Any]:
-    """Workflows, SLAs, the test clock and scenario packs (bodies are described in prose)."""
-    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-    module = {"name": "module", "in": "path", "required": True, "schema": {"type": "string"}}
+    """Workflows, SLAs and the test clock."""
+    run_id = _path("run_id", {"type": "string", "description": "32 hex digits"})
+    one = {"200": ("Done", _OBJECT)}
     return {
         "/workflows": {"post": _op(
-            "Deploy a workflow {name, nodes: [{id, type, ...}], edges: [[from, to(, "
-            "true|false)]], timeout_s}; bodies up to 32 MiB; re-deploying a name adds a "
-            "version", "201", 400, 401, 409, 413, 415, 422, body=True)},
+            "Deploy a workflow; re-deploying a name adds a version",
+            {"201": ("Deployed", _OBJECT)}, 409, body=_ref("WorkflowDeploy"),
+            too_large=MAX_WORKFLOW_BODY,
+            description="422 `invalid_workflow` names the node or edge at fault: unknown "
+                        "types, dangling edges, cycles, parameters that do not fit.")},
         "/workflows/{id}": {"parameters": [_ID], "get": _op(
-            "A workflow version (latest unless ?version=)", "200", 400, 401, 404)},
+            "A workflow version (latest unless ?version=)", one, 404,
+            params=[_query("version", _ID_SCHEMA)])},
         "/workflows/{id}/runs": {"parameters": [_ID], "post": _op(
-            "Run a workflow {input, wait, version}: 200 finished run, or 202 when wait=false; "
-            "409 workflow_paused or workflow_disabled (its pack is off)", "200", 400, 401,
-            404, 409, 422, body=True)},
-        "/workflows/runs/{run_id}": {"get": _op("A workflow run", "200", 401, 404)},
+            "Run a workflow", {"200": ("The finished run (wait=true)", _OBJECT),
+                               "202": ("Started (wait=false)", _OBJECT)}, 404, 409,
+            description="409 workflow_paused or workflow_disabled (its pack is off); 422 when "
+                        "a node needs a record or customer the input lacks.",
+            body=_ref("RunCreate"))},
+        "/workflows/runs/{run_id}": {"parameters": [run_id], "get": _op(
+            "A workflow run", one, 404)},
         "/workflows/{id}/resume": {"parameters": [_ID], "post": _op(
-            "Resume a workflow paused by its breaker", "200", 401, 404)},
+            "Resume a workflow paused by its breaker", one, 404)},
         "/workflows/{id}/lineage": {"parameters": [_ID], "get": _op(
-            "Objects and fields read and written, integrations used", "200", 401, 404)},
-        "/slas": {"get": _op("SLA definitions", "200", 401),
-                  "post": _op("Define an SLA (level field|process|action; calendar \"24x7\" or "
-                              "{timezone, days, start, end, holidays})", "201", 400, 401,
-                              422, body=True)},
-        "/slas/{id}": {"parameters": [_ID], "get": _op("An SLA definition", "200", 401, 404)},
+            "Objects and fields read and written, integrations used", one, 404)},
+        "/slas": {
+            "get": _op("SLA definitions", {"200": ("SLAs", {
+                "type": "object", "required": ["items"],
+                "properties": {"items": {"type": "array", "items": _OBJECT}}})}),
+            "post": _op("Define an SLA", {"201": ("Defined", _OBJECT)}, body=_ref("SlaCreate"),
+                        description="422 `invalid_sla` for parameters that do not fit the "
+                                    "level and object."),
+        },
+        "/slas/{id}": {"parameters": [_ID], "get": _op("An SLA definition", one, 404)},
         "/slas/{id}/instances": {"parameters": [_ID], "get": _op(
-            "SLA instances with status green|yellow|red|met", "200", 400, 401, 404)},
-        "/clock": {"get": _op("The service clock (test clock only)", "200", 401, 404)},
+            "SLA instances with status green|yellow|red|met", {"200": ("A page", _ref("Page"))},
+            404, params=_PAGING)},
+        "/clock": {"get": _op("The service clock; 404 unless started with --test-clock",
+                              one, 404)},
         "/clock/advance": {"post": _op(
-            "Move the test clock {seconds} and run the SLA checker", "200", 401, 404, 422,
-            body=True)},
-        "/packs": {"get": _op("Scenario packs", "200", 401)},
-        "/packs/{name}": {"parameters": [name], "get": _op("A pack", "200", 401, 404)},
+            "Move the test clock and run the SLA checker; 404 unless started with --test-clock",
+            one, 404, body=_ref("ClockAdvance"))},
+    }
+
+
+def _pack_paths() -> dict[str, Any]:
+    """Scenario packs and the manufacturing pack's records (404 while it is disabled)."""
+    name = _path("name")
+    module = _path("module")
+    one = {"200": ("Done", _OBJECT)}
+    record = {"type": "object", "description": "fields of the module (see GET /packs/{name})"}
+    return {
+        "/packs": {"get": _op("Enabled scenario packs", {"200": ("Packs", {
+            "type": "object", "required": ["items"],
+            "properties": {"items": {"type": "array", "items": _OBJECT}}})})},
+        "/packs/{name}": {"parameters": [name], "get": _op("A pack", one, 404)},
         "/packs/{name}/enable": {"parameters": [name], "post": _op(
-            "Enable a pack and deploy its workflows and SLAs (idempotent)", "200", 401, 404, 422)},
+            "Enable a pack and deploy its workflows and SLAs (idempotent)", one, 404, 422)},
         "/packs/{name}/disable": {"parameters": [name], "post": _op(
-            "Disable a pack (idempotent; data kept)", "200", 401, 404)},
+            "Disable a pack (idempotent; data kept)", one, 404)},
         "/packs/{name}/checks": {"parameters": [name], "get": _op(
-            "Run the pack's acceptance checks", "200", 401, 404)},
+            "Run the pack's acceptance checks", one, 404)},
         "/packs/{name}/reports": {"parameters": [name], "get": _op(
-            "The pack's reports", "200", 401, 404)},
-        "/packs/{name}/reports/{report}": {
-            "parameters": [name, {"name": "report", "in": "path", "required": True,
-                                  "schema": {"type": "string"}}],
-            "get": _op("Run one of the pack's reports", "200", 401, 404)},
-        "/mfg/{module}": {"parameters": [module],
-                          "get": _op("Records of a manufacturing module", "200", 400, 401, 404),
-                          "post": _op("Create a record", "201", 400, 401, 404, 422,
-                                      body=True)},
-        "/mfg/{module}/{id}": {"parameters": [module, _ID],
-                               "get": _op("A record", "200", 401, 404),
-                               "patch": _op("Update a record (PPAP elements accumulate)",
-                                            "200", 400, 401, 404, 422, body=True)},
+            "The pack's reports", one, 404)},
+        "/packs/{name}/reports/{report}": {"parameters": [name, _path("report")], "get": _op(
+            "Run one of the pack's reports", one, 404)},
+        "/mfg/{module}": {
+            "parameters": [module],
+            "get": _op("Records of a manufacturing module", {"200": ("A page", _ref("Page"))},
+                       404, params=_PAGING),
+            "post": _op("Create a record", {"201": ("Created", _OBJECT)}, 404, body=record),
+        },
+        "/mfg/{module}/{id}": {
+            "parameters": [module, _ID],
+            "get": _op("A record", one, 404),
+            "patch": _op("Update a record (PPAP elements accumulate)", one, 404, body=record),
+        },
         "/mfg/contracts/{id}/approve": {"parameters": [_ID], "post": _op(
-            "Approve a contract; 409 approval_frozen while PPAP is incomplete", "200", 401,
-            404, 409)},
+            "Approve a contract; 409 approval_frozen while PPAP is incomplete", one, 404,
+            409)},
     }

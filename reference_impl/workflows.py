@@ -203,6 +203,23 @@ def _check_schedule(node: Node, where: str) -> None:
 def compile_doc(doc: WorkflowDeploy) -> Compiled:
     """Validate the DAG (ids, types, parameters, edges, cycles) in O(nodes + edges)."""
     nodes = doc.nodes
+    index, trigger = _index_nodes(nodes)
+    table: str | None = None
+    if trigger is not None:
+        table = "opportunities" if trigger.on == "stage.changed" else OBJECTS.get(
+            trigger.object or "")
+    _check_steps(nodes, table)
+    offsets, targets, labels, indeg = _adjacency(nodes, doc.edges, index)
+    if trigger is not None and indeg[index[trigger.id]]:
+        raise _invalid(f"trigger {trigger.id!r} cannot have incoming edges",
+                       f"nodes[{index[trigger.id]}]")
+    roots = [i for i in range(len(nodes)) if indeg[i] == 0]
+    _check_acyclic(nodes, offsets, targets, indeg, roots)
+    return Compiled(doc, offsets, targets, bytes(labels), indeg, roots, trigger)
+
+
+def _index_nodes(nodes: list[Node]) -> tuple[dict[str, int], Node | None]:
+    """Position of each node id, and the trigger; refuses duplicates and unknown types."""
     index: dict[str, int] = {}
     trigger: Node | None = None
     for i, node in enumerate(nodes):
@@ -218,24 +235,27 @@ def compile_doc(doc: WorkflowDeploy) -> Compiled:
             if trigger is not None:
                 raise _invalid(f"node {node.id!r}: only one trigger per workflow", f"nodes[{i}]")
             trigger = node
-            if node.on not in TRIGGERS:
-                raise _invalid(f"trigger {node.id!r}: on must be one of "
-                               f"{', '.join(sorted(TRIGGERS))}", f"nodes[{i}]")
-            if node.object is not None and node.object not in OBJECTS:
-                raise _invalid(f"trigger {node.id!r}: unknown object {node.object!r}",
-                               f"nodes[{i}]")
-            if node.on in ("record.created", "record.updated") and node.object is None:
-                raise _invalid(f"trigger {node.id!r}: record triggers need an object",
-                               f"nodes[{i}]")
-            if node.on == "schedule" or node.cron is not None or node.timezone is not None:
-                _check_schedule(node, f"nodes[{i}]")
-            if node.stage is not None and node.stage not in OPPORTUNITY_STAGES:
-                raise _invalid(f"trigger {node.id!r}: unknown stage {node.stage!r}",
-                               f"nodes[{i}]")
+            _check_trigger(node, f"nodes[{i}]")
+    return index, trigger
+
+
+def _check_trigger(node: Node, where: str) -> None:
+    if node.on not in TRIGGERS:
+        raise _invalid(f"trigger {node.id!r}: on must be one of "
+                       f"{', '.join(sorted(TRIGGERS))}", where)
+    if node.object is not None and node.object not in OBJECTS:
+        raise _invalid(f"trigger {node.id!r}: unknown object {node.object!r}", where)
+    if node.on in ("record.created", "record.updated") and node.object is None:
+        raise _invalid(f"trigger {node.id!r}: record triggers need an object", where)
+    if node.on == "schedule" or node.cron is not None or node.timezone is not None:
+        _check_schedule(node, where)
+    if node.stage is not None and node.stage not in OPPORTUNITY_STAGES:
+        raise _invalid(f"trigger {node.id!r}: unknown stage {node.stage!r}", where)
+
+
+def _check_steps(nodes: list[Node], table: str | None) -> None:
+    """Parameters of conditions, actions and waits, against the trigger's record table."""
     kinds: dict[str, str] = {}
-    table = OBJECTS.get(trigger.object or "") if trigger is not None else None
-    if trigger is not None and trigger.on == "stage.changed":
-        table = "opportunities"
     if table is not None:
         kinds = {c.name: c.kind for c in TABLES_BY_NAME[table].columns}
     for i, node in enumerate(nodes):
@@ -249,26 +269,35 @@ def compile_doc(doc: WorkflowDeploy) -> Compiled:
                                where)
             _check_value(node, where, kinds.get(node.field))
         elif node.type == "action":
-            if node.action not in ACTIONS:
-                raise _invalid(f"action {node.id!r}: action must be one of "
-                               f"{', '.join(sorted(ACTIONS))}", where)
-            if node.action in ("set", "set_field") and not node.field:
-                raise _invalid(f"action {node.id!r} needs a field", where)
-            if node.action in ("set_field", "create_activity"):
-                if table is None:
-                    raise _invalid(f"action {node.id!r} needs a record trigger", where)
-                entity = ENTITIES[table]
-                if node.action == "set_field":
-                    try:
-                        msgspec.convert({node.field: node.value}, entity.update)
-                    except msgspec.ValidationError as exc:
-                        raise _invalid(f"action {node.id!r}: {exc}", where) from None
+            _check_action(node, where, table)
         elif node.type == "wait" and node.seconds is None:
             raise _invalid(f"wait {node.id!r} needs seconds", where)
-    n, m = len(nodes), len(doc.edges)
+
+
+def _check_action(node: Node, where: str, table: str | None) -> None:
+    if node.action not in ACTIONS:
+        raise _invalid(f"action {node.id!r}: action must be one of "
+                       f"{', '.join(sorted(ACTIONS))}", where)
+    if node.action in ("set", "set_field") and not node.field:
+        raise _invalid(f"action {node.id!r} needs a field", where)
+    if node.action in ("set_field", "create_activity"):
+        if table is None:
+            raise _invalid(f"action {node.id!r} needs a record trigger", where)
+        if node.action == "set_field":
+            try:
+                msgspec.convert({node.field: node.value}, ENTITIES[table].update)
+            except msgspec.ValidationError as exc:
+                raise _invalid(f"action {node.id!r}: {exc}", where) from None
+
+
+def _adjacency(
+    nodes: list[Node], edges: list[tuple[str, ...]], index: dict[str, int]
+) -> tuple[list[int], list[int], bytearray, list[int]]:
+    """Offsets, targets and labels of the compressed rows, and the in-degree of each node."""
+    n, m = len(nodes), len(edges)
     srcs, dsts, labs = [0] * m, [0] * m, bytearray(m)
     offsets, indeg = [0] * (n + 1), [0] * n
-    for k, edge in enumerate(doc.edges):
+    for k, edge in enumerate(edges):
         where = f"edges[{k}]"
         if len(edge) not in (2, 3):
             raise _invalid("an edge is [from, to] or [from, to, \"true\"|\"false\"]", where)
@@ -291,10 +320,14 @@ def compile_doc(doc: WorkflowDeploy) -> Compiled:
         at = fill[src]
         targets[at], labels[at] = dsts[k], labs[k]
         fill[src] = at + 1
-    if trigger is not None and indeg[index[trigger.id]]:
-        raise _invalid(f"trigger {trigger.id!r} cannot have incoming edges",
-                       f"nodes[{index[trigger.id]}]")
-    roots = [i for i in range(n) if indeg[i] == 0]
+    return offsets, targets, labels, indeg
+
+
+def _check_acyclic(
+    nodes: list[Node], offsets: list[int], targets: list[int], indeg: list[int],
+    roots: list[int],
+) -> None:
+    """Kahn's algorithm: every node is reached once its predecessors are."""
     left = indeg.copy()
     queue = deque(roots)
     seen = 0
@@ -306,10 +339,9 @@ def compile_doc(doc: WorkflowDeploy) -> Compiled:
             left[j] -= 1
             if left[j] == 0:
                 queue.append(j)
-    if seen < n:
+    if seen < len(nodes):
         i = _on_cycle(offsets, targets, left)
         raise _invalid(f"cycle through node {nodes[i].id!r}", f"nodes[{i}]")
-    return Compiled(doc, offsets, targets, bytes(labels), indeg, roots, trigger)
 
 
 def prepare(body: bytes, decode: Callable[[bytes], WorkflowDeploy]) -> Compiled:

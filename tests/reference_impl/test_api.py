@@ -262,6 +262,45 @@ def test_bad_paths_and_paging_are_400(client: TestClient, url: str, field: str) 
 
 def test_unknown_route_and_method(client: TestClient) -> None:
     _error(client.get("/nowhere"), 404, "not_found")
-    _error(client.put("/customers/1", json={}), 405, "method_not_allowed")
+    resp = client.put("/customers/1", json={})
+    _error(resp, 405, "method_not_allowed")
+    assert resp.headers["allow"] == "DELETE, GET, HEAD, PATCH"
     _error(client.get("/customers/999999999"), 404, "not_found")
     _error(client.patch("/leads/999999999", json={"status": "open"}), 404, "not_found")
+
+
+@pytest.mark.parametrize(("method", "url", "allow"), [
+    ("DELETE", "/customers", "GET, HEAD, POST"),
+    ("POST", "/customers/1/360", "GET, HEAD"),
+    ("GET", "/opportunities/1/stage", "POST"),
+    ("DELETE", "/stats", "GET, HEAD"),
+    ("POST", "/packs/manufacturing/checks", "GET, HEAD"),
+    ("DELETE", "/workflows/runs/runs", "GET, HEAD, POST"),
+    ("DELETE", "/workflows/runs/x", "GET, HEAD"),
+    ("PATCH", "/agents/lead_intake/config", "GET, HEAD, PUT"),
+])
+def test_405_names_every_method_the_path_serves(
+    client: TestClient, method: str, url: str, allow: str
+) -> None:
+    resp = client.request(method, url)
+    _error(resp, 405, "method_not_allowed")
+    assert resp.headers["allow"] == allow
+
+
+def test_405_needs_the_token_first(client: TestClient) -> None:
+    resp = client.request("DELETE", "/customers", headers={"Authorization": ""})
+    _error(resp, 401, "unauthorized")
+
+
+def test_head_reads_a_record_and_changes_nothing(client: TestClient) -> None:
+    lead = client.get("/leads/4")
+    assert lead.status_code == 200
+    head = client.head("/leads/4")
+    assert head.status_code == 200
+    assert head.headers["content-type"] == "application/json"
+    assert client.get("/leads/4").json() == lead.json()
+    assert client.head("/leads/999999999").status_code == 404
+
+
+def test_pack_actions_are_enable_and_disable_only(client: TestClient) -> None:
+    _error(client.post("/packs/manufacturing/restart"), 404, "not_found")

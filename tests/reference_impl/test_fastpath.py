@@ -116,6 +116,9 @@ def test_token_refusals_match(client: TestClient, header: str | None) -> None:
     ("PATCH", "/customers/1", {"json": {"region_id": 999999}}),
     ("DELETE", "/customers/999999", {}),
     ("PUT", "/customers/1", {"json": {}}),
+    ("PUT", "/customers/1/360", {"json": {}}),
+    ("GET", "/opportunities/1/stage", {}),
+    ("PUT", "/leads", {"json": {}}),
 ])
 def test_write_refusals_match(
     client: TestClient, method: str, url: str, kwargs: dict[str, Any]
@@ -169,3 +172,15 @@ def test_crashes_answer_the_same_500(
         resp = both(c, "GET", "/customers/1")
         assert resp.status_code == 500
         assert resp.json()["error"]["code"] == "internal_error"
+
+
+@pytest.mark.parametrize(("method", "url"), [
+    ("PUT", "/customers/1"), ("POST", "/customers/1/360"), ("GET", "/opportunities/1/stage"),
+    ("DELETE", "/leads"),
+])
+def test_unserved_methods_of_hot_paths_get_405_with_allow(
+    client: TestClient, method: str, url: str
+) -> None:
+    resp = both(client, method, url)
+    assert resp.status_code == 405
+    assert resp.headers["allow"]
