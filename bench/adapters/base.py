@@ -289,6 +289,7 @@ class Adapter(Protocol):
     capabilities: ClassVar[dict[str, Capability]]
     # Fixture tables the load hook takes, in load order; empty when it has none.
     load_tables: ClassVar[tuple[str, ...]]
+    sequential_keys: ClassVar[bool]
 
     @classmethod
     def from_url(
@@ -351,6 +352,8 @@ class BaseAdapter:
     platform: ClassVar[str]
     capabilities: ClassVar[dict[str, Capability]] = declared()
     load_tables: ClassVar[tuple[str, ...]] = ()
+    # Whether the keys are always the integers 1..count (then counts alone describe them).
+    sequential_keys: ClassVar[bool] = False
     # The run this adapter works for (from ``from_url(run_id=...)``); None outside runs.
     run_id: str | None = None
 

@@ -8,6 +8,7 @@ interrupted run left behind. Tables go to stderr, ``--json`` output to stdout.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from typing import Annotated, Any
@@ -51,16 +52,14 @@ def diagnose(target: str) -> dict[str, Any]:
         "facts": {},
         "exit_code": 0,
     }
-    reader = getattr(adapter, "read_credentials", None)
-    if callable(reader):
-        try:
-            creds = reader()
-        except UserError as exc:
-            report.update(status="credentials-refused", message=str(exc),
-                          exit_code=exc.exit_code)
-            return report
-        report["credentials"] = creds.describe()
-        report["credentials_file"] = str(creds.file)
+    try:
+        creds = adapter.credential_report()
+    except UserError as exc:
+        report.update(status="credentials-refused", message=str(exc), exit_code=exc.exit_code)
+        return report
+    if creds is not None:
+        report["credentials"] = [dataclasses.asdict(f) for f in creds.fields]
+        report["credentials_file"] = creds.file
     try:
         adapter.open()
     except TargetUnreachable as exc:
@@ -74,12 +73,10 @@ def diagnose(target: str) -> dict[str, Any]:
         return report
     try:
         report["version"] = adapter.platform_version()
-        facts = getattr(adapter, "target_facts", None)
-        if callable(facts):
-            try:
-                report["facts"] = facts()
-            except CrmBenchError as exc:
-                report["facts"] = {"error": redact(str(exc))}
+        try:
+            report["facts"] = adapter.target_facts()
+        except CrmBenchError as exc:
+            report["facts"] = {"error": redact(str(exc))}
     finally:
         adapter.close()
     report["message"] = "the target answers and the credentials are accepted"

@@ -58,6 +58,7 @@ class NoopAdapter(BaseAdapter):
 
     name: ClassVar[str] = "noop"
     platform: ClassVar[str] = "noop"
+    sequential_keys: ClassVar[bool] = True
     capabilities: ClassVar[dict[str, Capability]] = declared(
         default="unsupported", note="no-op target: measures the harness only"
     )

@@ -174,6 +174,7 @@ class ReferenceAdapter(BaseAdapter):
 
     name: ClassVar[str] = "reference+http"
     platform: ClassVar[str] = "reference"
+    sequential_keys: ClassVar[bool] = True
     capabilities: ClassVar[dict[str, Capability]] = declared(
         {
             "crud.mixed": "reference CRM HTTP API",

@@ -175,6 +175,7 @@ class VendorAdapter(BaseAdapter):
 
     name: ClassVar[str]
     platform: ClassVar[str]
+    sequential_keys: ClassVar[bool] = True
     capabilities: ClassVar[dict[str, Capability]]
     label: ClassVar[str]
     # The credentials file table and field -> environment variable.
