@@ -464,34 +464,14 @@ def worker(
                               "--index", str(index)])
 
 
-@app.command()
-def adapters(
-    json_out: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
-) -> None:
-    """List installed adapters and the capabilities they declare."""
-    from rich.table import Table
-
-    from bench.adapters.registry import describe_adapters
-
-    described = describe_adapters()
-    if json_out:
-        typer.echo(json.dumps(described, indent=2))
-        return
-    for entry in described:
-        table = Table(title=f"{entry['scheme']}  ({entry.get('class', '')})", title_justify="left")
-        table.add_column("capability")
-        table.add_column("declared")
-        table.add_column("note")
-        if entry.get("error"):
-            table.add_row("-", "[red]error[/]", str(entry["error"]))
-        for cid, cap in (entry.get("capabilities") or {}).items():
-            colour = {"supported": "green", "unsupported": "red"}.get(cap["support"], "yellow")
-            table.add_row(cid, f"[{colour}]{cap['support']}[/]", cap.get("note", ""))
-        err.print(table)
-
-
 def _register_commands() -> None:
-    from bench.adapters.commands import cleanup_cmd, doctor_cmd
+    from bench.adapters.commands import (
+        adapters_cmd,
+        cleanup_cmd,
+        doctor_cmd,
+        fixtures_schema_cmd,
+        load_cmd,
+    )
     from bench.report.commands import compare_cmd, gate_cmd, report_cmd
 
     app.command("report")(report_cmd)
@@ -499,6 +479,9 @@ def _register_commands() -> None:
     app.command("gate")(gate_cmd)
     app.command("doctor")(doctor_cmd)
     app.command("cleanup")(cleanup_cmd)
+    app.command("load")(load_cmd)
+    app.command("adapters")(adapters_cmd)
+    fixtures_app.command("schema")(fixtures_schema_cmd)
 
 
 _register_commands()

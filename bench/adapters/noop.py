@@ -8,15 +8,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 from bench.adapters.base import (
     ActivityInput,
+    BaseAdapter,
     Capability,
+    CustomerChanges,
+    GeneratorSettings,
+    Key,
     Keyspace,
     LeadInput,
     SearchQuery,
+    Stage,
     Status,
     declared,
 )
@@ -48,11 +53,12 @@ def _count(key: str, raw: str) -> int:
     return value
 
 
-class NoopAdapter:
+class NoopAdapter(BaseAdapter):
     """Adapter of ``noop://?delay_ms=1&customers=100000``: no target, constant latency."""
 
     name: ClassVar[str] = "noop"
     platform: ClassVar[str] = "noop"
+    sequential_keys: ClassVar[bool] = True
     capabilities: ClassVar[dict[str, Capability]] = declared(
         default="unsupported", note="no-op target: measures the harness only"
     )
@@ -60,8 +66,8 @@ class NoopAdapter:
     def __init__(self, delay_ms: float = 0.0, keyspace: Keyspace | None = None) -> None:
         self.delay_ms = delay_ms
         self._delay_ns = round(delay_ms * 1_000_000)
-        self._keyspace = keyspace or Keyspace(**_KEYSPACE_DEFAULTS)
-        # Set by the load generator to its precise alarm: gevent.sleep rounds a 1 ms
+        self._keyspace = keyspace or Keyspace.from_json(_KEYSPACE_DEFAULTS)
+        # The load generator's precise alarm (prepare_generator): gevent.sleep rounds a 1 ms
         # delay up to as much as 2 ms, which would be counted as the target's latency.
         self.sleep_until: Callable[[int], None] | None = None
 
@@ -92,16 +98,13 @@ class NoopAdapter:
                 delay = _delay(raw)
             else:
                 counts[key] = _count(key, raw)
-        return cls(delay, Keyspace(**counts))
+        return cls(delay, Keyspace.from_json(counts))
 
     def __repr__(self) -> str:
         return f"NoopAdapter(delay_ms={self.delay_ms:g})"
 
-    def open(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+    def prepare_generator(self, settings: GeneratorSettings) -> None:
+        self.sleep_until = settings.sleep_until
 
     def platform_version(self) -> str:
         return "noop"
@@ -121,16 +124,16 @@ class NoopAdapter:
                 time.sleep(self.delay_ms / 1000.0)
         return Status.ok
 
-    def get_customer(self, customer_id: int) -> Status:
+    def get_customer(self, customer_id: Key) -> Status:
         return self._wait()
 
-    def customer_360(self, customer_id: int) -> Status:
+    def customer_360(self, customer_id: Key) -> Status:
         return self._wait()
 
     def search_customers(self, query: SearchQuery) -> Status:
         return self._wait()
 
-    def list_leads(self, owner_rep_id: int, limit: int = 20) -> Status:
+    def list_leads(self, owner_rep_id: Key, limit: int = 20) -> Status:
         return self._wait()
 
     def create_lead(self, lead: LeadInput) -> Status:
@@ -139,8 +142,8 @@ class NoopAdapter:
     def log_activity(self, activity: ActivityInput) -> Status:
         return self._wait()
 
-    def update_opportunity_stage(self, opportunity_id: int, stage: str) -> Status:
+    def update_opportunity_stage(self, opportunity_id: Key, stage: Stage) -> Status:
         return self._wait()
 
-    def update_customer(self, customer_id: int, changes: dict[str, Any]) -> Status:
+    def update_customer(self, customer_id: Key, changes: CustomerChanges) -> Status:
         return self._wait()

@@ -20,11 +20,16 @@ from geventhttpclient.response import HTTPParseError
 
 from bench.adapters.base import (
     ActivityInput,
+    BaseAdapter,
     Capability,
+    CustomerChanges,
     EventInput,
+    GeneratorSettings,
+    Key,
     Keyspace,
     LeadInput,
     SearchQuery,
+    Stage,
     Status,
     StreamMessage,
     declared,
@@ -44,6 +49,11 @@ _LEAD_FIELDS = tuple(f.name for f in fields(LeadInput))
 _ACTIVITY_FIELDS = tuple(f.name for f in fields(ActivityInput))
 # Socket errors (refused, reset, timeouts) and broken HTTP framing: the target failed.
 _TRANSPORT_ERRORS = (OSError, HTTPParseError)
+# The workload's stage vocabulary on the reference CRM's pipeline.
+STAGE_NAMES: dict[str, str] = {
+    "open": "prospecting", "qualified": "qualification", "proposal": "proposal",
+    "negotiation": "negotiation", "won": "closed_won", "lost": "closed_lost",
+}
 _STALE_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
@@ -150,11 +160,21 @@ class _Connection:
         return status, bytes(with_rest), False
 
 
-class ReferenceAdapter:
-    """Adapter of ``reference+http://host:port[/prefix]``, the reference CRM's HTTP API."""
+def _fault(exc: BaseException) -> Status:
+    """A timed verb's transport failure: no answer in time, or a broken connection."""
+    return Status.timeout if isinstance(exc, TimeoutError) else Status.transport_error
+
+
+class ReferenceAdapter(BaseAdapter):
+    """Adapter of ``reference+http://host:port[/prefix]``, the reference CRM's HTTP API.
+
+    It has no load hook: the reference CRM loads a fixture profile itself when it starts
+    (``crmbench serve --data DIR``; ``reference://embedded`` does so for each run).
+    """
 
     name: ClassVar[str] = "reference+http"
     platform: ClassVar[str] = "reference"
+    sequential_keys: ClassVar[bool] = True
     capabilities: ClassVar[dict[str, Capability]] = declared(
         {
             "crud.mixed": "reference CRM HTTP API",
@@ -242,6 +262,9 @@ class ReferenceAdapter:
         return f"ReferenceAdapter(url={self.url!r}, pool_size={self.pool_size})"
 
     # ------------------------------------------------------------------ lifecycle
+
+    def prepare_generator(self, settings: GeneratorSettings) -> None:
+        self.pool_size = max(settings.concurrency, 1)
 
     def open(self) -> None:
         """Build the connection pool, then check /health and that the token opens /stats."""
@@ -364,21 +387,21 @@ class ReferenceAdapter:
     def _call(self, method: str, path: str, body: Any = None) -> Status:
         try:
             code, _raw = self._send(method, path, body)
-        except _TRANSPORT_ERRORS:
-            return Status.error
+        except _TRANSPORT_ERRORS as exc:
+            return _fault(exc)
         return status_for_http(code)
 
-    def get_customer(self, customer_id: int) -> Status:
+    def get_customer(self, customer_id: Key) -> Status:
         return self._call("GET", f"/customers/{customer_id}")
 
-    def customer_360(self, customer_id: int) -> Status:
+    def customer_360(self, customer_id: Key) -> Status:
         return self._call("GET", f"/customers/{customer_id}/360")
 
     def search_customers(self, query: SearchQuery) -> Status:
         params = _non_null(query, ("name_prefix", "region_id", "tier", "tag", "limit"))
         return self._call("GET", f"/customers?{urlencode(params, quote_via=quote)}")
 
-    def list_leads(self, owner_rep_id: int, limit: int = 20) -> Status:
+    def list_leads(self, owner_rep_id: Key, limit: int = 20) -> Status:
         return self._call("GET", f"/leads?owner_rep_id={owner_rep_id}&status=open&limit={limit}")
 
     def create_lead(self, lead: LeadInput) -> Status:
@@ -387,11 +410,12 @@ class ReferenceAdapter:
     def log_activity(self, activity: ActivityInput) -> Status:
         return self._call("POST", "/activities", _non_null(activity, _ACTIVITY_FIELDS))
 
-    def update_opportunity_stage(self, opportunity_id: int, stage: str) -> Status:
-        return self._call("POST", f"/opportunities/{opportunity_id}/stage", {"stage": stage})
+    def update_opportunity_stage(self, opportunity_id: Key, stage: Stage) -> Status:
+        return self._call("POST", f"/opportunities/{opportunity_id}/stage",
+                          {"stage": STAGE_NAMES[stage]})
 
-    def update_customer(self, customer_id: int, changes: dict[str, Any]) -> Status:
-        return self._call("PATCH", f"/customers/{customer_id}", changes)
+    def update_customer(self, customer_id: Key, changes: CustomerChanges) -> Status:
+        return self._call("PATCH", f"/customers/{customer_id}", changes.as_dict())
 
     # ------------------------------------------------------------------ realtime verbs
 
@@ -401,8 +425,8 @@ class ReferenceAdapter:
         """A call whose JSON answer the caller needs; transport failures are Status.error."""
         try:
             code, raw = self._send(method, path, body)
-        except _TRANSPORT_ERRORS:
-            return Status.error, None
+        except _TRANSPORT_ERRORS as exc:
+            return _fault(exc), None
         status = status_for_http(code)
         if status is not Status.ok:
             return status, None
@@ -421,7 +445,7 @@ class ReferenceAdapter:
         return self._call("POST", "/events", body[0] if len(body) == 1 else {"events": body})
 
     def start_agent_run(
-        self, lead_id: int, quantity: int | None = None
+        self, lead_id: Key, quantity: int | None = None
     ) -> tuple[Status, str | None]:
         body: dict[str, Any] = {"lead_id": lead_id}
         if quantity is not None:
@@ -439,7 +463,7 @@ class ReferenceAdapter:
             return self._exchange("GET", "/agents/lead_intake/config")
         return self._exchange("PUT", "/agents/lead_intake/config", changes)
 
-    def customer_profile(self, customer_id: int) -> tuple[Status, dict[str, Any] | None]:
+    def customer_profile(self, customer_id: Key) -> tuple[Status, dict[str, Any] | None]:
         return self._exchange("GET", f"/customers/{customer_id}/profile")
 
     def create_lead_record(self, lead: LeadInput) -> tuple[Status, int | None]:
@@ -487,7 +511,6 @@ class ReferenceAdapter:
         finally:
             resp.release()
             client.close()
-
 
     # ------------------------------------------------------------------ engine verbs
 
@@ -546,6 +569,7 @@ class ReferenceAdapter:
         self, method: str, path: str, body: dict[str, Any] | None = None
     ) -> tuple[Status, dict[str, Any] | None]:
         return self._exchange(method, path, body)
+
 
 def _read_sse(resp: Any) -> Iterator[StreamMessage]:
     """Parse an SSE body; each message is stamped as soon as its last line arrives."""

@@ -96,7 +96,7 @@ _DTYPES: Final[dict[Kind, pl.DataType]] = {
     "json": pl.String(),
     "bool": pl.Boolean(),
 }
-_ARROW_TYPES: Final[dict[Kind, pa.DataType]] = {
+ARROW_TYPES: Final[dict[Kind, pa.DataType]] = {
     "id": pa.int64(),
     "int": pa.int64(),
     "float": pa.float64(),
@@ -282,7 +282,7 @@ class _TableWriter:
     def __init__(self, path: Path, table: Table) -> None:
         self.path = path
         self.schema = pa.schema(
-            [pa.field(c.name, _ARROW_TYPES[c.kind], nullable=c.nullable) for c in table.columns]
+            [pa.field(c.name, ARROW_TYPES[c.kind], nullable=c.nullable) for c in table.columns]
         )
         dictionary = [c.name for c in table.columns if c.name in _DICTIONARY_COLUMNS]
         self.writer = pq.ParquetWriter(

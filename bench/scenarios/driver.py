@@ -35,7 +35,7 @@ import psutil  # noqa: E402
 from locust import User, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
-from bench.adapters.base import Keyspace, Realtime, Status  # noqa: E402
+from bench.adapters.base import GeneratorSettings, Keyspace, Realtime, Status  # noqa: E402
 from bench.adapters.registry import create_adapter  # noqa: E402
 from bench.adapters.timing import Sample, timed_call  # noqa: E402
 from bench.measure.hdr import LatencyHistogram  # noqa: E402
@@ -228,15 +228,24 @@ class CrmUser(User):
 
 
 def _prepare(config: dict[str, Any], worker_index: int, users_here: int) -> None:
-    adapter = create_adapter(config["target"])
-    if hasattr(adapter, "run_id"):
-        adapter.run_id = config.get("run_id")
+    """Build, tune and open this process's adapter and workload from the run configuration.
+
+    The keyspace comes with the configuration (mapped once by the harness); only when
+    it is missing, or holds bare counts for an adapter whose keys are not 1..n, does the
+    adapter list its keys here.
+    """
+    adapter = create_adapter(config["target"], run_id=config.get("run_id"))
     probe_cfg = config.get("probes") or {}
-    if hasattr(adapter, "pool_size"):
-        adapter.pool_size = max(users_here, 1) + (60 if probe_cfg else 0)
+    alarm: GeventAlarm = STATE.get("alarm") or GeventAlarm()
+    adapter.prepare_generator(GeneratorSettings(
+        concurrency=max(users_here, 1) + (60 if probe_cfg else 0),
+        sleep_until=alarm.sleep_until,
+    ))
     adapter.open()
     ks = config["keyspace"]
-    keyspace = Keyspace(**ks) if ks else adapter.keyspace()
+    keyspace = Keyspace.from_json(ks) if ks else None
+    if keyspace is None or (keyspace.keys is None and not adapter.sequential_keys):
+        keyspace = adapter.keyspace()
     STATE["probe_error"] = None
     STATE["probes"] = None
     if probe_cfg:
@@ -258,9 +267,6 @@ def _prepare(config: dict[str, Any], worker_index: int, users_here: int) -> None
             STATE["probe_error"] = (
                 f"the {adapter.name} adapter does not implement the agent and event verbs"
             )
-    alarm: GeventAlarm = STATE.get("alarm") or GeventAlarm()
-    if hasattr(adapter, "sleep_until"):
-        adapter.sleep_until = alarm.sleep_until
     STATE.update(
         config=config,
         adapter=adapter,

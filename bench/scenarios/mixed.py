@@ -1,55 +1,90 @@
 """The mixed read/write CRM workload: which operation comes next, with which arguments.
 
-Keys follow a Zipf law over the target's records (YCSB's default exponent 0.99); ranks
-are shuffled onto ids so that the hot customers are spread over the id range.
+Keys come from the adapter's keyspace (any type); draws are positions in it. Customer and
+opportunity positions follow a Zipf law (YCSB's default exponent 0.99), shuffled so that
+the hot records are spread over the keyspace; reps, regions and products are uniform.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from bench.adapters.base import ActivityInput, Adapter, Keyspace, LeadInput, SearchQuery, Status
+from bench.adapters.base import (
+    ActivityInput,
+    Adapter,
+    CustomerChanges,
+    Key,
+    Keyspace,
+    LeadInput,
+    SearchQuery,
+    Stage,
+    Status,
+)
 from reference_impl.schema import TIERS
 
-_STAGES = ("qualification", "proposal", "negotiation", "closed_won", "closed_lost")
-
+# The stage changes drawn ("open" is a stage a new opportunity starts in, never a move).
+_STAGES: tuple[Stage, ...] = ("qualified", "proposal", "negotiation", "won", "lost")
 _TAGS = ("high-value", "newsletter", "churn-risk", "key-account", "price-sensitive")
 _ACTIVITY_TYPES = ("call", "email", "meeting", "note", "visit")
 _LETTERS = "ABCDEFGHIJKLMNOPRSTW"
 _VOWELS = "aeiou"
 _SOURCES = ("web", "referral", "trade_show", "cold_call", "partner")
+# Operations of the mix and the keyspace kind each cannot do without.
+_NEEDS = {
+    "customer_360": "customers", "get_customer": "customers", "log_activity": "customers",
+    "update_customer": "customers", "update_opportunity_stage": "opportunities",
+    "list_leads": "reps",
+}
 
 
 class KeyChooser:
-    """Draws ids from 1..n, Zipf-distributed (or uniform), in pre-sampled batches."""
+    """Draws keys by position, Zipf-distributed (or uniform), in pre-sampled batches.
+
+    ``keys`` is the keyspace of one kind, or a count ``n`` for the keys 1..n.
+    """
 
     def __init__(
-        self, n: int, seed: int, distribution: str = "zipfian", exponent: float = 0.99,
-        batch: int = 65_536,
+        self, keys: Sequence[Key] | int, seed: int, distribution: str = "zipfian",
+        exponent: float = 0.99, batch: int = 65_536,
     ) -> None:
-        self.n = max(int(n), 1)
+        self._keys: Sequence[Key] = (
+            range(1, max(int(keys), 1) + 1) if isinstance(keys, int) else keys
+        )
+        self.n = len(self._keys)
         self._rng = np.random.default_rng(seed)
         self._batch = batch
         self._cdf: np.ndarray[Any, np.dtype[np.float64]] | None = None
-        if distribution == "zipfian":
+        if distribution == "zipfian" and self.n:
             weights = 1.0 / np.power(np.arange(1, self.n + 1, dtype=np.float64), exponent)
             self._cdf = np.cumsum(weights) / weights.sum()
-        self._ids = self._rng.permutation(self.n) + 1
-        self._pool: list[int] = []
+        # Rank r is drawn, position _positions[r] is used: hot ranks land anywhere.
+        self._positions = self._rng.permutation(self.n)
+        self._array: np.ndarray[Any, np.dtype[Any]] | None = None
+        if not isinstance(self._keys, range):
+            self._array = np.array(list(self._keys), dtype=object)
+        self._pool: list[Key] = []
 
     def _refill(self) -> None:
+        if self.n == 0:
+            raise ValueError("the keyspace of this kind is empty: no key to draw")
         if self._cdf is None:
             ranks = self._rng.integers(0, self.n, self._batch)
         else:
             ranks = np.searchsorted(self._cdf, self._rng.random(self._batch), side="right")
             ranks = np.minimum(ranks, self.n - 1)
-        self._pool = self._ids[ranks].tolist()
+        positions = self._positions[ranks]
+        if self._array is not None:
+            self._pool = self._array[positions].tolist()
+        else:
+            keys = self._keys
+            assert isinstance(keys, range)
+            self._pool = (positions * keys.step + keys.start).tolist()
 
-    def __call__(self) -> int:
+    def __call__(self) -> Key:
         if not self._pool:
             self._refill()
         return self._pool.pop()
@@ -76,15 +111,24 @@ class MixedWorkload:
         self._rng = random.Random(seed)
         self._ops = list(mix)
         self._weights = [mix[o] for o in self._ops]
-        self._customer = KeyChooser(keyspace.customers, seed + 1, distribution, exponent)
-        self._opportunity = KeyChooser(keyspace.opportunities, seed + 2, distribution, exponent)
+        empty = sorted({f"{op} needs {kind}" for op, kind in _NEEDS.items()
+                        if op in mix and mix[op] > 0 and not getattr(keyspace, kind)})
+        if empty:
+            raise ValueError(f"the target's keyspace is empty where the mix draws: "
+                             f"{'; '.join(empty)} (load the fixtures: crmbench load)")
+        self._customer = KeyChooser(keyspace.ids("customers"), seed + 1, distribution, exponent)
+        self._opportunity = KeyChooser(
+            keyspace.ids("opportunities"), seed + 2, distribution, exponent)
+        self._reps = keyspace.ids("reps")
+        self._regions = keyspace.ids("regions")
+        self._products = keyspace.ids("products")
         self._serial = 0
         self._builders: dict[str, Callable[[], Call]] = {
             "customer_360": lambda: ("customer_360", adapter.customer_360, (self._customer(),)),
             "get_customer": lambda: ("get_customer", adapter.get_customer, (self._customer(),)),
             "search_customers": self._search,
             "list_leads": lambda: (
-                "list_leads", adapter.list_leads, (self._pick(keyspace.reps), 20)
+                "list_leads", adapter.list_leads, (self._pick(self._reps), 20)
             ),
             "create_lead": self._lead,
             "update_opportunity_stage": lambda: (
@@ -98,8 +142,11 @@ class MixedWorkload:
         if unknown:
             raise ValueError(f"unknown operations in mix: {sorted(unknown)}")
 
-    def _pick(self, n: int) -> int:
-        return self._rng.randint(1, max(n, 1))
+    def _pick(self, keys: Sequence[Key]) -> Key | None:
+        """A uniform draw (the same random stream as drawing 1..n); None from no keys."""
+        if not keys:
+            return None
+        return keys[self._rng.randint(1, len(keys)) - 1]
 
     def next(self) -> Call:
         op = self._rng.choices(self._ops, self._weights)[0]
@@ -112,8 +159,7 @@ class MixedWorkload:
             query = SearchQuery(name_prefix=prefix, limit=20)
         elif r < 0.8:
             query = SearchQuery(
-                region_id=self._pick(self.keyspace.regions),
-                tier=self._rng.choice(TIERS), limit=20,
+                region_id=self._pick(self._regions), tier=self._rng.choice(TIERS), limit=20,
             )
         else:
             query = SearchQuery(tag=self._rng.choice(_TAGS), limit=20)
@@ -122,15 +168,16 @@ class MixedWorkload:
     def _lead(self) -> Call:
         self._serial += 1
         n = self._serial
+        # Drawn in the order of earlier versions, so a seed gives the same requests.
+        region = self._pick(self._regions)
+        source = self._rng.choice(_SOURCES)
+        customer = self._customer() if self._rng.random() < 0.4 and self._customer.n else None
+        count = self._rng.randint(1, 3)
+        products = [p for _ in range(count) if (p := self._pick(self._products)) is not None]
         lead = LeadInput(
-            company_name=f"Bench Prospect {n}",
-            contact_name=f"Contact {n}",
-            region_id=self._pick(self.keyspace.regions),
-            email=f"lead{n}@bench.example",
-            source=self._rng.choice(_SOURCES),
-            customer_id=self._customer() if self._rng.random() < 0.4 else None,
-            product_interest=[self._pick(self.keyspace.products)
-                              for _ in range(self._rng.randint(1, 3))],
+            company_name=f"Bench Prospect {n}", contact_name=f"Contact {n}", region_id=region,
+            email=f"lead{n}@bench.example", source=source, customer_id=customer,
+            product_interest=products,
         )
         return "create_lead", self.adapter.create_lead, (lead,)
 
@@ -139,12 +186,13 @@ class MixedWorkload:
             customer_id=self._customer(),
             type=self._rng.choice(_ACTIVITY_TYPES),
             subject="Follow-up on quote",
-            rep_id=self._pick(self.keyspace.reps),
+            rep_id=self._pick(self._reps),
         )
         return "log_activity", self.adapter.log_activity, (activity,)
 
     def _update_customer(self) -> Call:
-        changes: dict[str, Any] = {"employees": self._rng.randint(1, 50_000)}
-        if self._rng.random() < 0.5:
-            changes["consent_marketing"] = self._rng.random() < 0.8
+        employees = self._rng.randint(1, 50_000)
+        consent = self._rng.random() < 0.8 if self._rng.random() < 0.5 else None
+        changes = CustomerChanges(website=f"https://www.c{employees}.example",
+                                  employees=employees, consent_marketing=consent)
         return "update_customer", self.adapter.update_customer, (self._customer(), changes)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import __version__
-from bench.adapters.base import Guarded, RunPlan
+from bench.adapters.base import FAULT_STATUSES, Guarded, RunPlan
 from bench.adapters.embedded import EMBEDDED_URL, parse_embedded
 from bench.adapters.registry import create_adapter, redact_url, scheme_of
 from bench.errors import CrmBenchError, TargetUnreachable, UserError
@@ -48,7 +48,8 @@ from bench.scenarios.config import Scenario
 
 NOOP_CALIBRATION_URL = "noop://?delay_ms=0"
 DEFAULT_FIXTURES = Path("fixtures/data/default")
-ERROR_STATUSES = ("error",)
+# Statuses of failed calls (timeouts, transport and server faults, unreadable answers).
+ERROR_STATUSES = tuple(s.value for s in FAULT_STATUSES)
 CHECKPOINT_S = 10.0
 # Seconds after which a timeline point receives no more intervals (workers lag a little).
 SETTLED_S = 3.0

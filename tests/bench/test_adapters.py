@@ -16,7 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from bench.adapters.base import ActivityInput, Adapter, Keyspace, LeadInput, SearchQuery, Status
+from bench.adapters.base import (
+    ActivityInput,
+    Adapter,
+    CustomerChanges,
+    Keyspace,
+    LeadInput,
+    SearchQuery,
+    Status,
+)
 from bench.adapters.embedded import EmbeddedReference, free_port
 from bench.adapters.noop import NoopAdapter
 from bench.adapters.reference import ReferenceAdapter
@@ -46,7 +54,7 @@ def _every_verb(adapter: Adapter) -> list[Status]:
         adapter.create_lead(LEAD),
         adapter.log_activity(ACTIVITY),
         adapter.update_opportunity_stage(1, "proposal"),
-        adapter.update_customer(1, {"tier": "vip", "tags": ["x"]}),
+        adapter.update_customer(1, CustomerChanges(website="https://acme.test", employees=7)),
     ]
 
 
@@ -193,8 +201,8 @@ def test_every_verb_against_the_reference(adapter: Adapter) -> None:
 def test_expected_refusals_are_statuses(adapter: Adapter) -> None:
     assert adapter.get_customer(10**9) == Status.not_found
     assert adapter.customer_360(10**9) == Status.not_found
-    assert adapter.update_opportunity_stage(1, "won-ish") == Status.rejected
-    assert adapter.update_customer(1, {"no_such_field": 1}) == Status.rejected
+    assert adapter.update_opportunity_stage(10**9, "won") == Status.not_found
+    assert adapter.update_customer(1, CustomerChanges(employees=-1)) == Status.rejected
     assert adapter.create_lead(LeadInput("A", "B", region_id=10**6)) == Status.rejected
 
 
@@ -239,7 +247,7 @@ def test_missing_token_is_a_user_error(
     adapter.close()
 
 
-def test_a_killed_server_gives_error_statuses(
+def test_a_killed_server_gives_transport_error_statuses(
     fixture_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with EmbeddedReference(fixture_copy) as server:
@@ -252,7 +260,7 @@ def test_a_killed_server_gives_error_statuses(
         while server.alive() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not server.alive()
-        assert _every_verb(adapter) == [Status.error] * 9
+        assert _every_verb(adapter) == [Status.transport_error] * 9
         adapter.close()
 
 

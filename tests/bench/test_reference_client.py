@@ -136,7 +136,7 @@ def test_verbs_reuse_one_connection_and_send_the_token_and_body(
     assert heads[0].startswith(b"GET /customers/7 HTTP/1.1\r\n")
     assert b"Authorization: Bearer tok" in heads[0]
     assert heads[1].startswith(b"POST /opportunities/3/stage HTTP/1.1\r\n")
-    assert b"Content-Length: 15" in heads[1]
+    assert b"Content-Length: 22" in heads[1]  # {"stage":"closed_won"}
     adapter._client = None
     adapter.close()
     assert adapter._idle == []
@@ -156,9 +156,9 @@ def test_a_kept_alive_connection_closed_by_the_target_is_retried_once(
     adapter.close()
 
 
-def test_refused_connection_is_an_error_status(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refused_connection_is_a_transport_error_status(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     adapter = _adapter(port, monkeypatch)
-    assert adapter.get_customer(1) is Status.error
+    assert adapter.get_customer(1) is Status.transport_error

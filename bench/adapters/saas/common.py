@@ -2,7 +2,7 @@
 
 Records a run creates on a vendor platform carry the tag ``crmbench:<run_id>`` at the start
 of their name field, so that cleanup (and later runs) can find them with a prefix query.
-The workload addresses records by integer ids 1..n; :class:`IdMap` turns them into the
+These adapters address records by integer keys 1..n; :class:`IdMap` turns them into the
 vendor's record ids, in an order every load-generator process computes the same way.
 """
 
@@ -18,7 +18,18 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
-from bench.adapters.base import CAPABILITY_IDS, Capability, Keyspace, Status, Support
+from bench.adapters.base import (
+    CAPABILITY_IDS,
+    BaseAdapter,
+    Capability,
+    CredentialField,
+    CredentialReport,
+    GeneratorSettings,
+    Key,
+    Keyspace,
+    Status,
+    Support,
+)
 from bench.adapters.saas.http import (
     ClientThrottled,
     Clock,
@@ -81,8 +92,8 @@ class IdMap:
     def __len__(self) -> int:
         return len(self._ids)
 
-    def get(self, harness_id: int) -> str | None:
-        if 1 <= harness_id <= len(self._ids):
+    def get(self, harness_id: Key) -> str | None:
+        if isinstance(harness_id, int) and 1 <= harness_id <= len(self._ids):
             return self._ids[harness_id - 1]
         return None
 
@@ -159,11 +170,12 @@ def parse_target(
     return host, params
 
 
-class VendorAdapter:
+class VendorAdapter(BaseAdapter):
     """Lifecycle and plumbing shared by the vendor adapters; subclasses add the verbs."""
 
     name: ClassVar[str]
     platform: ClassVar[str]
+    sequential_keys: ClassVar[bool] = True
     capabilities: ClassVar[dict[str, Capability]]
     label: ClassVar[str]
     # The credentials file table and field -> environment variable.
@@ -204,6 +216,17 @@ class VendorAdapter:
         """This platform's credentials from the environment or the credentials file."""
         return load_credentials(self.credential_section, self.credential_env,
                                 environ=self.environ, path=self.credentials_file)
+
+    def credential_report(self) -> CredentialReport:
+        creds = self.read_credentials()
+        return CredentialReport(
+            tuple(CredentialField(d["field"], d["env"], d["set"], d["source"])
+                  for d in creds.describe()),
+            str(creds.file),
+        )
+
+    def prepare_generator(self, settings: GeneratorSettings) -> None:
+        self.pool_size = max(settings.concurrency, 1)
 
     def _env(self) -> Mapping[str, str]:
         return os.environ if self.environ is None else self.environ
@@ -246,8 +269,10 @@ class VendorAdapter:
             return call()
         except ClientThrottled:
             return Status.rate_limited
+        except httpx.TimeoutException:
+            return Status.timeout
         except httpx.TransportError:
-            return Status.error
+            return Status.transport_error
         except (ValueError, KeyError, TypeError):
             # A body that is not the documented JSON: the target answered wrongly.
             return Status.error

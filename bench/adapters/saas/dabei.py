@@ -2,24 +2,17 @@
 
 Dabeicloud publishes no API documentation: searches of public documentation, web pages,
 public code and this workplace's package lists turned up no endpoint, SDK or
-authentication scheme. Every capability
-is declared not-measurable and every verb is unsupported; ``open()`` raises
-TargetUnreachable, so a run ends with exit code 4 and this reason in its result.
+authentication scheme. Every capability is declared not-measurable and every verb is
+unsupported (the base class's default); ``open()`` raises TargetUnreachable, so a run
+ends with exit code 4 and this reason in its result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from bench.adapters.base import (
-    ActivityInput,
-    Capability,
-    Keyspace,
-    LeadInput,
-    SearchQuery,
-    Status,
-)
+from bench.adapters.base import BaseAdapter, Capability, Keyspace
 from bench.adapters.saas.common import capability_table, parse_target
 from bench.errors import TargetUnreachable
 
@@ -29,7 +22,7 @@ REASON = (
 )
 
 
-class DabeiAdapter:
+class DabeiAdapter(BaseAdapter):
     """Adapter of ``dabei://``: declares everything not-measurable and never connects."""
 
     name: ClassVar[str] = "dabei"
@@ -54,35 +47,5 @@ class DabeiAdapter:
     def open(self) -> None:
         raise TargetUnreachable(REASON)
 
-    def close(self) -> None:
-        pass
-
-    def platform_version(self) -> str | None:
-        return None
-
     def keyspace(self) -> Keyspace:
         raise TargetUnreachable(REASON)
-
-    def get_customer(self, customer_id: int) -> Status:
-        return Status.unsupported
-
-    def customer_360(self, customer_id: int) -> Status:
-        return Status.unsupported
-
-    def search_customers(self, query: SearchQuery) -> Status:
-        return Status.unsupported
-
-    def list_leads(self, owner_rep_id: int, limit: int = 20) -> Status:
-        return Status.unsupported
-
-    def create_lead(self, lead: LeadInput) -> Status:
-        return Status.unsupported
-
-    def log_activity(self, activity: ActivityInput) -> Status:
-        return Status.unsupported
-
-    def update_opportunity_stage(self, opportunity_id: int, stage: str) -> Status:
-        return Status.unsupported
-
-    def update_customer(self, customer_id: int, changes: dict[str, Any]) -> Status:
-        return Status.unsupported

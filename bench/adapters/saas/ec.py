@@ -34,8 +34,9 @@ from typing import Any, ClassVar
 import httpx
 
 from bench.adapters.base import (
-    ActivityInput,
     Capability,
+    CustomerChanges,
+    Key,
     Keyspace,
     LeadInput,
     RunPlan,
@@ -261,7 +262,7 @@ class ECAdapter(VendorAdapter):
     def _load_maps(self) -> None:
         self._maps = {"customer": IdMap(self._tagged_ids(self._tag()))}
 
-    def _crm_id(self, customer_id: int) -> int | None:
+    def _crm_id(self, customer_id: Key) -> int | None:
         rid = self._maps.get("customer", IdMap([])).get(customer_id)
         return int(rid) if rid is not None and rid.isdigit() else None
 
@@ -275,13 +276,13 @@ class ECAdapter(VendorAdapter):
             return Status.not_found
         return status
 
-    def get_customer(self, customer_id: int) -> Status:
+    def get_customer(self, customer_id: Key) -> Status:
         def call() -> Status:
             crm_id = self._crm_id(customer_id)
             return Status.not_found if crm_id is None else self._read(crm_id)
         return self._verb(call)
 
-    def customer_360(self, customer_id: int) -> Status:
+    def customer_360(self, customer_id: Key) -> Status:
         def call() -> Status:
             crm_id = self._crm_id(customer_id)
             if crm_id is None:
@@ -304,8 +305,6 @@ class ECAdapter(VendorAdapter):
                 "pageSize": min(max(query.limit, 1), PAGE)}))
         return self._verb(call)
 
-    def list_leads(self, owner_rep_id: int, limit: int = 20) -> Status:
-        return Status.unsupported
 
     def create_lead(self, lead: LeadInput) -> Status:
         def call() -> Status:
@@ -323,18 +322,15 @@ class ECAdapter(VendorAdapter):
             return status
         return self._verb(call)
 
-    def log_activity(self, activity: ActivityInput) -> Status:
-        return Status.unsupported
 
-    def update_opportunity_stage(self, opportunity_id: int, stage: str) -> Status:
-        return Status.unsupported
 
-    def update_customer(self, customer_id: int, changes: dict[str, Any]) -> Status:
+    def update_customer(self, customer_id: Key, changes: CustomerChanges) -> Status:
         def call() -> Status:
             crm_id = self._crm_id(customer_id)
             if crm_id is None:
                 return Status.not_found
-            memo = "crmbench update: " + ", ".join(f"{k}={v}" for k, v in sorted(changes.items()))
+            fields = sorted(changes.as_dict().items())
+            memo = "crmbench update: " + ", ".join(f"{k}={v}" for k, v in fields)
             return ec_status(self._call("POST", UPDATE, setup=False, json={
                 "optUserId": self._user(), "crmId": crm_id, "memo": memo[:500]}))
         return self._verb(call)
@@ -568,37 +564,25 @@ class WeComAdapter(VendorAdapter):
                     break
         return sorted(ids)[: self.customers]
 
-    def _read(self, customer_id: int) -> Status:
+    def _read(self, customer_id: Key) -> Status:
         rid = self._maps.get("contact", IdMap([])).get(customer_id)
         if rid is None:
             return Status.not_found
         return wecom_status(self._call("GET", "/cgi-bin/externalcontact/get", setup=False,
                                        params={"external_userid": rid}))
 
-    def get_customer(self, customer_id: int) -> Status:
+    def get_customer(self, customer_id: Key) -> Status:
         return self._verb(lambda: self._read(customer_id))
 
-    def customer_360(self, customer_id: int) -> Status:
+    def customer_360(self, customer_id: Key) -> Status:
         # externalcontact/get already carries follow users, their tags and remarks.
         return self._verb(lambda: self._read(customer_id))
 
-    def search_customers(self, query: SearchQuery) -> Status:
-        return Status.unsupported
 
-    def list_leads(self, owner_rep_id: int, limit: int = 20) -> Status:
-        return Status.unsupported
 
-    def create_lead(self, lead: LeadInput) -> Status:
-        return Status.unsupported
 
-    def log_activity(self, activity: ActivityInput) -> Status:
-        return Status.unsupported
 
-    def update_opportunity_stage(self, opportunity_id: int, stage: str) -> Status:
-        return Status.unsupported
 
-    def update_customer(self, customer_id: int, changes: dict[str, Any]) -> Status:
-        return Status.unsupported
 
     def target_facts(self) -> dict[str, Any]:
         return {"token": "obtained", "external_contacts_mapped": len(

@@ -34,8 +34,8 @@ from typing import Any, ClassVar
 import httpx
 
 from bench.adapters.base import (
-    ActivityInput,
     Capability,
+    Key,
     Keyspace,
     LeadInput,
     RunPlan,
@@ -331,7 +331,7 @@ class FxiaokeAdapter(VendorAdapter):
 
     # ------------------------------------------------------------------ verbs
 
-    def get_customer(self, customer_id: int) -> Status:
+    def get_customer(self, customer_id: Key) -> Status:
         def call() -> Status:
             rid = self._maps.get("AccountObj", IdMap([])).get(customer_id)
             if rid is None:
@@ -340,8 +340,6 @@ class FxiaokeAdapter(VendorAdapter):
                 GET, {"dataObjectApiName": "AccountObj", "objectDataId": rid}, setup=False))
         return self._verb(call)
 
-    def customer_360(self, customer_id: int) -> Status:
-        return Status.unsupported
 
     def search_customers(self, query: SearchQuery) -> Status:
         if query.name_prefix is None or query.tag is not None or query.region_id is not None \
@@ -355,7 +353,7 @@ class FxiaokeAdapter(VendorAdapter):
                 setup=False))
         return self._verb(call)
 
-    def list_leads(self, owner_rep_id: int, limit: int = 20) -> Status:
+    def list_leads(self, owner_rep_id: Key, limit: int = 20) -> Status:
         def call() -> Status:
             return fx_status(self._call(QUERY, query_data(
                 "LeadsObj", [name_filter(self._tag())], min(max(limit, 1), PAGE),
@@ -372,14 +370,8 @@ class FxiaokeAdapter(VendorAdapter):
             ))
         return self._verb(call)
 
-    def log_activity(self, activity: ActivityInput) -> Status:
-        return Status.unsupported
 
-    def update_opportunity_stage(self, opportunity_id: int, stage: str) -> Status:
-        return Status.unsupported
 
-    def update_customer(self, customer_id: int, changes: dict[str, Any]) -> Status:
-        return Status.unsupported
 
     # ------------------------------------------------------------------ guarded
 

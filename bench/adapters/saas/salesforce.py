@@ -34,10 +34,13 @@ import httpx
 from bench.adapters.base import (
     ActivityInput,
     Capability,
+    CustomerChanges,
+    Key,
     Keyspace,
     LeadInput,
     RunPlan,
     SearchQuery,
+    Stage,
     Status,
     status_for_http,
 )
@@ -76,12 +79,14 @@ CHUNK = 200
 QUERY_BATCH = 2000
 # Most records count 2 KB of data storage; a seeded customer is an Account and an Opportunity.
 KB_PER_CUSTOMER = 4.0
-STAGES = {
-    "qualification": "Qualification",
+# The workload's stage vocabulary on Salesforce's default sales process.
+STAGES: dict[str, str] = {
+    "open": "Prospecting",
+    "qualified": "Qualification",
     "proposal": "Proposal/Price Quote",
     "negotiation": "Negotiation/Review",
-    "closed_won": "Closed Won",
-    "closed_lost": "Closed Lost",
+    "won": "Closed Won",
+    "lost": "Closed Lost",
 }
 # Tagged records and the field that carries the tag, children before parents.
 TAGGED = (("Task", "Subject"), ("Lead", "LastName"), ("Opportunity", "Name"),
@@ -386,13 +391,13 @@ class SalesforceAdapter(VendorAdapter):
             "Opportunity": IdMap(self._tagged_ids("Opportunity", "Name", tag)),
         }
 
-    def _id(self, sobject: str, harness_id: int) -> str | None:
+    def _id(self, sobject: str, harness_id: Key) -> str | None:
         id_map = self._maps.get(sobject)
         return id_map.get(harness_id) if id_map is not None else None
 
     # ------------------------------------------------------------------ verbs
 
-    def get_customer(self, customer_id: int) -> Status:
+    def get_customer(self, customer_id: Key) -> Status:
         def call() -> Status:
             rid = self._id("Account", customer_id)
             if rid is None:
@@ -408,7 +413,7 @@ class SalesforceAdapter(VendorAdapter):
             return Status.not_found
         return status
 
-    def customer_360(self, customer_id: int) -> Status:
+    def customer_360(self, customer_id: Key) -> Status:
         def call() -> Status:
             rid = self._id("Account", customer_id)
             if rid is None:
@@ -447,7 +452,7 @@ class SalesforceAdapter(VendorAdapter):
             )
         return self._verb(call)
 
-    def list_leads(self, owner_rep_id: int, limit: int = 20) -> Status:
+    def list_leads(self, owner_rep_id: Key, limit: int = 20) -> Status:
         # The run's leads all belong to the connected app's run-as user: one "rep".
         def call() -> Status:
             return self._soql_status(
@@ -488,21 +493,24 @@ class SalesforceAdapter(VendorAdapter):
                                        json=body))
         return self._verb(call)
 
-    def update_opportunity_stage(self, opportunity_id: int, stage: str) -> Status:
+    def update_opportunity_stage(self, opportunity_id: Key, stage: Stage) -> Status:
         def call() -> Status:
             rid = self._id("Opportunity", opportunity_id)
             if rid is None:
                 return Status.not_found
             return sf_status(self._api(
                 "PATCH", f"{self._data}/sobjects/Opportunity/{rid}", setup=False,
-                json={"StageName": STAGES.get(stage, stage)},
+                json={"StageName": STAGES[stage]},
             ))
         return self._verb(call)
 
-    def update_customer(self, customer_id: int, changes: dict[str, Any]) -> Status:
-        # Only fields with a standard Account counterpart are sent (consent, tier, tags
-        # have none).
-        body = {"NumberOfEmployees": changes["employees"]} if "employees" in changes else {}
+    def update_customer(self, customer_id: Key, changes: CustomerChanges) -> Status:
+        # Only fields with a standard Account counterpart are sent (the consent has none).
+        body: dict[str, Any] = {}
+        if changes.website is not None:
+            body["Website"] = changes.website
+        if changes.employees is not None:
+            body["NumberOfEmployees"] = changes.employees
         if not body:
             return Status.unsupported
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from bench.adapters.base import CAPABILITY_IDS, ActivityInput, LeadInput, SearchQuery, Status
+from bench.adapters.base import (
+    CAPABILITY_IDS,
+    ActivityInput,
+    CustomerChanges,
+    LeadInput,
+    SearchQuery,
+    Status,
+)
 from bench.adapters.registry import create_adapter
 from bench.adapters.saas.dabei import DabeiAdapter
 from bench.errors import TargetUnreachable, UserError
@@ -36,7 +43,8 @@ def test_every_verb_is_unsupported() -> None:
         adapter.search_customers(SearchQuery(name_prefix="Ba")), adapter.list_leads(1),
         adapter.create_lead(LeadInput("A", "B", 1)),
         adapter.log_activity(ActivityInput(1, "call", "x")),
-        adapter.update_opportunity_stage(1, "proposal"), adapter.update_customer(1, {}),
+        adapter.update_opportunity_stage(1, "proposal"),
+        adapter.update_customer(1, CustomerChanges()),
     ] == [Status.unsupported] * 8
     with pytest.raises(UserError, match="unknown parameter"):
         DabeiAdapter.from_url("dabei://?key=1")

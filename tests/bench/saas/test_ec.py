@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from bench.adapters.base import CAPABILITY_IDS, LeadInput, RunPlan, SearchQuery, Status
+from bench.adapters.base import (
+    CAPABILITY_IDS,
+    CustomerChanges,
+    LeadInput,
+    RunPlan,
+    SearchQuery,
+    Status,
+)
 from bench.adapters.saas.ec import ECAdapter, WeComAdapter, ec_sign
 from bench.errors import TargetUnreachable, UserError
 from tests.bench.saas.fakes import (
@@ -108,7 +115,7 @@ def test_ec_verbs() -> None:
     assert adapter.create_lead(lead) is Status.ok
     fake.fail_names.add(f"{TAG} Jo")
     assert adapter.create_lead(lead) is Status.rejected
-    assert adapter.update_customer(1, {"employees": 5}) is Status.ok
+    assert adapter.update_customer(1, CustomerChanges(employees=5)) is Status.ok
     assert adapter.list_leads(1) is Status.unsupported
     assert adapter.update_opportunity_stage(1, "proposal") is Status.unsupported
     memos = [c.get("memo") for c in fake.customers.values()]
@@ -150,7 +157,7 @@ def test_wecom_token_flow_and_cursor_paging() -> None:
     assert adapter.get_customer(1) is Status.ok and adapter.customer_360(5) is Status.ok
     assert adapter.get_customer(6) is Status.not_found
     assert adapter.create_lead(LeadInput("A", "B", 1)) is Status.unsupported
-    assert adapter.update_customer(1, {"employees": 1}) is Status.unsupported
+    assert adapter.update_customer(1, CustomerChanges(employees=1)) is Status.unsupported
     assert adapter.preflight(plan(allow=False))["writes"] == "none"
     assert adapter.cleanup(RUN) == 0
 

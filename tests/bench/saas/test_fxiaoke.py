@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from bench.adapters.base import CAPABILITY_IDS, LeadInput, RunPlan, SearchQuery, Status
+from bench.adapters.base import (
+    CAPABILITY_IDS,
+    CustomerChanges,
+    LeadInput,
+    RunPlan,
+    SearchQuery,
+    Status,
+)
 from bench.adapters.saas.fxiaoke import FxiaokeAdapter
 from bench.errors import TargetUnreachable, UserError
 from tests.bench.saas.fakes import (
@@ -133,7 +140,7 @@ def test_verbs_and_unsupported_ones() -> None:
     assert adapter.create_lead(lead) is Status.ok
     assert adapter.list_leads(1, 20) is Status.ok
     assert adapter.customer_360(1) is Status.unsupported
-    assert adapter.update_customer(1, {"employees": 3}) is Status.unsupported
+    assert adapter.update_customer(1, CustomerChanges(employees=3)) is Status.unsupported
     assert adapter.update_opportunity_stage(1, "proposal") is Status.unsupported
     names = [r["name"] for r in fake.records["LeadsObj"].values()]
     assert names == [f"{TAG} Jo / Acme"]

@@ -13,6 +13,7 @@ from bench.adapters.base import (
     CAPABILITY_IDS,
     ActivityInput,
     Adapter,
+    CustomerChanges,
     Guarded,
     LeadInput,
     RunPlan,
@@ -266,9 +267,11 @@ def test_every_verb_against_the_fake_org(seeded: SalesforceAdapter, fake: FakeSa
     assert seeded.create_lead(LEAD) is Status.ok
     assert seeded.list_leads(1, limit=10) is Status.ok
     assert seeded.log_activity(ActivityInput(1, "call", "follow-up", 1)) is Status.ok
-    assert seeded.update_opportunity_stage(1, "closed_won") is Status.ok
-    assert seeded.update_customer(1, {"employees": 42, "consent_marketing": True}) is Status.ok
-    assert seeded.update_customer(1, {"tier": "vip"}) is Status.unsupported
+    assert seeded.update_opportunity_stage(1, "won") is Status.ok
+    assert seeded.update_customer(
+        1, CustomerChanges(website="https://acme.test", employees=42, consent_marketing=True)
+    ) is Status.ok
+    assert seeded.update_customer(1, CustomerChanges(consent_marketing=True)) is Status.unsupported
     assert seeded.get_customer(99) is Status.not_found
     lead = next(iter(fake.records["Lead"].values()))
     assert lead["LastName"].startswith(TAG) and lead["Company"] == "Acme GmbH"
@@ -285,7 +288,7 @@ def test_every_verb_against_the_fake_org(seeded: SalesforceAdapter, fake: FakeSa
     (sf_error(404, "NOT_FOUND"), Status.not_found),
     (sf_error(400, "MALFORMED_ID"), Status.rejected),
     (sf_error(403, "INSUFFICIENT_ACCESS"), Status.rejected),
-    (sf_error(500, "UNKNOWN_EXCEPTION"), Status.error),
+    (sf_error(500, "UNKNOWN_EXCEPTION"), Status.server_error),
 ])
 def test_error_responses_map_to_statuses(seeded: SalesforceAdapter, fake: FakeSalesforce,
                                          response: httpx.Response, status: Status) -> None:
@@ -293,12 +296,20 @@ def test_error_responses_map_to_statuses(seeded: SalesforceAdapter, fake: FakeSa
     assert seeded.get_customer(1) is status
 
 
-def test_a_dropped_connection_is_an_error_status(seeded: SalesforceAdapter) -> None:
+def test_a_dropped_connection_is_a_transport_error_status(seeded: SalesforceAdapter) -> None:
     def drop(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadError("connection reset")
 
     seeded._client().client._transport = httpx.MockTransport(drop)
-    assert seeded.get_customer(1) is Status.error
+    assert seeded.get_customer(1) is Status.transport_error
+
+
+def test_a_read_timeout_is_a_timeout_status(seeded: SalesforceAdapter) -> None:
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("no answer")
+
+    seeded._client().client._transport = httpx.MockTransport(slow)
+    assert seeded.get_customer(1) is Status.timeout
 
 
 # ------------------------------------------------------------------ cleanup
