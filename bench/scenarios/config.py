@@ -49,7 +49,10 @@ class Validity:
 
 @dataclass(frozen=True)
 class Scenario:
-    """A resolved scenario: file settings with environment and flags applied."""
+    """A resolved scenario: file settings with environment and flags applied.
+
+    A probe-only scenario (``workload = false``) has no users, rate or mix.
+    """
 
     name: str
     description: str
@@ -176,6 +179,10 @@ def load_scenario(
         raise UserError(f"{path}: mix: every weight is zero")
     prof = data["profiles"][profile]
     keys = data.get("keys", {})
+    workload = bool(data.get("workload", True))
+    if not workload:
+        # Probes only: no users, no rate, no mix, whatever a base scenario says.
+        final_users, final_rate, mix = 0, 0.0, {}
     return Scenario(
         name=data["name"],
         description=data.get("description", ""),
@@ -197,7 +204,7 @@ def load_scenario(
         ),
         validity=Validity(**data.get("validity", {})),
         probes={k: float(v) for k, v in data.get("probes", {}).items()},
-        workload=bool(data.get("workload", True)),
+        workload=workload,
         engines=dict(data.get("engines", {})),
         noise=NoiseLimits(**{k: float(v) for k, v in data.get("noise", {}).items()}),
     )
