@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import gevent
 import msgspec
@@ -286,16 +286,16 @@ class ProbeSet:
 class AgentLoad(msgspec.Struct, frozen=True, rename={"rate": "agent_rate"}):
     """``[probes]`` settings of agent latency: lead-intake runs per second."""
 
-    rate: float = 0.0
+    rate: Annotated[float, msgspec.Meta(ge=0, le=10_000)] = 0.0
 
 
 class EventLoad(msgspec.Struct, frozen=True, rename={
         "rate": "event_rate", "batch": "event_batch"}):
     """``[probes]`` settings of event delay: events per second, batch size and share."""
 
-    rate: float = 0.0
-    batch: int = 10
-    batch_share: float = 0.5
+    rate: Annotated[float, msgspec.Meta(ge=0, le=100_000)] = 0.0
+    batch: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    batch_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
 
 
 AGENT_LATENCY = register(Probe(

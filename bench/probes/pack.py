@@ -4,7 +4,7 @@ time and idempotency, pack.hotplug and pack.manufacturing."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import gevent
 import msgspec
@@ -22,7 +22,7 @@ class PackOptions(msgspec.Struct, frozen=True, rename={
     """``[engines]`` settings: which pack, and how long its checks may take to pass."""
 
     name: str = "manufacturing"
-    timeout_s: float = 60.0
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
 
 # ---------------------------------------------------------------------------- packs
 

@@ -95,10 +95,41 @@ def register(probe: Probe[OptionsT]) -> Probe[OptionsT]:
 
 
 def all_probes() -> dict[str, Probe[Any]]:
-    """The table, with every probe module imported."""
+    """The table, with every probe module imported, in the order of :data:`MODULES`."""
     for module in MODULES:
         importlib.import_module(module)
-    return PROBES
+
+    def place(probe: Probe[Any]) -> int:
+        home = (probe.run or probe.options).__module__
+        return MODULES.index(home) if home in MODULES else len(MODULES)
+
+    return dict(sorted(PROBES.items(), key=lambda item: place(item[1])))
+
+
+def _fields(options: type[msgspec.Struct]) -> set[str]:
+    return {f.encode_name for f in msgspec.structs.fields(options)}
+
+
+def check_tables(tables: Mapping[Section, Mapping[str, Any]]) -> list[str]:
+    """Problems of a scenario's probe tables: keys no registered probe knows, bad values."""
+    problems: list[str] = []
+    probes = all_probes().values()
+    for section, table in tables.items():
+        mine = [p for p in probes if p.trigger[0] == section]
+        for key, value in table.items():
+            owners = [p for p in mine if key in _fields(p.options)]
+            if owners:
+                try:
+                    msgspec.convert({key: value}, owners[0].options)
+                except msgspec.ValidationError as exc:
+                    problems.append(f"{section}.{key}: {exc}")
+            elif not any(p.trigger[1] == key for p in mine):
+                known = sorted({k for p in mine for k in (p.trigger[1], *_fields(p.options))})
+                problems.append(f"{section}.{key}: no probe takes it; known: "
+                                f"{', '.join(known)}")
+            elif not isinstance(value, bool):
+                problems.append(f"{section}.{key}: expected true or false")
+    return problems
 
 
 def triggered(tables: Mapping[Section, Mapping[str, Any]]) -> list[Probe[Any]]:

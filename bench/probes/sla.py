@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import gevent
 import msgspec
@@ -24,8 +24,9 @@ class SlaOptions(msgspec.Struct, frozen=True, rename={
         "within_s": "sla_within_s", "real_time_s": "sla_real_time_s"}):
     """``[engines]`` settings: the SLA's time limit (default by clock) and the real-time one."""
 
-    within_s: float | None = None
-    real_time_s: float = 2.0
+    within_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    # A field SLA of this many seconds left to breach on the wall clock (0: skip).
+    real_time_s: Annotated[float, msgspec.Meta(ge=0)] = 2.0
 
 # ---------------------------------------------------------------------------- SLAs
 

@@ -11,7 +11,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -42,9 +42,10 @@ class WorkflowOptions(msgspec.Struct, frozen=True, rename={
         "min_time_s": "workflow_min_time_s"}):
     """``[engines]`` settings: the largest size tried, repeats and minimum time per size."""
 
-    cap: int = DEFAULT_CAP
-    repeats: int = DEFAULT_REPEATS
-    min_time_s: float = DEFAULT_MIN_TIME_S
+    cap: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = DEFAULT_CAP
+    repeats: Annotated[int, msgspec.Meta(ge=1, le=20)] = DEFAULT_REPEATS
+    # Sizes are measured again until their measurements add up to this (at most 50 times).
+    min_time_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = DEFAULT_MIN_TIME_S
 
 # ---------------------------------------------------------------------------- workflows
 

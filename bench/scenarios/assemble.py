@@ -58,7 +58,8 @@ class RunRecord:
     fixtures: Fixtures = field(default_factory=lambda: Fixtures(manifest_sha256=None))
     overhead: Overhead | None = None
     sampler: SystemSampler | None = None
-    in_run: Sequence[tuple[Probe[Any], Any]] = ()
+    # The probes the scenario turns on, with their options.
+    probes: Sequence[tuple[Probe[Any], Any]] = ()
     gated: dict[str, Findings] = field(default_factory=dict)
     probed: Probed = field(default_factory=Probed)
 
@@ -135,7 +136,9 @@ def _dimensions(record: RunRecord, outcome: Outcome, complete: bool,
     out: dict[str, dict[str, Any]] = {}
     acc = outcome.acc
     state = inrun.RunState(complete, measure_s, acc.probe_finals, tuple(acc.probe_errors))
-    for probe, options in record.in_run:
+    for probe, options in record.probes:
+        if probe.run is not None:
+            continue
         key = probe.result_key or probe.name
         gated = record.gated.get(probe.name)
         if gated is not None:

@@ -18,6 +18,7 @@ import jsonschema
 
 from bench.errors import UserError
 from bench.measure.noise import NoiseLimits
+from bench.probes.registry import check_tables
 
 SCENARIO_DIR = Path(__file__).parent
 SCHEMA_PATH = SCENARIO_DIR / "scenario.schema.json"
@@ -117,6 +118,10 @@ def _read_merged(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], st
         first = errors[0]
         where = ".".join(str(p) for p in first.path) or "(top level)"
         raise UserError(f"{path}: {where}: {first.message}")
+    tables = {k: data[k] for k in ("probes", "engines") if k in data}
+    problems = check_tables(tables)
+    if problems:
+        raise UserError(f"{path}: {problems[0]}")
     digest = hashlib.sha256(raw_bytes)
     base_name = data.pop("base", None)
     if base_name is None:

@@ -149,7 +149,7 @@ def _record(req: RunRequest, run_id: str, log_path: Path) -> RunRecord:
     return RunRecord(provenance, req.scenario, target, sampler=SystemSampler())
 
 
-def _in_run(scenario: Scenario) -> list[tuple[Probe[Any], Any]]:
+def _chosen(scenario: Scenario) -> list[tuple[Probe[Any], Any]]:
     """The probes a scenario turns on, with their options."""
     tables: dict[Section, dict[str, Any]] = {"probes": scenario.probes,
                                              "engines": scenario.engines}
@@ -158,7 +158,7 @@ def _in_run(scenario: Scenario) -> list[tuple[Probe[Any], Any]]:
 
 def _driver_probes(scenario: Scenario, record: RunRecord) -> dict[str, float]:
     """The scenario's in-run probe settings, without the probes the adapter cannot serve."""
-    off = {p.trigger[1] for p, _ in record.in_run if p.name in record.gated}
+    off = {p.trigger[1] for p, _ in record.probes if p.name in record.gated}
     return {k: 0.0 if k in off else v for k, v in scenario.probes.items()}
 
 
@@ -181,7 +181,7 @@ def _preflight(session: TargetSession, record: RunRecord, req: RunRequest) -> Pr
         estimated_calls=int(scenario.rate * scenario.phases.total_s * 1.1) + 100,
         allow_production=req.allow_production,
     )
-    found = session.preflight(plan, [p for p, _ in record.in_run if p.run is None])
+    found = session.preflight(plan, [p for p, _ in record.probes if p.run is None])
     record.target.platform = found.platform
     record.target.platform_version = found.version
     record.target.preflight = found.facts
@@ -237,7 +237,7 @@ def _load(req: RunRequest, record: RunRecord, found: Preflight, resolved: Resolv
 
 def _probe(session: TargetSession, record: RunRecord, outcome: Outcome) -> None:
     """The harness-side probes: engines first, then the capability probes."""
-    chosen = [(p, o) for p, o in record.in_run if p.run is not None]
+    chosen = [(p, o) for p, o in record.probes if p.run is not None]
     try:
         for section, label in (("engines", "engines"), ("probes", "capabilities")):
             found = session.probe([(p, o) for p, o in chosen if p.trigger[0] == section],
@@ -278,7 +278,7 @@ def run(req: RunRequest, say: Say, on_interval: Listener | None = None) -> RunRe
     path = req.out / (f"{stamp}-{scenario.name}-{scheme_of(req.target).replace('+', '-')}-"
                       f"{scenario.profile}-{run_id}.json")
     record = _record(req, run_id, path.with_suffix(".log"))
-    record.in_run = _in_run(scenario)
+    record.probes = _chosen(scenario)
     # SLA probes move the embedded CRM's clock instead of waiting hours.
     with resolve_target(req.target, req.fixtures, say, path.with_suffix(".server.log"),
                         test_clock=bool(scenario.engines.get("sla"))) as resolved:

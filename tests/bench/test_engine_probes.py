@@ -1,23 +1,26 @@
-"""Engine probes against a live reference CRM with the test clock: dimensions and capabilities."""
+"""Engine probes against a live reference CRM with the test clock: dimensions and
+capabilities; and the registry's verdicts for adapters that cannot serve a probe."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from bench.adapters.base import Status
+from bench.adapters.base import Capability, Status, declared
 from bench.adapters.engines import Engines
 from bench.adapters.noop import NoopAdapter
 from bench.adapters.reference import ReferenceAdapter
-from bench.scenarios import engine_probes
-from bench.scenarios.engine_probes import (
+from bench.probes import workflow as engine_probes
+from bench.probes.pack import PackOptions, probe_pack
+from bench.probes.registry import ProbeContext, all_probes, run_probe
+from bench.probes.sla import SlaOptions, probe_sla
+from bench.probes.workflow import (
+    WorkflowOptions,
     fitted_doubling,
-    probe_pack,
-    probe_sla,
     probe_workflow,
     summarise_size,
     workflow_doc,
@@ -68,8 +71,9 @@ def test_probe_workflow_measures_up_to_the_cap(
 
     monkeypatch.setattr(adapter, "deploy_workflow", spy)
     said: list[str] = []
-    options = {"cap": 2048, "repeats": 2, "min_time_s": 0}
-    dim, caps = probe_workflow(adapter, "wfprobe", options, said.append)
+    options = WorkflowOptions(cap=2048, repeats=2, min_time_s=0)
+    dim, caps = probe_workflow(adapter, ProbeContext("wfprobe", said.append), options)
+    assert dim is not None
     assert dim["capability"] == "workflow.max_nodes" and dim["status"] == "pass"
     assert dim["value"] == 2048 and dim["unit"] == "nodes" and dim["cap"] == 2048
     assert [p["nodes"] for p in dim["curve"]] == [2**k for k in range(12)]
@@ -81,28 +85,28 @@ def test_probe_workflow_measures_up_to_the_cap(
     assert any("x2" in m for m in said) and any("worst single doubling" in m for m in said)
     assert versions["crmbench probe wfprobe size 2048"] == [1, 2]
     for cid in ("workflow.dag", "workflow.breaker", "workflow.lineage"):
-        assert caps[cid]["status"] == "pass", caps[cid]
+        assert caps[cid].status == "pass", caps[cid]
 
 
 def test_probe_sla_finds_the_action_level_on_the_test_clock(adapter: ReferenceAdapter) -> None:
-    dim, caps = probe_sla(adapter, "slaprobe", {}, lambda _m: None)
-    assert dim["capability"] == "sla.granularity" and dim["status"] == "pass", dim
+    dim, caps = probe_sla(adapter, ProbeContext("slaprobe", lambda _m: None), SlaOptions())
+    assert dim is not None and dim["capability"] == "sla.granularity" and dim["status"] == "pass", dim
     assert dim["value"] == "action"
     for level in ("field", "process", "action"):
         entry = dim["levels"][level]
         assert entry["supported"] and entry["clock"] == "test" and entry["breach_lag_ms"] >= 0
     for cid in ("sla.field", "sla.process", "sla.action", "sla.status", "sla.escalation"):
-        assert caps[cid]["status"] == "pass", caps[cid]
+        assert caps[cid].status == "pass", caps[cid]
 
 
 def test_probe_pack_enables_checks_and_hotplugs(adapter: ReferenceAdapter) -> None:
-    dim, caps = probe_pack(adapter, "packprobe", {}, lambda _m: None)
-    assert dim["capability"] == "pack.enable_time" and dim["status"] == "pass", dim
+    dim, caps = probe_pack(adapter, ProbeContext("packprobe", lambda _m: None), PackOptions())
+    assert dim is not None and dim["capability"] == "pack.enable_time" and dim["status"] == "pass", dim
     assert dim["value"] > 0 and dim["reenable_s"] > 0 and dim["modules"] == 12
     assert dim["bundle"] == {"workflows": 2, "slas": 2, "reports": 3}
     assert dim["idempotent"] is True
-    assert caps["pack.hotplug"]["status"] == "pass", caps
-    assert caps["pack.manufacturing"]["status"] == "pass", caps
+    assert caps["pack.hotplug"].status == "pass", caps
+    assert caps["pack.manufacturing"].status == "pass", caps
 
 
 class _Flaky:
@@ -226,12 +230,67 @@ def test_fitted_doubling_reads_the_power_law_of_the_whole_curve() -> None:
     assert fitted_doubling([*quadratic, pt(12288, 1e-8 * 12288 ** 2)]) == 4.0
 
 
+ENGINE_PROBES = ("workflow", "sla", "pack")
+
+
+class _Undeclared(NoopAdapter):
+    """A no-op adapter that declares nothing about the engines (and has no engine verbs)."""
+
+    capabilities: ClassVar[dict[str, Capability]] = declared({"crud.mixed": "no-op"})
+
+
 def test_adapters_without_engines_are_not_measured() -> None:
-    target = NoopAdapter.from_url("noop://")
-    for probe in (probe_workflow, probe_sla, probe_pack):
-        dim, caps = probe(target, "none", {}, lambda _m: None)
-        assert dim["status"] == "not-measured" and "Engines" in dim["reason"]
-        assert all(c["status"] == "not-measured" for c in caps.values())
+    target = _Undeclared.from_url("noop://")
+    ctx = ProbeContext("none", lambda _m: None)
+    for name in ENGINE_PROBES:
+        probe = all_probes()[name]
+        dim, caps = run_probe(probe, target, ctx, probe.options())
+        assert dim is not None and dim["status"] == "not-measured"
+        assert "Engines" in dim["reason"]
+        assert caps and all(c.status == "not-measured" for c in caps.values())
+
+
+class _Declaring(NoopAdapter):
+    """A no-op adapter that declares every engine, agent and event capability absent."""
+
+    capabilities: ClassVar[dict[str, Capability]] = declared(
+        {"crud.mixed": "no-op"}, default="unsupported", note="no such engine")
+
+
+def test_declared_unsupported_is_unsupported_in_every_probe_family() -> None:
+    target = _Declaring.from_url("noop://")
+    ctx = ProbeContext("none", lambda _m: None)
+    probes = all_probes()
+    assert {"agent_latency", "event_delay", "agent", "cdp", *ENGINE_PROBES} <= set(probes)
+    for probe in probes.values():
+        dim, caps = run_probe(probe, target, ctx, probe.options()) if probe.run else (
+            _gate(probe, target))
+        found = [*caps.values(), *([dim] if dim else [])]
+        statuses = {c["status"] if isinstance(c, dict) else c.status for c in found}
+        assert statuses == {"unsupported"}, (probe.name, found)
+        assert all((c["reason"] if isinstance(c, dict) else c.reason) == "no such engine"
+                   for c in found)
+
+
+def _gate(probe: Any, target: Any) -> Any:
+    from bench.probes.registry import gate
+
+    found = gate(probe, target)
+    assert found is not None
+    return found
+
+
+def test_options_come_from_the_scenario_tables_with_their_file_names() -> None:
+    probes = all_probes()
+    tables: Any = {"engines": {"workflow": True, "workflow_cap": 64, "sla_within_s": 5,
+                               "pack_name": "retail"},
+                   "probes": {"event_rate": 10, "event_batch": 4}}
+    assert probes["workflow"].settings(tables) == WorkflowOptions(cap=64)
+    assert probes["sla"].settings(tables) == SlaOptions(within_s=5.0)
+    assert probes["pack"].settings(tables) == PackOptions(name="retail")
+    assert probes["event_delay"].settings(tables).batch == 4
+    assert [p.name for p in probes.values() if p.enabled(tables)] == [
+        "event_delay", "workflow", "cdp"]
 
 
 class _Slow(_Flaky):
