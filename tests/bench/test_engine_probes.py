@@ -90,7 +90,8 @@ def test_probe_workflow_measures_up_to_the_cap(
 
 def test_probe_sla_finds_the_action_level_on_the_test_clock(adapter: ReferenceAdapter) -> None:
     dim, caps = probe_sla(adapter, ProbeContext("slaprobe", lambda _m: None), SlaOptions())
-    assert dim is not None and dim["capability"] == "sla.granularity" and dim["status"] == "pass", dim
+    assert dim is not None
+    assert dim["capability"] == "sla.granularity" and dim["status"] == "pass", dim
     assert dim["value"] == "action"
     for level in ("field", "process", "action"):
         entry = dim["levels"][level]
@@ -101,7 +102,8 @@ def test_probe_sla_finds_the_action_level_on_the_test_clock(adapter: ReferenceAd
 
 def test_probe_pack_enables_checks_and_hotplugs(adapter: ReferenceAdapter) -> None:
     dim, caps = probe_pack(adapter, ProbeContext("packprobe", lambda _m: None), PackOptions())
-    assert dim is not None and dim["capability"] == "pack.enable_time" and dim["status"] == "pass", dim
+    assert dim is not None
+    assert dim["capability"] == "pack.enable_time" and dim["status"] == "pass", dim
     assert dim["value"] > 0 and dim["reenable_s"] > 0 and dim["modules"] == 12
     assert dim["bundle"] == {"workflows": 2, "slas": 2, "reports": 3}
     assert dim["idempotent"] is True

@@ -92,12 +92,12 @@ def test_a_registered_probe_runs_in_a_probe_only_run(
 def test_its_settings_are_checked_like_every_probe_s(
     tmp_path: Path, read_your_writes: Probe[ReadYourWritesOptions]
 ) -> None:
-    with pytest.raises(UserError, match="engines.read_your_writes_records"):
+    with pytest.raises(UserError, match=r"engines\.read_your_writes_records"):
         load_scenario(str(scenario_file(tmp_path, "read_your_writes_records = 0\n")))
 
 
 def test_without_it_its_settings_are_unknown(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="engines.read_your_writes: no probe takes it"):
+    with pytest.raises(UserError, match=r"engines\.read_your_writes: no probe takes it"):
         load_scenario(str(scenario_file(tmp_path)))
 
 
