@@ -158,8 +158,11 @@ def _chosen(scenario: Scenario) -> list[tuple[Probe[Any], Any]]:
 
 def _driver_probes(scenario: Scenario, record: RunRecord) -> dict[str, float]:
     """The scenario's in-run probe settings, without the probes the adapter cannot serve."""
-    off = {p.trigger[1] for p, _ in record.probes if p.name in record.gated}
-    return {k: 0.0 if k in off else v for k, v in scenario.probes.items()}
+    in_run = [p for p, _ in record.probes if p.run is None]
+    off = {p.trigger[1] for p in in_run if p.name in record.gated}
+    kept = {k: v for k, v in scenario.probes.items() if k not in off}
+    # Settings without a probe to use them would still make the generator prepare one.
+    return kept if any(p.trigger[1] in kept for p in in_run) else {}
 
 
 def _watch_server(record: RunRecord, req: RunRequest, resolved: ResolvedTarget) -> None:

@@ -14,7 +14,7 @@ from bench.adapters.base import Capability, Status, declared
 from bench.adapters.engines import Engines
 from bench.adapters.noop import NoopAdapter
 from bench.adapters.reference import ReferenceAdapter
-from bench.probes import workflow as engine_probes
+from bench.probes import workflow as workflow_probe
 from bench.probes.pack import PackOptions, probe_pack
 from bench.probes.registry import ProbeContext, all_probes, run_probe
 from bench.probes.sla import SlaOptions, probe_sla
@@ -139,7 +139,7 @@ def _sizes(target: _Flaky) -> list[int]:
 
 def _curve(target: _Flaky, cap: int, repeats: int, min_time_s: float = 0.0,
            said: list[str] | None = None) -> tuple[list[dict[str, Any]], int, int | None, int]:
-    return engine_probes.measure_curve(target, "r", cap, repeats, min_time_s,  # type: ignore[arg-type]
+    return workflow_probe.measure_curve(target, "r", cap, repeats, min_time_s,  # type: ignore[arg-type]
                                        (said if said is not None else []).append)
 
 
@@ -157,9 +157,9 @@ def test_sizes_are_measured_again_in_interleaved_rounds_as_new_versions() -> Non
 def test_only_small_probe_documents_are_kept_between_measurements(
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_probes, "KEEP_DOCS_UP_TO", 2)
+    monkeypatch.setattr(workflow_probe, "KEEP_DOCS_UP_TO", 2)
     target = _Flaky()
-    series = engine_probes._Series(target, "r")  # type: ignore[arg-type]
+    series = workflow_probe._Series(target, "r")  # type: ignore[arg-type]
     for n in (1, 2, 4, 8, 8):
         assert series.measure(n)["executed"]
     assert sorted(series.docs) == [1, 2] and series.attempts[8][1]["executed"]
@@ -307,19 +307,19 @@ def test_small_sizes_are_measured_until_the_minimum_time_is_spent() -> None:
     assert all(2 < p["repeats"] <= 6 and p["executed"] for p in curve)
     # Never past the ceiling, however fast the target.
     curve, _good, _bad, rounds = _curve(_Flaky(), cap=2, repeats=2, min_time_s=60)
-    assert [p["repeats"] for p in curve] == [engine_probes.MAX_REPEATS] * 2
-    assert rounds == engine_probes.MAX_REPEATS - 1
+    assert [p["repeats"] for p in curve] == [workflow_probe.MAX_REPEATS] * 2
+    assert rounds == workflow_probe.MAX_REPEATS - 1
 
 
 def test_the_measurements_of_each_size_are_spread_over_all_rounds() -> None:
     target = _Flaky()
-    series = engine_probes._Series(target, "r")  # type: ignore[arg-type]
+    series = workflow_probe._Series(target, "r")  # type: ignore[arg-type]
     for n, first_s in ((1, 0.1), (2, 0.5)):
         series.docs[n] = workflow_doc(f"crmbench probe r size {n}", n)
         series.attempts[n] = [{"deploy_s": first_s, "run_s": 0.0, "accepted": True,
                                "executed": True}]
     said: list[str] = []
     # 1 s of measurements: 9 more of size 1, 1 more of size 2 (2 repeats), in 9 rounds.
-    assert engine_probes._rounds(series, [1, 2], 2, 1.0, said.append) == 9
+    assert workflow_probe._rounds(series, [1, 2], 2, 1.0, said.append) == 9
     assert _sizes(target) == [1, 1, 1, 1, 1, 2, 1, 1, 1, 1]  # size 2 in the middle round
     assert said == ["workflow round 9/9: 1 size measured again in 0.00 s"]

@@ -58,11 +58,11 @@ ALL_OPS = "\n".join(
 
 def scenario_file(tmp_path: Path, *, users: int = 50, rate: float = 200, warmup: float = 1,
                   measure: float = 3, cooldown: float = 0.5, calibration: float = 0,
-                  mix: str = ALL_OPS, loose: bool = False) -> Path:
+                  mix: str = ALL_OPS, loose: bool = False, extra: str = "") -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(SCENARIO.format(users=users, rate=rate, warmup=warmup, measure=measure,
                                     cooldown=cooldown, calibration=calibration, mix=mix,
-                                    validity=LOOSE if loose else ""))
+                                    validity=(LOOSE if loose else "") + extra))
     return path
 
 
@@ -101,6 +101,23 @@ def test_noop_run_writes_a_schema_valid_result(tmp_path: Path) -> None:
     assert first["phase"] == "warmup"
     # De-phased users: the first second already runs at the target rate, without a burst.
     assert first["rate"] <= 200 * 1.1
+
+
+def test_declared_unsupported_probes_are_unsupported_in_every_family(tmp_path: Path) -> None:
+    # The no-op adapter declares agents and customer data absent: the in-run probes are not
+    # started, and they and the capability probes all say unsupported.
+    path = scenario_file(tmp_path, users=5, rate=20, warmup=0.5, measure=1, cooldown=0,
+                         loose=True, extra="[probes]\nagent_rate = 2\nevent_rate = 2\n")
+    report = run(RunRequest(load_scenario(str(path), profile="quick"), target="noop://",
+                            out=tmp_path / "runs", calibrate=False), say=lambda _m: None)
+    result = read_result(report.path)
+    assert report.exit_code == 0, result["invalid_reasons"]
+    dims = result["dimensions"]
+    assert {dims[k]["status"] for k in ("agent_latency", "event_delay")} == {"unsupported"}
+    caps = result["capabilities"]
+    assert set(caps) == {"agent.takeover", "agent.steps", "agent.explain", "cdp.realtime",
+                         "cdp.tags_explained"}
+    assert {c["status"] for c in caps.values()} == {"unsupported"}
 
 
 def test_calibration_measures_the_harness_overhead(tmp_path: Path) -> None:
