@@ -94,16 +94,50 @@ def fixtures_generate(
         typer.echo(json.dumps(manifest, indent=2, sort_keys=True))
 
 
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Database URL: sqlite:///FILE (default: reference.sqlite3 in the data "
+        "folder) or postgresql://user@host:port/db.",
+        envvar="CRMBENCH_DATABASE_URL",
+    ),
+]
+NatsOption = Annotated[
+    str | None,
+    typer.Option(help="Also ingest customer-data events from NATS JetStream subject "
+                 "crmbench.events at this URL (e.g. nats://127.0.0.1:4222).",
+                 envvar="CRMBENCH_NATS_URL"),
+]
+TestClockOption = Annotated[
+    bool,
+    typer.Option(help="Enable GET /clock and POST /clock/advance, so tests can move "
+                 "the service's time (never on a real deployment)."),
+]
+SlowdownMsOption = Annotated[
+    float,
+    typer.Option(help="Gate calibration only (needs CRMBENCH_TEST_MODE=1): burn this many "
+                 "ms of CPU in every request."),
+]
+SlowdownPctOption = Annotated[
+    float,
+    typer.Option(help="Gate calibration only (needs CRMBENCH_TEST_MODE=1): burn this share "
+                 "of each request's handling time again, in %."),
+]
+DelayMsOption = Annotated[
+    float,
+    typer.Option(help="Gate calibration only (needs CRMBENCH_TEST_MODE=1): wait this many "
+                 "ms, without CPU, before every response."),
+]
+ServeWorkersOption = Annotated[
+    int,
+    typer.Option(help="Serve from this many processes on one port (more than 1 needs "
+                 "PostgreSQL).", min=1),
+]
+
+
 @app.command()
 def serve(
-    db: Annotated[
-        str | None,
-        typer.Option(
-            help="Database URL: sqlite:///FILE (default: reference.sqlite3 in the data "
-            "folder) or postgresql://user@host:port/db.",
-            envvar="CRMBENCH_DATABASE_URL",
-        ),
-    ] = None,
+    db: DbOption = None,
     data: Annotated[
         Path | None, typer.Option(help="Fixture folder to load (from 'fixtures generate').")
     ] = None,
@@ -115,37 +149,12 @@ def serve(
     load_only: Annotated[
         bool, typer.Option(help="Load the fixtures, report the time and exit.")
     ] = False,
-    test_clock: Annotated[
-        bool,
-        typer.Option(help="Enable GET /clock and POST /clock/advance, so tests can move "
-                     "the service's time (never on a real deployment)."),
-    ] = False,
-    nats: Annotated[
-        str | None,
-        typer.Option(help="Also ingest customer-data events from NATS JetStream subject "
-                     "crmbench.events at this URL (e.g. nats://127.0.0.1:4222).",
-                     envvar="CRMBENCH_NATS_URL"),
-    ] = None,
-    slowdown_ms: Annotated[
-        float,
-        typer.Option(help="Gate calibration only (needs CRMBENCH_TEST_MODE=1): burn this many "
-                     "ms of CPU in every request."),
-    ] = 0.0,
-    slowdown_pct: Annotated[
-        float,
-        typer.Option(help="Gate calibration only (needs CRMBENCH_TEST_MODE=1): burn this share "
-                     "of each request's handling time again, in %."),
-    ] = 0.0,
-    delay_ms: Annotated[
-        float,
-        typer.Option(help="Gate calibration only (needs CRMBENCH_TEST_MODE=1): wait this many "
-                     "ms, without CPU, before every response."),
-    ] = 0.0,
-    workers: Annotated[
-        int,
-        typer.Option(help="Serve from this many processes on one port (more than 1 needs "
-                     "PostgreSQL).", min=1),
-    ] = 1,
+    test_clock: TestClockOption = False,
+    nats: NatsOption = None,
+    slowdown_ms: SlowdownMsOption = 0.0,
+    slowdown_pct: SlowdownPctOption = 0.0,
+    delay_ms: DelayMsOption = 0.0,
+    workers: ServeWorkersOption = 1,
 ) -> None:
     """Run the reference CRM over HTTP (token from CRMBENCH_API_TOKEN, else generated)."""
     from reference_impl.server import check_workers, default_db_url, load, resolve_token
@@ -242,7 +251,7 @@ def run(
     ] = None,
 ) -> None:
     """Run a workload scenario against a target and write its result file."""
-    from bench.report.progress import RunProgress, summary_table
+    from bench.report.progress import RunProgress
     from bench.scenarios.config import load_scenario
     from bench.scenarios.runner import RunRequest, check_target_url
     from bench.scenarios.runner import run as run_scenario
@@ -257,16 +266,32 @@ def run(
                          master_bind=master_bind, master_port=master_port)
     with RunProgress(err, resolved) as progress:
         report = run_scenario(request, say=progress.say, on_interval=progress.update)
+    _print_run(report.path, report.result)
+    if report_dir is not None:
+        _write_report(report.path, report_dir)
+    if json_out:
+        typer.echo(json.dumps(_headline(report.path, report.result), indent=2))
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+def _print_run(path: Path, result: dict[str, Any]) -> None:
+    """What a run measured, whether it can be trusted, and where its result is."""
+    from bench.report.progress import probes_table, summary_table
+
     if not err.is_terminal:
         err.width = max(err.width, 132)
-    if report.result["operations"]:
-        err.print(summary_table(report.result))
-    result = report.result
+    if result["operations"]:
+        err.print(summary_table(result))
+    if result.get("dimensions") or result.get("capabilities"):
+        err.print(probes_table(result))
+    if result["scenario"].get("workload") is False:
+        err.print("probes only: no load was sent")
     if result["complete"] and result["valid"]:
-        err.print(f"[green]result written to {report.path}[/]")
+        err.print(f"[green]result written to {path}[/]")
     else:
         why = "; ".join(result["invalid_reasons"]) or "incomplete"
-        err.print(f"[yellow]result written to {report.path}, marked "
+        err.print(f"[yellow]result written to {path}, marked "
                   f"{'invalid' if result['complete'] else 'incomplete'}: {escape(why)}[/]")
     noise = result.get("noise") or {}
     if noise.get("noisy"):
@@ -277,18 +302,16 @@ def run(
                   f"({noise['server_cpu_pct']:.0f} % of a core); steal "
                   f"{noise.get('steal_pct', 0):.1f} %, other processes "
                   f"{noise.get('other_cpu_pct', 0):.0f} % of a core")
-    if report_dir is not None:
-        from bench.claims import load_claims
-        from bench.report.build import FORMATS, assemble, write
-        from bench.results.collect import load_runs
 
-        built = assemble(load_runs([report.path]), load_claims(None))
-        written = write(built, report_dir, list(FORMATS), say=lambda m: err.print(m, markup=False))
-        err.print(f"[green]report: {len(written)} files in {escape(str(report_dir))}[/]")
-    if json_out:
-        typer.echo(json.dumps(_headline(report.path, result), indent=2))
-    if report.exit_code:
-        raise typer.Exit(report.exit_code)
+
+def _write_report(result_path: Path, report_dir: Path) -> None:
+    from bench.claims import load_claims
+    from bench.report.build import FORMATS, assemble, write
+    from bench.results.collect import load_runs
+
+    built = assemble(load_runs([result_path]), load_claims(None))
+    written = write(built, report_dir, list(FORMATS), say=lambda m: err.print(m, markup=False))
+    err.print(f"[green]report: {len(written)} files in {escape(str(report_dir))}[/]")
 
 
 @app.command()

@@ -15,16 +15,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.adapters.base import CAPABILITY_IDS
+from bench.probes.verdict import STATUSES, read_status
 from bench.report.matrix import Cell, fmt, unmeasured_reason
 from bench.report.runs import run_summary, validity_text
-from bench.results.collect import STATUSES, Run, status_of
+from bench.results.collect import Run, status_of
 
 EVIDENCE_CHARS = 240
 PRIORITY = ("fail", "pass", "unsupported", "not-measured")
 # What a dimension probe observed, when it gives no "evidence" of its own.
 OBSERVED = ("count", "sent", "acked", "lost", "send_failures", "rate", "observed_via")
-CELL_STATUS = {"measured": "pass", "fail": "fail", "unsupported": "unsupported",
-               "not measured": "not-measured"}
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ def _probed(platform: str, cap: str, runs: Sequence[Run]) -> CapabilityStatus:
 
 
 def _from_cell(cell: Cell, runs: Sequence[Run]) -> CapabilityStatus:
-    status = CELL_STATUS[cell.status]
+    status = read_status(cell.status) or "not-measured"
     entry = next((e for r in runs if (e := r.dimension(cell.dimension)) is not None), {})
     evidence = cell.text if status in ("pass", "fail") else ""
     observed = entry.get("evidence") or {k: entry[k] for k in OBSERVED if k in entry}
@@ -164,7 +163,8 @@ def markdown(
 
 
 def junit(items: Sequence[CapabilityStatus], groups: dict[str, list[Run]]) -> bytes:
-    """JUnit XML: a test case per capability and platform; skipped when not measured."""
+    """JUnit XML: a test case per capability and platform; skipped when unsupported or
+    not-measured."""
     root = ET.Element("testsuites", name="crmbench capabilities")
     total = {"tests": 0, "failures": 0, "skipped": 0}
     for platform, caps in _by_platform(items).items():

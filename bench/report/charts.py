@@ -64,7 +64,7 @@ def spectrum(groups: dict[str, list[Run]]) -> Chart:
                "from the HDR histograms merged over each platform's runs; log scales.")
     measured = _measured(groups)
     if not measured:
-        return Chart("spectrum", title, caption, _empty("not measured: no mixed-workload run"))
+        return Chart("spectrum", title, caption, _empty("not-measured: no mixed-workload run"))
     fig = go.Figure()
     for platform, runs in measured.items():
         ops = list(dict.fromkeys(op for r in runs for op in r.operations()))
@@ -94,7 +94,7 @@ def timeline(groups: dict[str, list[Run]]) -> Chart:
                "right) of each platform's first run; warm-up and cool-down shaded.")
     measured = _measured(groups)
     if not measured:
-        return Chart("timeline", title, caption, _empty("not measured: no mixed-workload run"))
+        return Chart("timeline", title, caption, _empty("not-measured: no mixed-workload run"))
     names = [f"{p}: run {runs[0].result.get('run_id')}" for p, runs in measured.items()]
     fig = make_subplots(rows=len(measured), cols=1, subplot_titles=names,
                         specs=[[{"secondary_y": True}]] * len(measured), vertical_spacing=0.12)
@@ -152,7 +152,7 @@ def agent_breakdown(groups: dict[str, list[Run]]) -> Chart:
             per_platform[platform] = {s: float(np.median(v)) for s, v in steps.items()}
     if not per_platform:
         return Chart("agent-steps", title, caption,
-                     _empty("not measured: no agent probe result with a step breakdown"))
+                     _empty("not-measured: no agent probe result with a step breakdown"))
     fig = go.Figure()
     platforms = list(per_platform)
     for step in dict.fromkeys(s for steps in per_platform.values() for s in steps):
@@ -186,7 +186,7 @@ def event_delay(groups: dict[str, list[Run]]) -> Chart:
                         hovertemplate="~%{x:.3g} ms: %{y:.2%}")
     if not fig.data:
         return Chart("event-delay", title, caption,
-                     _empty("not measured: no event-delay probe result with a histogram"))
+                     _empty("not-measured: no event-delay probe result with a histogram"))
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(type="log", title="delay (ms)")
     fig.update_yaxes(title="share of events", tickformat=".1%")
@@ -218,7 +218,7 @@ def workflow_scaling(groups: dict[str, list[Run]]) -> Chart:
                             legendgroup=platform, legendgrouptitle_text=group)
     if not fig.data:
         return Chart("workflow", title, caption,
-                     _empty("not measured: no workflow probe result with a scaling curve"))
+                     _empty("not-measured: no workflow probe result with a scaling curve"))
     fig.update_xaxes(type="log", title="nodes")
     fig.update_yaxes(type="log", title="seconds")
     return Chart("workflow", title, caption, _layout(fig))
@@ -251,8 +251,8 @@ def sla_levels(groups: dict[str, list[Run]], platforms: Sequence[str],
             if claim is not None and (level := _level(str(claim.value))):
                 claimed[platform] = (level, str(claim.value))
     if not measured and not claimed:
-        return Chart("sla", title, caption, _empty("not measured: no SLA probe result"))
-    labels = {p: p if p in measured else f"{p}<br>(not measured)" for p in platforms}
+        return Chart("sla", title, caption, _empty("not-measured: no SLA probe result"))
+    labels = {p: p if p in measured else f"{p}<br>(not-measured)" for p in platforms}
     fig = go.Figure()
     # An invisible point per platform keeps every platform on the axis.
     fig.add_scatter(x=list(labels.values()), y=[SLA_LEVELS[0]] * len(labels), mode="markers",
@@ -273,7 +273,7 @@ def claimed_vs_measured(cells: Sequence[Cell], platforms: Sequence[str]) -> Char
     title = "Claimed vs measured"
     caption = ("Solid blue: measured here (median, 95% interval when repeated). Grey hatched: "
                "claimed by vendors or the trade press, never verified. A missing blue bar "
-               "means not measured.")
+               "means not-measured.")
     fig = make_subplots(rows=1, cols=len(CLAIM_BARS), subplot_titles=[t for _, t in CLAIM_BARS])
     for col, (dim, _) in enumerate(CLAIM_BARS, start=1):
         rows = {(c.platform, c.source): c for c in cells if c.dimension == dim}

@@ -75,7 +75,7 @@ def _matrix_section(df: pl.DataFrame, platforms: Sequence[str], claims_line: str
             text = rec[p]
             if text is None:
                 cells.append("—")
-            elif text.startswith("not measured") or text == "unsupported":
+            elif text.startswith("not-measured") or text == "unsupported":
                 cells.append(f'<span class="not-measured">{escape(text)}</span>')
             elif text.startswith("fail") or "⚠" in text:
                 cells.append(f'<span class="invalid">{escape(text)}</span>')

@@ -114,7 +114,7 @@ def _summarise(
 
 def _blank(row: Row, platform: str) -> Cell:
     return Cell(row=row.key, label=row.label, dimension=row.dimension, platform=platform,
-                source="measured", status="not measured", text="", unit=row.unit)
+                source="measured", status="not-measured", text="", unit=row.unit)
 
 
 def brief(reason: str, limit: int = BRIEF_CHARS) -> str:
@@ -124,7 +124,7 @@ def brief(reason: str, limit: int = BRIEF_CHARS) -> str:
 
 
 def _not_measured(cell: Cell, reason: str) -> Cell:
-    return replace(cell, status="not measured", text=f"not measured: {brief(reason)}",
+    return replace(cell, status="not-measured", text=f"not-measured: {brief(reason)}",
                    reason=reason)
 
 
@@ -150,7 +150,7 @@ def _mixed_cell(row: Row, platform: str, runs: Sequence[Run], rng: np.random.Gen
     scenarios = sorted({str(r.scenario.get("name")) for r in used})
     if len(scenarios) > 1:
         text += f" (pooled over scenarios {', '.join(scenarios)})"
-    return replace(base, status="measured", text=text, value=value, low=low, high=high,
+    return replace(base, status="pass", text=text, value=value, low=low, high=high,
                    n=len(values), reason=reason, invalid=not valid)
 
 
@@ -177,13 +177,13 @@ def _probe_cell(row: Row, platform: str, runs: Sequence[Run], rng: np.random.Gen
         p99s = [float(e["p99"]) for e in passed
                 if isinstance(e.get("p99"), int | float) and not isinstance(e["p99"], bool)]
         extra = f", p99 {fmt(float(np.median(p99s)))} {unit}" if p99s else ""
-        return replace(base, status="measured", value=value, low=low, high=high,
+        return replace(base, status="pass", value=value, low=low, high=high,
                        n=len(numbers),
                        text=figure_text(value, unit, low, high, len(numbers), extra))
     if passed:
         level = Counter(str(e.get("value")) for e in passed).most_common(1)[0][0]
         plural = "s" if len(passed) != 1 else ""
-        return replace(base, status="measured", text=f"{level} ({len(passed)} run{plural})",
+        return replace(base, status="pass", text=f"{level} ({len(passed)} run{plural})",
                        n=len(passed))
     if "unsupported" in by_status:
         why = by_status["unsupported"][0].get("reason")

@@ -100,3 +100,18 @@ def summary_table(result: dict[str, Any]) -> Table:
         table.caption = (f"harness overhead ({overhead['target']}): p50 {lat['p50']:.3f} ms, "
                          f"p99 {lat['p99']:.3f} ms")
     return table
+
+
+def probes_table(result: dict[str, Any]) -> Table:
+    """The probes' verdicts: each measured dimension with its figure, each capability."""
+    table = Table(title="probes", title_justify="left")
+    for col in ("capability", "status", "value", "reason"):
+        table.add_column(col)
+    for entry in (result.get("dimensions") or {}).values():
+        value = entry.get("value")
+        shown = "" if value is None else f"{value} {entry.get('unit', '')}".strip()
+        table.add_row(str(entry.get("capability")), str(entry.get("status")), shown,
+                      str(entry.get("reason") or ""))
+    for cid, found in (result.get("capabilities") or {}).items():
+        table.add_row(cid, str(found.get("status")), "", str(found.get("reason") or ""))
+    return table

@@ -29,8 +29,8 @@ def run_summary(run: Run) -> dict[str, Any]:
         "machine": (f"{machine.get('cpu_model', '?')}, {machine.get('logical_cores', '?')} cores, "
                     f"{int(machine.get('memory_total_bytes', 0)) / 2**30:.0f} GiB, "
                     f"{machine.get('os', '?')}, Python {machine.get('python_version', '?')}"),
-        "scenario": (f"{scenario.get('name', '?')} ({scenario.get('profile', '?')}): "
-                     f"{scenario.get('users', '?')} users, {scenario.get('rate', '?')} req/s"),
+        "scenario": f"{scenario.get('name', '?')} ({scenario.get('profile', '?')}): "
+                    + load_text(scenario),
         "achieved_rate": load.get("achieved_rate"),
         "fixtures": str((r.get("fixtures") or {}).get("manifest_sha256") or "none")[:12],
         "complete": bool(r.get("complete")),
@@ -40,6 +40,13 @@ def run_summary(run: Run) -> dict[str, Any]:
             {"p50": overhead.get("p50"), "p99": overhead.get("p99")} if overhead else None
         ),
     }
+
+
+def load_text(scenario: dict[str, Any]) -> str:
+    """The load a scenario offered, or that it offered none (probes only)."""
+    if scenario.get("workload") is False:
+        return "probes only, no load"
+    return f"{scenario.get('users', '?')} users, {scenario.get('rate', '?')} req/s"
 
 
 def validity_text(summary: dict[str, Any]) -> str:

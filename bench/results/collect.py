@@ -12,7 +12,7 @@ to the adapter scheme). Probes add two optional top-level keys, read when presen
         "value": 89.0,                    # headline figure: a number, or a level name
         "unit": "ms",
         "p50": 80.1, "p95": 120.0, "p99": 150.2,        # numbers, optional
-        "reason": "why not measured, or why it failed",
+        "reason": "why not-measured, or why it failed",
         "evidence": {...},                # what the probe observed, in short
         "histogram": "HISTF...",          # optional LatencyHistogram encoding
         "breakdown": {"identify": 12.0},  # optional, per step: a number in `unit`, or a
@@ -24,7 +24,8 @@ to the adapter scheme). Probes add two optional top-level keys, read when presen
       "agent.takeover": {"status": "pass", "evidence": "..." | {...}, "reason": "..."}
     }
 
-Anything missing (key, entry or field) reads as "not measured"; wrong types are ignored.
+Anything missing (key, entry or field) reads as "not-measured"; wrong types are ignored.
+Statuses of older files ("not-measurable", "not measured") read as their current word.
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
+from bench.probes.verdict import VerdictStatus, read_status
 from bench.results.store import read_result, validate, write_result
 
 BUNDLE_KEY = "crmbench_baseline"
 BUNDLE_VERSION = 1
-STATUSES = ("pass", "fail", "unsupported", "not-measured")
 
 
 def _number(value: Any) -> float | None:
@@ -129,13 +130,13 @@ class Run:
         ]
 
 
-def status_of(entry: dict[str, Any] | None) -> str:
+def status_of(entry: dict[str, Any] | None) -> VerdictStatus:
     """A probe entry's status: ``pass`` for a bare figure, ``not-measured`` when unknown."""
     entry = entry or {}
     status = entry.get("status")
     if status is None and entry.get("value") is not None:
         return "pass"
-    return status if status in STATUSES else "not-measured"
+    return read_status(status) or "not-measured"
 
 
 def _expand(path: Path) -> list[Path]:

@@ -11,8 +11,9 @@ from typing import Any
 import jsonschema
 
 from bench.errors import UserError
+from bench.results.model import SCHEMA_VERSION, to_builtins
 
-SCHEMA_VERSION = 1
+__all__ = ["SCHEMA_VERSION", "read_result", "schema", "validate", "write_result"]
 SCHEMA_PATH = Path(__file__).parent / "result.schema.json"
 
 
@@ -30,15 +31,15 @@ def validate(result: dict[str, Any]) -> list[str]:
     ]
 
 
-def write_result(path: Path, result: dict[str, Any]) -> Path:
-    """Write atomically: a reader never sees a half-written file."""
+def write_result(path: Path, result: Any) -> Path:
+    """Write a result (typed or plain data) atomically: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         # mkstemp creates 0600; a result is an ordinary, shareable file.
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=1, sort_keys=False)
+            json.dump(to_builtins(result), fh, indent=1, sort_keys=False)
             fh.write("\n")
         os.replace(tmp, path)
     except BaseException:

@@ -25,7 +25,8 @@ from bench.results.compare import Comparison, compare_paired
 from bench.results.store import write_result
 from bench.results.thresholds import Thresholds
 from bench.scenarios.config import Scenario
-from bench.scenarios.runner import DEFAULT_FIXTURES, Listener, RunRequest, calibrate, run
+from bench.scenarios.runner import DEFAULT_FIXTURES, RunRequest, calibrate, run
+from bench.scenarios.supervise import Listener
 
 Say = Callable[[str], None]
 SIDES = ("A", "B")

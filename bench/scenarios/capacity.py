@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UserError
+from bench.results.model import empty_operation
 from bench.results.store import write_result
 from bench.scenarios.config import Scenario
-from bench.scenarios.runner import DEFAULT_FIXTURES, Listener, OpAcc, RunRequest, run
+from bench.scenarios.runner import DEFAULT_FIXTURES, RunRequest, run
+from bench.scenarios.supervise import Listener
 
 Say = Callable[[str], None]
 GENERATOR_MARKERS = ("CPU", "event-loop lag")
@@ -181,7 +183,7 @@ def _write(
         "run_id": f"{last['run_id']}-capacity",
         "scenario": {**last["scenario"], "name": f"{req.scenario.name}-capacity"},
         "operations": {}, "timeline": [],
-        "overall": OpAcc().to_result(1.0),
+        "overall": empty_operation(),
         "complete": True, "valid": True, "invalid_reasons": [], "abort_reason": None,
         "dimensions": {"crud_capacity": entry},
     }

@@ -18,6 +18,7 @@ import jsonschema
 
 from bench.errors import UserError
 from bench.measure.noise import NoiseLimits
+from bench.probes.registry import check_tables
 
 SCENARIO_DIR = Path(__file__).parent
 SCHEMA_PATH = SCENARIO_DIR / "scenario.schema.json"
@@ -49,7 +50,10 @@ class Validity:
 
 @dataclass(frozen=True)
 class Scenario:
-    """A resolved scenario: file settings with environment and flags applied."""
+    """A resolved scenario: file settings with environment and flags applied.
+
+    A probe-only scenario (``workload = false``) has no users, rate or mix.
+    """
 
     name: str
     description: str
@@ -114,6 +118,10 @@ def _read_merged(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], st
         first = errors[0]
         where = ".".join(str(p) for p in first.path) or "(top level)"
         raise UserError(f"{path}: {where}: {first.message}")
+    tables = {k: data[k] for k in ("probes", "engines") if k in data}
+    problems = check_tables(tables)
+    if problems:
+        raise UserError(f"{path}: {problems[0]}")
     digest = hashlib.sha256(raw_bytes)
     base_name = data.pop("base", None)
     if base_name is None:
@@ -176,6 +184,10 @@ def load_scenario(
         raise UserError(f"{path}: mix: every weight is zero")
     prof = data["profiles"][profile]
     keys = data.get("keys", {})
+    workload = bool(data.get("workload", True))
+    if not workload:
+        # Probes only: no users, no rate, no mix, whatever a base scenario says.
+        final_users, final_rate, mix = 0, 0.0, {}
     return Scenario(
         name=data["name"],
         description=data.get("description", ""),
@@ -197,7 +209,7 @@ def load_scenario(
         ),
         validity=Validity(**data.get("validity", {})),
         probes={k: float(v) for k, v in data.get("probes", {}).items()},
-        workload=bool(data.get("workload", True)),
+        workload=workload,
         engines=dict(data.get("engines", {})),
         noise=NoiseLimits(**{k: float(v) for k, v in data.get("noise", {}).items()}),
     )

@@ -41,8 +41,8 @@ from bench.adapters.timing import Sample, timed_call  # noqa: E402
 from bench.measure.hdr import LatencyHistogram  # noqa: E402
 from bench.measure.schedule import GeventAlarm, Pacer  # noqa: E402
 from bench.measure.validity import GeventLagMonitor  # noqa: E402
+from bench.probes.inrun import GRACE_S, ProbeConfig, ProbeSet  # noqa: E402
 from bench.scenarios.mixed import MixedWorkload  # noqa: E402
-from bench.scenarios.probes import GRACE_S, ProbeConfig, ProbeSet  # noqa: E402
 
 NS = 1_000_000_000
 log = logging.getLogger("crmbench.driver")

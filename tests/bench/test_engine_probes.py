@@ -1,23 +1,26 @@
-"""Engine probes against a live reference CRM with the test clock: dimensions and capabilities."""
+"""Engine probes against a live reference CRM with the test clock: dimensions and
+capabilities; and the registry's verdicts for adapters that cannot serve a probe."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from bench.adapters.base import Status
+from bench.adapters.base import Capability, Status, declared
 from bench.adapters.engines import Engines
 from bench.adapters.noop import NoopAdapter
 from bench.adapters.reference import ReferenceAdapter
-from bench.scenarios import engine_probes
-from bench.scenarios.engine_probes import (
+from bench.probes import workflow as workflow_probe
+from bench.probes.pack import PackOptions, probe_pack
+from bench.probes.registry import ProbeContext, all_probes, run_probe
+from bench.probes.sla import SlaOptions, probe_sla
+from bench.probes.workflow import (
+    WorkflowOptions,
     fitted_doubling,
-    probe_pack,
-    probe_sla,
     probe_workflow,
     summarise_size,
     workflow_doc,
@@ -68,8 +71,9 @@ def test_probe_workflow_measures_up_to_the_cap(
 
     monkeypatch.setattr(adapter, "deploy_workflow", spy)
     said: list[str] = []
-    options = {"cap": 2048, "repeats": 2, "min_time_s": 0}
-    dim, caps = probe_workflow(adapter, "wfprobe", options, said.append)
+    options = WorkflowOptions(cap=2048, repeats=2, min_time_s=0)
+    dim, caps = probe_workflow(adapter, ProbeContext("wfprobe", said.append), options)
+    assert dim is not None
     assert dim["capability"] == "workflow.max_nodes" and dim["status"] == "pass"
     assert dim["value"] == 2048 and dim["unit"] == "nodes" and dim["cap"] == 2048
     assert [p["nodes"] for p in dim["curve"]] == [2**k for k in range(12)]
@@ -81,28 +85,30 @@ def test_probe_workflow_measures_up_to_the_cap(
     assert any("x2" in m for m in said) and any("worst single doubling" in m for m in said)
     assert versions["crmbench probe wfprobe size 2048"] == [1, 2]
     for cid in ("workflow.dag", "workflow.breaker", "workflow.lineage"):
-        assert caps[cid]["status"] == "pass", caps[cid]
+        assert caps[cid].status == "pass", caps[cid]
 
 
 def test_probe_sla_finds_the_action_level_on_the_test_clock(adapter: ReferenceAdapter) -> None:
-    dim, caps = probe_sla(adapter, "slaprobe", {}, lambda _m: None)
+    dim, caps = probe_sla(adapter, ProbeContext("slaprobe", lambda _m: None), SlaOptions())
+    assert dim is not None
     assert dim["capability"] == "sla.granularity" and dim["status"] == "pass", dim
     assert dim["value"] == "action"
     for level in ("field", "process", "action"):
         entry = dim["levels"][level]
         assert entry["supported"] and entry["clock"] == "test" and entry["breach_lag_ms"] >= 0
     for cid in ("sla.field", "sla.process", "sla.action", "sla.status", "sla.escalation"):
-        assert caps[cid]["status"] == "pass", caps[cid]
+        assert caps[cid].status == "pass", caps[cid]
 
 
 def test_probe_pack_enables_checks_and_hotplugs(adapter: ReferenceAdapter) -> None:
-    dim, caps = probe_pack(adapter, "packprobe", {}, lambda _m: None)
+    dim, caps = probe_pack(adapter, ProbeContext("packprobe", lambda _m: None), PackOptions())
+    assert dim is not None
     assert dim["capability"] == "pack.enable_time" and dim["status"] == "pass", dim
     assert dim["value"] > 0 and dim["reenable_s"] > 0 and dim["modules"] == 12
     assert dim["bundle"] == {"workflows": 2, "slas": 2, "reports": 3}
     assert dim["idempotent"] is True
-    assert caps["pack.hotplug"]["status"] == "pass", caps
-    assert caps["pack.manufacturing"]["status"] == "pass", caps
+    assert caps["pack.hotplug"].status == "pass", caps
+    assert caps["pack.manufacturing"].status == "pass", caps
 
 
 class _Flaky:
@@ -133,7 +139,7 @@ def _sizes(target: _Flaky) -> list[int]:
 
 def _curve(target: _Flaky, cap: int, repeats: int, min_time_s: float = 0.0,
            said: list[str] | None = None) -> tuple[list[dict[str, Any]], int, int | None, int]:
-    return engine_probes.measure_curve(target, "r", cap, repeats, min_time_s,  # type: ignore[arg-type]
+    return workflow_probe.measure_curve(target, "r", cap, repeats, min_time_s,  # type: ignore[arg-type]
                                        (said if said is not None else []).append)
 
 
@@ -151,9 +157,9 @@ def test_sizes_are_measured_again_in_interleaved_rounds_as_new_versions() -> Non
 def test_only_small_probe_documents_are_kept_between_measurements(
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine_probes, "KEEP_DOCS_UP_TO", 2)
+    monkeypatch.setattr(workflow_probe, "KEEP_DOCS_UP_TO", 2)
     target = _Flaky()
-    series = engine_probes._Series(target, "r")  # type: ignore[arg-type]
+    series = workflow_probe._Series(target, "r")  # type: ignore[arg-type]
     for n in (1, 2, 4, 8, 8):
         assert series.measure(n)["executed"]
     assert sorted(series.docs) == [1, 2] and series.attempts[8][1]["executed"]
@@ -226,12 +232,67 @@ def test_fitted_doubling_reads_the_power_law_of_the_whole_curve() -> None:
     assert fitted_doubling([*quadratic, pt(12288, 1e-8 * 12288 ** 2)]) == 4.0
 
 
+ENGINE_PROBES = ("workflow", "sla", "pack")
+
+
+class _Undeclared(NoopAdapter):
+    """A no-op adapter that declares nothing about the engines (and has no engine verbs)."""
+
+    capabilities: ClassVar[dict[str, Capability]] = declared({"crud.mixed": "no-op"})
+
+
 def test_adapters_without_engines_are_not_measured() -> None:
-    target = NoopAdapter.from_url("noop://")
-    for probe in (probe_workflow, probe_sla, probe_pack):
-        dim, caps = probe(target, "none", {}, lambda _m: None)
-        assert dim["status"] == "not-measured" and "Engines" in dim["reason"]
-        assert all(c["status"] == "not-measured" for c in caps.values())
+    target = _Undeclared.from_url("noop://")
+    ctx = ProbeContext("none", lambda _m: None)
+    for name in ENGINE_PROBES:
+        probe = all_probes()[name]
+        dim, caps = run_probe(probe, target, ctx, probe.options())
+        assert dim is not None and dim["status"] == "not-measured"
+        assert "Engines" in dim["reason"]
+        assert caps and all(c.status == "not-measured" for c in caps.values())
+
+
+class _Declaring(NoopAdapter):
+    """A no-op adapter that declares every engine, agent and event capability absent."""
+
+    capabilities: ClassVar[dict[str, Capability]] = declared(
+        {"crud.mixed": "no-op"}, default="unsupported", note="no such engine")
+
+
+def test_declared_unsupported_is_unsupported_in_every_probe_family() -> None:
+    target = _Declaring.from_url("noop://")
+    ctx = ProbeContext("none", lambda _m: None)
+    probes = all_probes()
+    assert {"agent_latency", "event_delay", "agent", "cdp", *ENGINE_PROBES} <= set(probes)
+    for probe in probes.values():
+        dim, caps = run_probe(probe, target, ctx, probe.options()) if probe.run else (
+            _gate(probe, target))
+        found = [*caps.values(), *([dim] if dim else [])]
+        statuses = {c["status"] if isinstance(c, dict) else c.status for c in found}
+        assert statuses == {"unsupported"}, (probe.name, found)
+        assert all((c["reason"] if isinstance(c, dict) else c.reason) == "no such engine"
+                   for c in found)
+
+
+def _gate(probe: Any, target: Any) -> Any:
+    from bench.probes.registry import gate
+
+    found = gate(probe, target)
+    assert found is not None
+    return found
+
+
+def test_options_come_from_the_scenario_tables_with_their_file_names() -> None:
+    probes = all_probes()
+    tables: Any = {"engines": {"workflow": True, "workflow_cap": 64, "sla_within_s": 5,
+                               "pack_name": "retail"},
+                   "probes": {"event_rate": 10, "event_batch": 4}}
+    assert probes["workflow"].settings(tables) == WorkflowOptions(cap=64)
+    assert probes["sla"].settings(tables) == SlaOptions(within_s=5.0)
+    assert probes["pack"].settings(tables) == PackOptions(name="retail")
+    assert probes["event_delay"].settings(tables).batch == 4
+    assert [p.name for p in probes.values() if p.enabled(tables)] == [
+        "event_delay", "workflow", "cdp"]
 
 
 class _Slow(_Flaky):
@@ -246,19 +307,19 @@ def test_small_sizes_are_measured_until_the_minimum_time_is_spent() -> None:
     assert all(2 < p["repeats"] <= 6 and p["executed"] for p in curve)
     # Never past the ceiling, however fast the target.
     curve, _good, _bad, rounds = _curve(_Flaky(), cap=2, repeats=2, min_time_s=60)
-    assert [p["repeats"] for p in curve] == [engine_probes.MAX_REPEATS] * 2
-    assert rounds == engine_probes.MAX_REPEATS - 1
+    assert [p["repeats"] for p in curve] == [workflow_probe.MAX_REPEATS] * 2
+    assert rounds == workflow_probe.MAX_REPEATS - 1
 
 
 def test_the_measurements_of_each_size_are_spread_over_all_rounds() -> None:
     target = _Flaky()
-    series = engine_probes._Series(target, "r")  # type: ignore[arg-type]
+    series = workflow_probe._Series(target, "r")  # type: ignore[arg-type]
     for n, first_s in ((1, 0.1), (2, 0.5)):
         series.docs[n] = workflow_doc(f"crmbench probe r size {n}", n)
         series.attempts[n] = [{"deploy_s": first_s, "run_s": 0.0, "accepted": True,
                                "executed": True}]
     said: list[str] = []
     # 1 s of measurements: 9 more of size 1, 1 more of size 2 (2 repeats), in 9 rounds.
-    assert engine_probes._rounds(series, [1, 2], 2, 1.0, said.append) == 9
+    assert workflow_probe._rounds(series, [1, 2], 2, 1.0, said.append) == 9
     assert _sizes(target) == [1, 1, 1, 1, 1, 2, 1, 1, 1, 1]  # size 2 in the middle round
     assert said == ["workflow round 9/9: 1 size measured again in 0.00 s"]

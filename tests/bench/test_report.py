@@ -1,4 +1,4 @@
-"""Reports: matrix cells (measured, claimed, not measured), formats, capability report."""
+"""Reports: matrix cells (measured, claimed, not-measured), formats, capability report."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def test_platform_columns_include_claimed_platforms(matrix: pl.DataFrame) -> Non
 
 def test_measured_cells_with_repetitions_have_intervals(matrix: pl.DataFrame) -> None:
     p99 = cell(matrix, "crud.mixed.p99", "reference")
-    assert p99["n"] == 2 and p99["status"] == "measured"
+    assert p99["n"] == 2 and p99["status"] == "pass"
     assert p99["low"] <= p99["value"] <= p99["high"]
     assert "[" in p99["text"] and "(2 runs)" in p99["text"]
     agent = cell(matrix, "agent.latency", "reference")
@@ -138,8 +138,8 @@ def test_measured_cells_with_repetitions_have_intervals(matrix: pl.DataFrame) ->
 
 def test_unmeasured_cells_say_why(matrix: pl.DataFrame) -> None:
     for row in ("agent.latency", "crud.mixed.p50", "sla.granularity"):
-        assert cell(matrix, row, "salesforce")["text"] == f"not measured: {NO_CREDENTIALS}"
-        assert cell(matrix, row, "dabei")["text"] == "not measured: no run result"
+        assert cell(matrix, row, "salesforce")["text"] == f"not-measured: {NO_CREDENTIALS}"
+        assert cell(matrix, row, "dabei")["text"] == "not-measured: no run result"
 
 
 def test_claims_are_separate_entries(matrix: pl.DataFrame, report_dir: Path) -> None:
@@ -173,8 +173,8 @@ def test_tolerant_reader_ignores_malformed_probe_entries() -> None:
     result["capabilities"] = {"cdp.audit": {"status": "bogus"}, "cdp.erase": []}
     report = assemble([Run("odd.json", result)], None)
     texts = {c.row: c.text for c in report.cells}
-    assert texts["agent.latency"] == "not measured: no probe result"
-    assert texts["cdp.event_delay"] == "not measured: no probe result"
+    assert texts["agent.latency"] == "not-measured: no probe result"
+    assert texts["cdp.event_delay"] == "not-measured: no probe result"
     caps = {c.capability: c for c in report.capabilities}
     assert caps["cdp.audit"].status == "not-measured"
     assert caps["cdp.erase"].reason == "no probe result"
@@ -295,3 +295,38 @@ def test_workflow_chart_names_each_platforms_fitted_doubling() -> None:
     chart = workflow_scaling({"reference": [run("reference", 2.04)], "other": [run("other", None)]})
     titles = {t.legendgroup: t.legendgrouptitle.text for t in chart.figure.data}
     assert titles == {"reference": "reference: x2.04 per doubling", "other": "other"}
+
+
+def test_old_status_words_read_as_the_one_vocabulary() -> None:
+    result = example_result()
+    result["dimensions"] = {"agent_latency": {"capability": "agent.latency",
+                                              "status": "not measured", "reason": "old file"}}
+    result["capabilities"] = {"cdp.audit": {"status": "not-measurable", "reason": "no API"}}
+    report = assemble([Run("old.json", result)], None)
+    texts = {c.row: c.text for c in report.cells}
+    assert texts["agent.latency"] == "not-measured: old file"
+    caps = {c.capability: c for c in report.capabilities}
+    assert caps["cdp.audit"].status == "not-measured" and caps["cdp.audit"].reason == "no API"
+    assert {c.status for c in report.cells} <= {"pass", "fail", "unsupported", "not-measured",
+                                                "claimed"}
+
+
+def test_probe_only_runs_show_no_load() -> None:
+    from bench.report.runs import run_summary
+
+    result = example_result()
+    result["scenario"] = {**result["scenario"], "name": "sla", "workload": False}
+    assert run_summary(Run("sla.json", result))["scenario"].endswith("probes only, no load")
+    assert "users" in run_summary(Run("mixed.json", example_result()))["scenario"]
+
+
+def test_the_committed_example_result_reads_as_the_typed_model() -> None:
+    from bench.results.model import decode_result, to_builtins
+    from tests.bench.test_compare import EXAMPLE
+
+    raw = EXAMPLE.read_bytes()
+    typed = decode_result(raw)
+    assert isinstance(typed.overall.histograms.intended, LatencyHistogram)
+    assert typed.overall.histograms.intended.count == typed.overall.count
+    # Written back, it is the same data: the typed model is the published schema.
+    assert to_builtins(typed) == json.loads(raw)

@@ -40,6 +40,13 @@ warmup_s = {warmup}
 measure_s = {measure}
 cooldown_s = {cooldown}
 calibration_s = {calibration}
+{validity}"""
+# Validity limits no busy machine reaches, for tests of something other than validity.
+LOOSE = """
+[validity]
+cpu_limit_pct = 100000
+loop_lag_p99_ms = 100000
+min_rate_fraction = 0.001
 """
 ALL_OPS = "\n".join(
     f"{op} = 1" for op in (
@@ -51,10 +58,11 @@ ALL_OPS = "\n".join(
 
 def scenario_file(tmp_path: Path, *, users: int = 50, rate: float = 200, warmup: float = 1,
                   measure: float = 3, cooldown: float = 0.5, calibration: float = 0,
-                  mix: str = ALL_OPS) -> Path:
+                  mix: str = ALL_OPS, loose: bool = False, extra: str = "") -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(SCENARIO.format(users=users, rate=rate, warmup=warmup, measure=measure,
-                                    cooldown=cooldown, calibration=calibration, mix=mix))
+                                    cooldown=cooldown, calibration=calibration, mix=mix,
+                                    validity=(LOOSE if loose else "") + extra))
     return path
 
 
@@ -95,28 +103,51 @@ def test_noop_run_writes_a_schema_valid_result(tmp_path: Path) -> None:
     assert first["rate"] <= 200 * 1.1
 
 
+def test_declared_unsupported_probes_are_unsupported_in_every_family(tmp_path: Path) -> None:
+    # The no-op adapter declares agents and customer data absent: the in-run probes are not
+    # started, and they and the capability probes all say unsupported.
+    path = scenario_file(tmp_path, users=5, rate=20, warmup=0.5, measure=1, cooldown=0,
+                         loose=True, extra="[probes]\nagent_rate = 2\nevent_rate = 2\n")
+    report = run(RunRequest(load_scenario(str(path), profile="quick"), target="noop://",
+                            out=tmp_path / "runs", calibrate=False), say=lambda _m: None)
+    result = read_result(report.path)
+    assert report.exit_code == 0, result["invalid_reasons"]
+    dims = result["dimensions"]
+    assert {dims[k]["status"] for k in ("agent_latency", "event_delay")} == {"unsupported"}
+    caps = result["capabilities"]
+    assert set(caps) == {"agent.takeover", "agent.steps", "agent.explain", "cdp.realtime",
+                         "cdp.tags_explained"}
+    assert {c["status"] for c in caps.values()} == {"unsupported"}
+
+
 def test_calibration_measures_the_harness_overhead(tmp_path: Path) -> None:
     scenario = load_scenario(str(scenario_file(tmp_path, calibration=2)), profile="quick")
     overhead = calibrate(scenario, tmp_path / "cal.log", lambda _m: None)
-    assert overhead is not None
-    assert overhead["target"] == "noop://?delay_ms=0"
-    assert overhead["latency_ms"]["intended"]["count"] == pytest.approx(400, rel=0.1)
+    assert overhead is not None and overhead.latency_ms is not None
+    assert overhead.target == "noop://?delay_ms=0"
+    assert overhead.latency_ms.intended.count == pytest.approx(400, rel=0.1)
+    # Histograms travel as histograms until the result is written.
+    assert overhead.histograms is not None
+    assert overhead.histograms.intended.count == overhead.latency_ms.intended.count
 
 
 def test_workers_merge_histograms_across_processes(tmp_path: Path) -> None:
-    path = scenario_file(tmp_path, users=40, rate=200, warmup=1.5, measure=3)
+    # Merging is tested here, not validity: limits no busy machine reaches.
+    path = scenario_file(tmp_path, users=40, rate=200, warmup=1.5, measure=3, loose=True)
     proc = cli("run", "--target", "noop://?delay_ms=1", "--scenario", str(path), "--profile",
                "quick", "--workers", "2", "--out", str(tmp_path / "runs"), "--json",
                "--no-calibrate")
-    # A busy machine may rightly make the run invalid (exit 3); merging must hold anyway.
-    assert proc.returncode in (0, 3), proc.stderr
     headline = json.loads(proc.stdout)
     result = read_result(Path(headline["result"]))
-    assert result["complete"], result["abort_reason"]
+    assert result["complete"], (result["abort_reason"], proc.stderr)
+    assert proc.returncode == 0, result["invalid_reasons"]
     assert result["load"]["workers"] == 2
     total = sum(op["count"] for op in result["operations"].values())
     assert total == result["overall"]["count"]
-    assert total == pytest.approx(600, rel=0.1)
+    # What the two processes sent in the window is all there, whatever rate they reached.
+    sent = result["load"]["achieved_rate"] * result["load"]["measure_s"]
+    assert total == pytest.approx(sent, rel=0.2)
+    assert total > 0
     merged = LatencyHistogram()
     for op in result["operations"].values():
         merged.add(LatencyHistogram.decode(op["histograms"]["intended"]))
@@ -156,10 +187,14 @@ def test_overloaded_generator_marks_the_run_invalid(tmp_path: Path) -> None:
                "quick", "--out", str(tmp_path / "runs"), "--json", "--no-calibrate")
     assert proc.returncode == 3, proc.stderr
     headline = json.loads(proc.stdout)
-    assert headline["complete"] is True
     assert headline["valid"] is False
     reasons = " ".join(headline["invalid_reasons"])
-    assert "target" in reasons or "CPU" in reasons
+    # Whether the overloaded generator still finished in time depends on the machine;
+    # either way the run is invalid and says why.
+    if headline["complete"]:
+        assert "target" in reasons or "CPU" in reasons or "lag" in reasons, reasons
+    else:
+        assert reasons, headline
 
 
 def test_interrupted_run_leaves_a_partial_result(tmp_path: Path) -> None:
@@ -190,7 +225,7 @@ def test_unreachable_target_exits_4(tmp_path: Path) -> None:
     assert proc.returncode == 4, proc.stderr
     assert "127.0.0.1:9" in proc.stderr
     assert "Traceback" not in proc.stderr
-    # Nothing was measured, and the result says why: reports show it as not measured.
+    # Nothing was measured, and the result says why: reports show it as not-measured.
     [path] = (tmp_path / "runs").glob("*.json")
     result = read_result(path)
     assert result["complete"] is False
@@ -336,3 +371,6 @@ def test_probe_only_scenario_fills_engine_dimensions(tmp_path: Path, small_fixtu
     assert {result["capabilities"][c]["status"] for c in (
         "workflow.dag", "workflow.breaker", "sla.field", "sla.action", "pack.manufacturing",
     )} == {"pass"}
+    # Probes only: no load was offered, and the result says none.
+    assert result["load"]["users"] == 0 and result["load"]["target_rate"] == 0
+    assert result["scenario"]["users"] == 0 and result["scenario"]["workload"] is False

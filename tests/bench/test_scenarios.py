@@ -15,8 +15,12 @@ def test_shipped_scenarios_load_in_every_profile() -> None:
     for name in available():
         for profile in ("quick", "standard", "full"):
             scenario = load_scenario(name, profile=profile)
-            assert scenario.users == 500
-            assert scenario.rate == 1000
+            if scenario.workload:
+                assert (scenario.users, scenario.rate) == (500, 1000)
+            else:
+                # Probes only: the base's load is not inherited, since none is sent.
+                assert (scenario.users, scenario.rate, scenario.mix) == (0, 0.0, {})
+                assert scenario.engines
             assert scenario.phases.measure_s > 0
 
 
@@ -59,6 +63,9 @@ def test_base_cycles_and_incomplete_files_are_refused(tmp_path: Path) -> None:
     [
         ('version = 2\nname = "x"\n', "version"),
         ('version = 1\nname = "x"\n[probes]\nagent_rate = -1\n', "probes.agent_rate"),
+        ('version = 1\nname = "x"\n[engines]\nworkflow_cap = 0\n', "engines.workflow_cap"),
+        ('version = 1\nname = "x"\n[engines]\nteleport = true\n', "engines.teleport"),
+        ('version = 1\nname = "x"\n[engines]\nsla = 3\n', "engines.sla"),
         ('version = 1\nname = "x"\n[mix]\nteleport = 1\n', "mix"),
         ('version = 1\nname = "x"\nusers = "many"\n', "users"),
         ("version = 1\nname = [\n", "not valid TOML"),

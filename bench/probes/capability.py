@@ -1,40 +1,28 @@
-"""Capability probes: verify on a live target what an adapter declares.
+"""Agent and customer-data capability probes: verify on a live target what an adapter declares.
 
-Each probe returns ``{"status": pass|fail|unsupported|not-measured, "evidence": ...,
-"reason": ...}``. Declared support is never reported as ``pass``: only what the probe
-observed on the target is. The probes create their own records (named ``crmbench probe
-<run id>``) so that they do not depend on the fixture data.
+Each decides its capability ids with a :class:`~bench.probes.verdict.Verdict`. Declared
+support is never reported as ``pass``: only what the probe observed on the target is. The
+probes create their own records (named ``crmbench probe <run id>``) so that they do not
+depend on the fixture data.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
 from typing import Any
 
 import gevent
 
-from bench.adapters.base import Adapter, EventInput, LeadInput, Realtime, Status
+from bench.adapters.base import EventInput, LeadInput, Realtime, Status
+from bench.probes.registry import Findings, NoOptions, Probe, ProbeContext, register
+from bench.probes.verdict import verdict
 
-Probe = Callable[[Realtime, str], dict[str, Any]]
 AGENT_TIMEOUT_S = 10.0
 STREAM_TIMEOUT_S = 5.0
 AGENT_IDS = ("agent.takeover", "agent.steps", "agent.explain")
 CDP_IDS = ("cdp.realtime", "cdp.tags_explained")
 STEP_FIELDS = ("step", "intent", "inputs", "output", "confidence", "duration_ms")
-
-
-def verdict(
-    status: str, evidence: Any = None, reason: str | None = None
-) -> dict[str, Any]:
-    """One capability's status with what was observed and why."""
-    out: dict[str, Any] = {"status": status}
-    if evidence is not None:
-        out["evidence"] = evidence
-    if reason:
-        out["reason"] = reason
-    return out
 
 
 def _now() -> str:
@@ -85,8 +73,9 @@ def _agent_outcome(adapter: Realtime, lead_id: int, quantity: int | None) -> dic
     raise ProbeError(f"run {run_id} did not finish within {AGENT_TIMEOUT_S:g} s")
 
 
-def probe_agent(adapter: Realtime, run_id: str) -> dict[str, dict[str, Any]]:
+def probe_agent(adapter: Realtime, ctx: ProbeContext, _options: NoOptions) -> Findings:
     """agent.takeover (each threshold), agent.steps and agent.explain from four runs."""
+    run_id = ctx.run_id
     try:
         _status, config = adapter.agent_config()
         max_quote = float((config or {}).get("max_quote", 50_000))
@@ -103,7 +92,7 @@ def probe_agent(adapter: Realtime, run_id: str) -> dict[str, dict[str, Any]]:
         runs = {name: _agent_outcome(adapter, lead, qty) for name, (lead, qty) in cases.items()}
     except ProbeError as exc:
         failed = verdict("fail", reason=str(exc))
-        return {"agent.takeover": failed, "agent.steps": failed, "agent.explain": failed}
+        return None, {"agent.takeover": failed, "agent.steps": failed, "agent.explain": failed}
 
     def reasons(name: str) -> str:
         return " ".join(str(r) for r in runs[name].get("escalation_reasons") or []).lower()
@@ -146,16 +135,17 @@ def probe_agent(adapter: Realtime, run_id: str) -> dict[str, dict[str, Any]]:
         {"rules": {str(e.get("step")): e.get("rule") for e in log}},
         f"steps without rule or inputs: {unexplained}" if unexplained or not log else None,
     )
-    return {"agent.takeover": takeover, "agent.steps": steps, "agent.explain": explain}
+    return None, {"agent.takeover": takeover, "agent.steps": steps, "agent.explain": explain}
 
 
-def probe_cdp(adapter: Realtime, run_id: str) -> dict[str, dict[str, Any]]:
+def probe_cdp(adapter: Realtime, ctx: ProbeContext, _options: NoOptions) -> Findings:
     """cdp.realtime (pushed event -> profile.updated) and cdp.tags_explained."""
+    run_id = ctx.run_id
     try:
         customer = _customer(adapter, run_id, "cdp")
     except ProbeError as exc:
         failed = verdict("fail", reason=str(exc))
-        return {"cdp.realtime": failed, "cdp.tags_explained": failed}
+        return None, {"cdp.realtime": failed, "cdp.tags_explained": failed}
     keys = [f"{run_id}-cap-{i}" for i in range(4)]
     received: dict[str, int] = {}
 
@@ -206,25 +196,15 @@ def probe_cdp(adapter: Realtime, run_id: str) -> dict[str, dict[str, Any]]:
             name: {"value": tag["value"], "formula": tag["formula"]}
             for name, tag in tags.items()
         })
-    return {"cdp.realtime": realtime, "cdp.tags_explained": explained}
+    return None, {"cdp.realtime": realtime, "cdp.tags_explained": explained}
 
 
-def run_capability_probes(adapter: Adapter, run_id: str, which: set[str]) -> dict[str, Any]:
-    """Run the probes for ``which`` ("agent", "cdp") that the adapter can serve."""
-    out: dict[str, Any] = {}
-    ids = ([*AGENT_IDS] if "agent" in which else []) + ([*CDP_IDS] if "cdp" in which else [])
-    declared = getattr(adapter, "capabilities", {})
-    unsupported = {cid for cid in ids if getattr(declared.get(cid), "support", "") ==
-                   "unsupported"}
-    if unsupported or not isinstance(adapter, Realtime):
-        reason = f"the {adapter.name} adapter does not implement the agent and event verbs"
-        return {
-            cid: verdict("unsupported", reason=declared[cid].note or "declared unsupported")
-            if cid in unsupported else verdict("not-measured", reason=reason)
-            for cid in ids
-        }
-    if "agent" in which:
-        out.update(probe_agent(adapter, run_id))
-    if "cdp" in which:
-        out.update(probe_cdp(adapter, run_id))
-    return out
+# Both run after the workload when the scenario also measures the matching in-run probe.
+AGENT = register(Probe(
+    name="agent", trigger=("probes", "agent_rate"), needs=(Realtime,), options=NoOptions,
+    capabilities=AGENT_IDS, run=probe_agent,
+))
+CDP = register(Probe(
+    name="cdp", trigger=("probes", "event_rate"), needs=(Realtime,), options=NoOptions,
+    capabilities=CDP_IDS, run=probe_cdp,
+))

@@ -1,9 +1,8 @@
-"""Probes of the workflow, SLA and scenario-pack engines: three measured dimensions.
+"""The workflow probe: workflow.max_nodes with its scaling curve, and workflow.dag, .breaker
+and .lineage, all observed on the target.
 
-Each probe returns ``(dimension, capabilities)``: the dimension entry of a result (see
-bench/results/collect.py) and the statuses of the related capabilities, all observed on the
-target. Asynchronous outcomes (SLA breaches, paused workflows) are taken from the harness's
-own change-stream subscription, stamped with ``time.perf_counter_ns`` like every send.
+Asynchronous outcomes (paused workflows) are taken from the harness's own change-stream
+subscription, stamped with ``time.perf_counter_ns`` like every send.
 """
 
 from __future__ import annotations
@@ -12,16 +11,17 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-import gevent
+import msgspec
 
-from bench.adapters.base import LeadInput, Realtime, Status, StreamMessage
+from bench.adapters.base import Status
 from bench.adapters.engines import Engines
-from bench.scenarios.capability_probes import verdict
+from bench.probes.registry import Findings, Probe, ProbeContext, register
+from bench.probes.stream import Listener
+from bench.probes.verdict import Verdict, verdict
 
 Say = Callable[[str], None]
-Outcome = tuple[dict[str, Any], dict[str, dict[str, Any]]]
 DEFAULT_CAP = 100_000
 DEFAULT_REPEATS = 5
 # Small sizes take milliseconds, where one disturbance of the machine weighs most: they are
@@ -34,54 +34,18 @@ MAX_REPEATS = 50
 KEEP_DOCS_UP_TO = 16_384
 # Below this size a run takes milliseconds and timing noise swamps the doubling ratio.
 LINEARITY_FROM = 1024
-STREAM_TIMEOUT_S = 10.0
 WORKFLOW_IDS = ("workflow.dag", "workflow.breaker", "workflow.lineage")
-SLA_IDS = ("sla.field", "sla.process", "sla.action", "sla.status", "sla.escalation")
-PACK_IDS = ("pack.hotplug", "pack.manufacturing")
-LEVELS = ("field", "process", "action")
 
 
-def _not_measured(adapter: Any, dim: dict[str, Any], ids: tuple[str, ...]) -> Outcome:
-    reason = (f"the {getattr(adapter, 'name', type(adapter).__name__)} adapter does not "
-              "implement the engine verbs (bench.adapters.engines.Engines)")
-    return ({**dim, "status": "not-measured", "reason": reason},
-            {cid: verdict("not-measured", reason=reason) for cid in ids})
+class WorkflowOptions(msgspec.Struct, frozen=True, rename={
+        "cap": "workflow_cap", "repeats": "workflow_repeats",
+        "min_time_s": "workflow_min_time_s"}):
+    """``[engines]`` settings: the largest size tried, repeats and minimum time per size."""
 
-
-class _Listener:
-    """Collects stream messages of some types in a greenlet while the probe runs."""
-
-    def __init__(self, adapter: Any, types: list[str]) -> None:
-        self.messages: list[StreamMessage] = []
-        self.error: str | None = None
-        self._adapter = adapter
-        self._types = types
-        self._greenlet = gevent.spawn(self._run) if isinstance(adapter, Realtime) else None
-        gevent.sleep(0.3)
-
-    def _run(self) -> None:
-        try:
-            for msg in self._adapter.subscribe(self._types):
-                self.messages.append(msg)
-        except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-
-    def wait_for(self, match: Callable[[StreamMessage], bool],
-                 timeout: float = STREAM_TIMEOUT_S) -> StreamMessage | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for msg in self.messages:
-                if match(msg):
-                    return msg
-            if self._greenlet is None:
-                return None
-            gevent.sleep(0.005)
-        return None
-
-    def close(self) -> None:
-        if self._greenlet is not None:
-            self._greenlet.kill(block=False)
-
+    cap: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = DEFAULT_CAP
+    repeats: Annotated[int, msgspec.Meta(ge=1, le=20)] = DEFAULT_REPEATS
+    # Sizes are measured again until their measurements add up to this (at most 50 times).
+    min_time_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = DEFAULT_MIN_TIME_S
 
 # ---------------------------------------------------------------------------- workflows
 
@@ -321,7 +285,7 @@ def fitted_doubling(curve: list[dict[str, Any]], low: int = LINEARITY_FROM,
     return round(2 ** slope, 3)
 
 
-def probe_workflow(adapter: Any, run_id: str, options: dict[str, Any], say: Say) -> Outcome:
+def probe_workflow(adapter: Engines, ctx: ProbeContext, options: WorkflowOptions) -> Findings:
     """workflow.max_nodes (doubling to the cap, then bisection) and the workflow capabilities.
 
     The curve (``measure_curve``) holds each size's median, min and max deploy and run time.
@@ -330,17 +294,14 @@ def probe_workflow(adapter: Any, run_id: str, options: dict[str, Any], say: Say)
     fitted to all sizes from 1,024 up; both from the fastest repeats, the former also from
     the medians.
     """
-    cap = int(options.get("cap", DEFAULT_CAP))
-    repeats = int(options.get("repeats", DEFAULT_REPEATS))
-    min_time_s = float(options.get("min_time_s", DEFAULT_MIN_TIME_S))
+    cap, repeats, min_time_s = options.cap, options.repeats, options.min_time_s
+    run_id, say = ctx.run_id, ctx.say
     dim: dict[str, Any] = {"capability": "workflow.max_nodes", "unit": "nodes", "cap": cap,
                            "repeats": repeats, "min_time_s": min_time_s, "value": None,
                            "curve": [], "rounds": 0,
                            "worst_doubling_ratio": None, "worst_doubling_at": None,
                            "worst_doubling_ratio_median": None,
                            "worst_doubling_at_median": None, "fitted_doubling_ratio": None}
-    if not isinstance(adapter, Engines):
-        return _not_measured(adapter, dim, WORKFLOW_IDS)
     curve, good, bad, dim["rounds"] = measure_curve(adapter, run_id, cap, repeats, min_time_s,
                                                     say)
     dim["curve"] = curve
@@ -365,7 +326,7 @@ def probe_workflow(adapter: Any, run_id: str, options: dict[str, Any], say: Say)
     return dim, caps
 
 
-def _dag(adapter: Engines, run_id: str, largest: int) -> dict[str, Any]:
+def _dag(adapter: Engines, run_id: str, largest: int) -> Verdict:
     cyclic = {"name": f"crmbench probe {run_id} cycle",
               "nodes": [{"id": "a", "type": "join"}, {"id": "b", "type": "join"}],
               "edges": [["a", "b"], ["b", "a"]]}
@@ -383,7 +344,7 @@ def _dag(adapter: Engines, run_id: str, largest: int) -> dict[str, Any]:
                          "dangling": "rejected"})
 
 
-def _breaker_and_lineage(adapter: Engines, run_id: str) -> dict[str, dict[str, Any]]:
+def _breaker_and_lineage(adapter: Engines, run_id: str) -> dict[str, Verdict]:
     doc = {"name": f"crmbench probe {run_id} breaker",
            "nodes": [{"id": "c", "type": "condition", "field": "amount", "op": ">",
                       "value": 1000},
@@ -394,7 +355,7 @@ def _breaker_and_lineage(adapter: Engines, run_id: str) -> dict[str, dict[str, A
         failed = verdict("fail", reason=f"deploying the probe workflow answered {status.value}")
         return {"workflow.breaker": failed, "workflow.lineage": failed}
     wid = int(deployed["id"])
-    listener = _Listener(adapter, ["workflow.paused"])
+    listener = Listener(adapter, ["workflow.paused"])
     try:
         outcomes = [adapter.run_workflow(wid, {"amount": "not a number"})[1] for _ in range(3)]
         refused, _ = adapter.run_workflow(wid, {"amount": 1})
@@ -421,248 +382,8 @@ def _breaker_and_lineage(adapter: Engines, run_id: str) -> dict[str, dict[str, A
     return {"workflow.breaker": breaker, "workflow.lineage": lin}
 
 
-# ---------------------------------------------------------------------------- SLAs
-
-
-def _sla_record(adapter: Any, run_id: str, level: str) -> tuple[str, int | None]:
-    if level == "process":
-        status, opp = adapter.record_call("POST", "/opportunities", {
-            "customer_id": 1, "owner_rep_id": 1, "name": f"crmbench probe {run_id} sla",
-            "stage": "qualification", "amount": 1000.0, "expected_close": "2030-01-01"})
-        return "opportunity", (int(opp["id"]) if status is Status.ok and opp else None)
-    lead = LeadInput(company_name=f"crmbench probe {run_id} sla {level}",
-                     contact_name="Probe Contact", region_id=1, source="referral",
-                     product_interest=[1])
-    status, lid = adapter.create_lead_record(lead)
-    return "lead", (lid if status is Status.ok else None)
-
-
-def _definition(level: str, within_s: float) -> dict[str, Any]:
-    base: dict[str, Any] = {"level": level, "within_s": within_s,
-                            "escalation": {"notify": "director"}}
-    if level == "field":
-        return {**base, "object": "lead", "field": "email"}
-    if level == "process":
-        return {**base, "object": "opportunity", "from_stage": "qualification",
-                "to_stage": "proposal"}
-    return {**base, "object": "lead", "action": "first_contact"}
-
-
-def probe_sla(adapter: Any, run_id: str, options: dict[str, Any], say: Say) -> Outcome:
-    """sla.granularity and breach-detection lag per level, on the test clock if there is one.
-
-    Test clock: lag = receipt of sla.breached - start of the advance call that crossed the
-    deadline. Real time: lag = receipt - (start of the record's create call + T).
-    """
-    dim: dict[str, Any] = {"capability": "sla.granularity", "unit": "level", "value": None,
-                           "levels": {}}
-    if not isinstance(adapter, Engines) or not isinstance(adapter, Realtime):
-        return _not_measured(adapter, dim, SLA_IDS)
-    test_clock = adapter.advance_clock(0) is Status.ok
-    within = float(options.get("sla_within_s", 3_600.0 if test_clock else 2.0))
-    listener = _Listener(adapter, ["sla.breached", "sla.escalated"])
-    caps: dict[str, dict[str, Any]] = {}
-    statuses_seen: set[str] = set()
-    escalated: dict[str, Any] | None = None
-    try:
-        for level in LEVELS:
-            entry: dict[str, Any] = {"supported": False, "breach_lag_ms": None,
-                                     "clock": "test" if test_clock else "real"}
-            dim["levels"][level] = entry
-            status, sla = adapter.create_sla(_definition(level, within))
-            if status is not Status.ok or not sla:
-                caps[f"sla.{level}"] = verdict(
-                    "fail", reason=f"defining it answered {status.value}")
-                continue
-            sid = int(sla["id"])
-            created_ns = time.perf_counter_ns()
-            obj, record = _sla_record(adapter, run_id, level)
-            if record is None:
-                caps[f"sla.{level}"] = verdict("fail", reason=f"could not create a probe {obj}")
-                continue
-            statuses_seen |= _statuses(adapter, sid, record)
-            if test_clock:
-                adapter.advance_clock(within * 0.85)
-                statuses_seen |= _statuses(adapter, sid, record)
-                start_ns = time.perf_counter_ns()
-                adapter.advance_clock(within * 0.15 + 1)
-            else:
-                gevent.sleep(max(0.0, created_ns / 1e9 + within * 0.85 - time.perf_counter()))
-                statuses_seen |= _statuses(adapter, sid, record)
-                start_ns = created_ns + int(within * 1e9)
-            msg = listener.wait_for(_breach_of(sid, record),
-                                    STREAM_TIMEOUT_S + (0 if test_clock else within))
-            if msg is None:
-                caps[f"sla.{level}"] = verdict("fail", reason="no sla.breached message arrived")
-                continue
-            entry["supported"] = True
-            entry["breach_lag_ms"] = round((msg.received_ns - start_ns) / 1e6, 3)
-            statuses_seen |= _statuses(adapter, sid, record)
-            caps[f"sla.{level}"] = verdict("pass", {"object": obj, "within_s": within,
-                                                 "breach_lag_ms": entry["breach_lag_ms"]})
-            if escalated is None:
-                esc = listener.wait_for(_escalation_of(sid), 2.0)
-                escalated = esc.payload if esc is not None else None
-            say(f"SLA {level}: breach seen {entry['breach_lag_ms']} ms after the deadline")
-        real_s = float(options.get("real_time_s", 2.0))
-        if test_clock and real_s > 0:
-            dim["real_time"] = _real_time_breach(adapter, run_id, listener, real_s)
-            say(f"SLA field, {real_s:g} s in real time: breach seen "
-                f"{dim['real_time']['breach_lag_ms']} ms after the deadline")
-    finally:
-        listener.close()
-    supported = [lv for lv in LEVELS if dim["levels"][lv]["supported"]]
-    dim["value"] = supported[-1] if supported else None
-    dim["status"] = "pass" if supported else "fail"
-    if not supported:
-        dim["reason"] = "no SLA level breached observably"
-    wanted = {"green", "yellow", "red"}
-    caps["sla.status"] = (verdict("pass", sorted(statuses_seen)) if wanted <= statuses_seen else
-                          verdict("fail", sorted(statuses_seen), "not all of green, yellow, red "
-                               "were shown"))
-    notified = (escalated or {}).get("notified") or {}
-    caps["sla.escalation"] = (
-        verdict("pass", escalated) if notified.get("rep_id") is not None else
-        verdict("fail", escalated, "no escalation to the director was observed"))
-    return dim, caps
-
-
-def _real_time_breach(
-    adapter: Any, run_id: str, listener: _Listener, within: float
-) -> dict[str, Any]:
-    """A short field-level SLA left to breach on the wall clock, beside the test clock."""
-    out: dict[str, Any] = {"within_s": within, "breach_lag_ms": None}
-    status, sla = adapter.create_sla(_definition("field", within))
-    if status is not Status.ok or not sla:
-        out["reason"] = f"defining it answered {status.value}"
-        return out
-    created_ns = time.perf_counter_ns()
-    _obj, record = _sla_record(adapter, run_id, "field")
-    if record is None:
-        out["reason"] = "could not create a probe lead"
-        return out
-    msg = listener.wait_for(_breach_of(int(sla["id"]), record), within + STREAM_TIMEOUT_S)
-    if msg is None:
-        out["reason"] = "no sla.breached message arrived"
-        return out
-    out["breach_lag_ms"] = round((msg.received_ns - created_ns) / 1e6 - within * 1e3, 3)
-    return out
-
-
-def _breach_of(sla_id: int, record_id: int) -> Callable[[StreamMessage], bool]:
-    def match(m: StreamMessage) -> bool:
-        return (m.type == "sla.breached" and m.payload.get("sla_id") == sla_id
-                and m.payload.get("record_id") == record_id)
-    return match
-
-
-def _escalation_of(sla_id: int) -> Callable[[StreamMessage], bool]:
-    def match(m: StreamMessage) -> bool:
-        return m.type == "sla.escalated" and m.payload.get("sla_id") == sla_id
-    return match
-
-
-def _statuses(adapter: Engines, sla_id: int, record_id: int) -> set[str]:
-    _status, items = adapter.sla_instances(sla_id)
-    return {str(i.get("status")) for i in items or [] if i.get("record_id") == record_id}
-
-
-# ---------------------------------------------------------------------------- packs
-
-
-def _checks_pass(adapter: Engines, name: str, timeout: float) -> tuple[bool, dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status, checks = adapter.pack_checks(name)
-        if status is Status.ok and checks:
-            last = checks
-            if checks.get("all_passed"):
-                return True, checks
-        gevent.sleep(0.05)
-    return False, last
-
-
-# Checks of what a pack brings besides its modules (workflows, SLAs, reports).
-BUNDLE_PARTS = ("workflows", "slas", "reports")
-
-
-def probe_pack(adapter: Any, run_id: str, options: dict[str, Any], say: Say) -> Outcome:
-    """pack.enable_time (enable call -> all checks pass), re-enable time and idempotency."""
-    name = str(options.get("pack", "manufacturing"))
-    timeout = float(options.get("pack_timeout_s", 60.0))
-    dim: dict[str, Any] = {"capability": "pack.enable_time", "unit": "s", "value": None,
-                           "modules": None, "bundle": None, "reenable_s": None,
-                           "idempotent": False}
-    if not isinstance(adapter, Engines):
-        return _not_measured(adapter, dim, PACK_IDS)
-    _status, before = adapter.record_call("GET", f"/packs/{name}")
-    was_on = bool((before or {}).get("enabled"))
-    if was_on:
-        adapter.disable_pack(name)
-    t0 = time.perf_counter()
-    status, _ = adapter.enable_pack(name)
-    passed, checks = _checks_pass(adapter, name, timeout) if status is Status.ok else (False, {})
-    caps: dict[str, dict[str, Any]] = {}
-    if not passed:
-        dim.update(status="fail", reason=f"enable answered {status.value}; checks did not all "
-                   f"pass within {timeout:g} s")
-        failed = verdict("fail", checks or None, dim["reason"])
-        return dim, {"pack.hotplug": failed, "pack.manufacturing": failed}
-    dim["value"] = round(time.perf_counter() - t0, 6)
-    found = {c.get("module") for c in checks.get("checks", [])}
-    dim["modules"] = len(found - set(BUNDLE_PARTS))
-    dim["bundle"] = {part: sum(c.get("module") == part for c in checks.get("checks", []))
-                     for part in BUNDLE_PARTS}
-    say(f"pack {name}: checks pass {dim['value']} s after enabling")
-    again, _ = adapter.enable_pack(name)
-    made, record = adapter.record_call("POST", "/mfg/equipment", {
-        "serial_number": f"probe-{run_id}", "model": "crmbench probe"})
-    off, _ = adapter.disable_pack(name)
-    off_again, _ = adapter.disable_pack(name)
-    hidden = adapter.record_call("GET", f"/mfg/equipment/{(record or {}).get('id', 0)}")[0]
-    t0 = time.perf_counter()
-    adapter.enable_pack(name)
-    reenabled, _ = _checks_pass(adapter, name, timeout)
-    dim["reenable_s"] = round(time.perf_counter() - t0, 6) if reenabled else None
-    kept_status, kept = adapter.record_call("GET",
-                                            f"/mfg/equipment/{(record or {}).get('id', 0)}")
-    dim["idempotent"] = (again is Status.ok and off is Status.ok and off_again is Status.ok)
-    kept_ok = kept_status is Status.ok and (kept or {}).get("serial_number") == f"probe-{run_id}"
-    hot = {"idempotent": dim["idempotent"], "hidden_while_disabled": hidden.value,
-           "data_kept": kept_ok, "reenable_s": dim["reenable_s"]}
-    ok = dim["idempotent"] and made is Status.ok and hidden is not Status.ok and kept_ok
-    caps["pack.hotplug"] = verdict("pass" if ok else "fail", hot,
-                                None if ok else "enable/disable/enable did not behave")
-    caps["pack.manufacturing"] = _manufacturing(adapter, run_id, checks)
-    if not was_on:
-        adapter.disable_pack(name)
-    dim["status"] = "pass"
-    return dim, caps
-
-
-def _manufacturing(adapter: Any, run_id: str, checks: dict[str, Any]) -> dict[str, Any]:
-    modules = {c.get("module") for c in checks.get("checks", []) if c.get("passed")}
-    needed = {"bom", "equipment", "spare_parts", "ppap", "contracts"}
-    if not needed <= modules:
-        return verdict("fail", sorted(modules), f"modules missing or failing: "
-                                             f"{sorted(needed - modules)}")
-    part = f"probe-{run_id}"
-    status, contract = adapter.record_call("POST", "/mfg/contracts",
-                                           {"customer_id": 1, "part_number": part})
-    status2, ppap = adapter.record_call("POST", "/mfg/ppap", {
-        "customer_id": 1, "part_number": part, "elements": ["design_records"]})
-    if status is not Status.ok or status2 is not Status.ok or not contract or not ppap:
-        return verdict("fail", reason="could not create a contract and a PPAP submission")
-    frozen, _ = adapter.record_call("POST", f"/mfg/contracts/{contract['id']}/approve", {})
-    _st, pack = adapter.record_call("GET", "/packs/manufacturing")
-    elements = [f for m in (pack or {}).get("modules", []) if m.get("name") == "ppap"
-                for f in m.get("elements", [])]
-    adapter.record_call("PATCH", f"/mfg/ppap/{ppap['id']}", {"elements": elements})
-    released, done = adapter.record_call("POST", f"/mfg/contracts/{contract['id']}/approve", {})
-    ok = (frozen is Status.rejected and released is Status.ok
-          and (done or {}).get("status") == "approved")
-    evidence = {"modules": sorted(modules), "incomplete_ppap": frozen.value,
-                "complete_ppap": released.value}
-    return verdict("pass" if ok else "fail", evidence,
-                None if ok else "approval not frozen then released by PPAP completeness")
+PROBE = register(Probe(
+    name="workflow", trigger=("engines", "workflow"), needs=(Engines,),
+    options=WorkflowOptions, dimension="workflow.max_nodes", result_key="workflow",
+    capabilities=WORKFLOW_IDS, run=probe_workflow,
+))

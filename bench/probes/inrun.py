@@ -16,13 +16,15 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import gevent
+import msgspec
 
 from bench.adapters.base import EventInput, Keyspace, Realtime, Status
 from bench.measure.hdr import LatencyHistogram
 from bench.measure.schedule import Pacer
+from bench.probes.registry import Probe, register
 from bench.scenarios.mixed import KeyChooser
 
 NS = 1_000_000_000
@@ -41,6 +43,7 @@ class ProbeStats:
     counts: Counter[str] = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, Any]:
+        # Encoded once here, at the boundary of the load-generator process.
         return {"delay": self.delay.encode(), "counts": dict(self.counts)}
 
 
@@ -278,3 +281,100 @@ class ProbeSet:
     def final(self) -> dict[str, Any]:
         return {name: {**p.final(), "reconnects": self.reconnects}
                 for name, p in self.probes.items()}
+
+
+class AgentLoad(msgspec.Struct, frozen=True, rename={"rate": "agent_rate"}):
+    """``[probes]`` settings of agent latency: lead-intake runs per second."""
+
+    rate: Annotated[float, msgspec.Meta(ge=0, le=10_000)] = 0.0
+
+
+class EventLoad(msgspec.Struct, frozen=True, rename={
+        "rate": "event_rate", "batch": "event_batch"}):
+    """``[probes]`` settings of event delay: events per second, batch size and share."""
+
+    rate: Annotated[float, msgspec.Meta(ge=0, le=100_000)] = 0.0
+    batch: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    batch_share: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
+
+
+AGENT_LATENCY = register(Probe(
+    name="agent_latency", trigger=("probes", "agent_rate"), needs=(Realtime,),
+    options=AgentLoad, dimension="agent.latency", result_key="agent_latency", stream="agent",
+))
+EVENT_DELAY = register(Probe(
+    name="event_delay", trigger=("probes", "event_rate"), needs=(Realtime,),
+    options=EventLoad, dimension="cdp.event_delay", result_key="event_delay",
+    stream="events",
+))
+
+
+@dataclass
+class StreamTotals:
+    """What the load generator reported of one in-run probe, merged over its processes."""
+
+    delay: dict[str, LatencyHistogram] = field(default_factory=dict)
+    counts: dict[str, Counter[str]] = field(default_factory=dict)
+    lost: Counter[str] = field(default_factory=Counter)
+    steps: dict[str, LatencyHistogram] = field(default_factory=dict)
+    reconnects: int = 0
+
+    def add_interval(self, phases: dict[str, Any]) -> None:
+        for phase, data in phases.items():
+            self.delay.setdefault(phase, LatencyHistogram()).add(
+                LatencyHistogram.decode(data["delay"]))
+            self.counts.setdefault(phase, Counter()).update(data["counts"])
+
+    def add_final(self, final: dict[str, Any]) -> None:
+        self.lost.update(final.get("lost", {}))
+        self.reconnects += int(final.get("reconnects", 0))
+        for step, enc in (final.get("steps") or {}).items():
+            self.steps.setdefault(step, LatencyHistogram()).add(LatencyHistogram.decode(enc))
+
+
+@dataclass(frozen=True)
+class RunState:
+    """How the run that carried the in-run probes ended."""
+
+    complete: bool
+    measure_s: float
+    finals: int
+    errors: tuple[str, ...] = ()
+
+
+def dimension(probe: Probe[Any], rate: float, totals: StreamTotals,
+              state: RunState) -> dict[str, Any]:
+    """The result's entry of an in-run probe: figures, how they were observed, verdict."""
+    dim: dict[str, Any] = {"capability": probe.dimension, "unit": "ms", "rate": rate}
+    if state.errors:
+        return {**dim, "status": "not-measured", "reason": state.errors[0]}
+    hist = totals.delay.get("measure", LatencyHistogram())
+    counts = totals.counts.get("measure", Counter())
+    summary = hist.summary()
+    sent = counts.get("sent", 0)
+    dim.update(
+        value=summary["p50"], p50=summary["p50"], p95=summary["p95"], p99=summary["p99"],
+        p99_9=summary["p99_9"], max=summary["max"], mean=summary["mean"],
+        count=summary["count"], histogram=hist, sent=sent, acked=counts.get("acked", 0),
+        send_failures=sent - counts.get("acked", 0),
+        achieved_rate=round(sent / state.measure_s, 3) if state.measure_s else 0.0,
+        lost=totals.lost.get("measure", 0), lost_total=sum(totals.lost.values()),
+        lost_by_phase=dict(totals.lost), stream_reconnects=totals.reconnects,
+        outcomes={k: v for k, v in counts.items() if k not in ("sent", "acked")
+                  and not k.startswith("send_")},
+        observed_via="the harness's own subscription to the change stream (same clock)",
+    )
+    if probe is AGENT_LATENCY:
+        dim["breakdown"] = {step: h.summary() for step, h in totals.steps.items()}
+    if not state.complete or state.finals == 0:
+        dim.update(status="not-measured",
+                   reason="the run did not finish; outcomes still in flight are unknown")
+    elif summary["count"] == 0:
+        dim.update(status="fail", reason="no outcome was observed on the change stream")
+    elif dim["lost"] or dim["send_failures"]:
+        dim.update(status="fail", reason=(
+            f"{dim['lost']} acknowledged sends never produced their message, "
+            f"{dim['send_failures']} sends failed"))
+    else:
+        dim["status"] = "pass"
+    return dim

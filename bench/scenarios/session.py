@@ -1,0 +1,159 @@
+"""The target of one run: how to reach it, and its adapter opened once per role.
+
+Roles: preflight (fail fast, let guarded adapters refuse, learn the keyspace and which
+in-run probes the adapter can serve), engine probes, capability probes and cleanup. Each
+builds the adapter with ``create_adapter(url, env=..., run_id=...)``: credentials travel
+as data, never through the process environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.adapters.base import Adapter, Guarded, RunPlan
+from bench.adapters.embedded import EMBEDDED_URL, parse_embedded
+from bench.adapters.registry import create_adapter, load_adapter, scheme_of
+from bench.errors import UserError
+from bench.probes.registry import Findings, Probe, ProbeContext, gate, run_probe
+from bench.probes.verdict import Verdict
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """The adapter URL of a target, what reaching it needs, and what runs it locally."""
+
+    url: str
+    # Variables the adapter and the load generator need beside the process environment.
+    env: dict[str, str] = field(default_factory=dict)
+    alive: Callable[[], bool] | None = None
+    fixture_hash: str | None = None
+    server_pid: int | None = None
+
+    @property
+    def adapter_env(self) -> Mapping[str, str] | None:
+        return {**os.environ, **self.env} if self.env else None
+
+
+@contextmanager
+def resolve_target(
+    url: str, fixtures: Path, say: Say, server_log: Path | None = None,
+    *, test_clock: bool = False,
+) -> Iterator[ResolvedTarget]:
+    """Start an embedded target if ``url`` asks for one; yield how to reach it."""
+    options = parse_embedded(url)
+    if options is not None:
+        from bench.adapters.embedded import EmbeddedReference
+        from reference_impl.fixtures import manifest_hash
+
+        with EmbeddedReference(
+            fixtures, say=say, keep_log=server_log, test_clock=test_clock, options=options
+        ) as ref:
+            yield ResolvedTarget(ref.url, {"CRMBENCH_API_TOKEN": ref.token}, ref.alive,
+                                 manifest_hash(fixtures), ref.pid)
+        return
+    if scheme_of(url) == "reference":
+        raise UserError(f"reference:// supports only {EMBEDDED_URL}[?options]; "
+                        "use reference+http://HOST:PORT for a running reference CRM")
+    yield ResolvedTarget(url)
+
+
+def check_target_url(url: str) -> None:
+    """Refuse URLs whose scheme no installed adapter serves, before anything starts."""
+    if parse_embedded(url) is not None:
+        return
+    create_adapter(url)
+
+
+def platform_of(url: str) -> str:
+    """The platform name of a target URL's adapter, without building it."""
+    return str(getattr(load_adapter(scheme_of(url)), "platform", scheme_of(url)))
+
+
+@dataclass
+class Preflight:
+    """What the harness learnt of the target before sending load."""
+
+    platform: str
+    version: str | None
+    keyspace: dict[str, int]
+    facts: dict[str, Any] | None
+    # In-run probes the adapter cannot serve, with their findings: they are not started.
+    gated: dict[str, Findings] = field(default_factory=dict)
+
+
+@dataclass
+class Probed:
+    """Findings of the probes of one role: dimensions by result key, capability verdicts."""
+
+    dimensions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    capabilities: dict[str, Verdict] = field(default_factory=dict)
+
+    def add(self, probe: Probe[Any], findings: Findings) -> None:
+        entry, verdicts = findings
+        if entry is not None and probe.result_key is not None:
+            self.dimensions[probe.result_key] = entry
+        self.capabilities.update(verdicts)
+
+
+class TargetSession:
+    """The adapter of one run's target, built and opened once per role."""
+
+    def __init__(self, target: ResolvedTarget, run_id: str, say: Say) -> None:
+        self.target = target
+        self.run_id = run_id
+        self.say = say
+
+    def build(self) -> Adapter:
+        return create_adapter(self.target.url, env=self.target.adapter_env, run_id=self.run_id)
+
+    @contextmanager
+    def opened(self) -> Iterator[Adapter]:
+        adapter = self.build()
+        adapter.open()
+        try:
+            yield adapter
+        finally:
+            adapter.close()
+
+    def preflight(self, plan: RunPlan, in_run: Sequence[Probe[Any]]) -> Preflight:
+        """Open the adapter once: fail fast, let guarded adapters refuse, gate probes."""
+        with self.opened() as adapter:
+            facts = adapter.preflight(plan) if isinstance(adapter, Guarded) else None
+            version = adapter.platform_version()
+            ks = adapter.keyspace()
+            gated = {p.name: found for p in in_run if (found := gate(p, adapter)) is not None}
+        keyspace = {"customers": ks.customers, "opportunities": ks.opportunities,
+                    "reps": ks.reps, "regions": ks.regions, "products": ks.products,
+                    "leads": ks.leads}
+        return Preflight(str(getattr(adapter, "platform", scheme_of(self.target.url))),
+                         version, keyspace, facts, gated)
+
+    def probe(self, probes: Sequence[tuple[Probe[Any], Any]], label: str) -> Probed:
+        """Run harness-side probes with their options, on one opened adapter."""
+        out = Probed()
+        if not probes:
+            return out
+        self.say(f"probing {label}: " + ", ".join(p.name for p, _ in probes))
+        ctx = ProbeContext(self.run_id, self.say)
+        with self.opened() as adapter:
+            for probe, options in probes:
+                out.add(probe, run_probe(probe, adapter, ctx, options))
+        return out
+
+    def cleanup(self) -> int | None:
+        """Delete what the run created on a guarded target; None when it keeps nothing."""
+        adapter = self.build()
+        if not isinstance(adapter, Guarded):
+            return None
+        adapter.open()
+        try:
+            return adapter.cleanup(self.run_id)
+        finally:
+            adapter.close()
