@@ -45,7 +45,26 @@ class Engines(Protocol):
     def pack_checks(self, name: str) -> tuple[Status, dict[str, Any] | None]:
         """``{"checks": [{"module", "check", "passed", "detail"}], "all_passed"}``."""
 
-    def record_call(
-        self, method: str, path: str, body: dict[str, Any] | None = None
+    def create_opportunity_record(
+        self, fields: dict[str, Any]
+    ) -> tuple[Status, Any | None]:
+        """Create an opportunity (for process-level SLAs); return its id."""
+
+    def pack_state(self, name: str) -> tuple[Status, dict[str, Any] | None]:
+        """``{"enabled", "modules": [{"name", ...}]}`` of a scenario pack."""
+
+    def create_pack_record(
+        self, module: str, fields: dict[str, Any]
     ) -> tuple[Status, dict[str, Any] | None]:
-        """A platform call the probes need beyond the verbs (pack module records, stages)."""
+        """Create a record of a pack module (``equipment``, ``contracts``, ``ppap``...)."""
+
+    def get_pack_record(
+        self, module: str, record_id: Any
+    ) -> tuple[Status, dict[str, Any] | None]: ...
+
+    def update_pack_record(
+        self, module: str, record_id: Any, fields: dict[str, Any]
+    ) -> tuple[Status, dict[str, Any] | None]: ...
+
+    def approve_contract(self, contract_id: Any) -> tuple[Status, dict[str, Any] | None]:
+        """Ask for a contract's approval; ``rejected`` while the pack's rules freeze it."""

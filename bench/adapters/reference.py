@@ -565,10 +565,32 @@ class ReferenceAdapter(BaseAdapter):
     def pack_checks(self, name: str) -> tuple[Status, dict[str, Any] | None]:
         return self._exchange("GET", f"/packs/{quote(name, safe='')}/checks")
 
-    def record_call(
-        self, method: str, path: str, body: dict[str, Any] | None = None
+    def create_opportunity_record(
+        self, fields: dict[str, Any]
+    ) -> tuple[Status, Any | None]:
+        status, data = self._exchange("POST", "/opportunities", fields)
+        return status, (int(data["id"]) if data and "id" in data else None)
+
+    def pack_state(self, name: str) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("GET", f"/packs/{quote(name, safe='')}")
+
+    def create_pack_record(
+        self, module: str, fields: dict[str, Any]
     ) -> tuple[Status, dict[str, Any] | None]:
-        return self._exchange(method, path, body)
+        return self._exchange("POST", f"/mfg/{quote(module, safe='')}", fields)
+
+    def get_pack_record(
+        self, module: str, record_id: Any
+    ) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("GET", f"/mfg/{quote(module, safe='')}/{int(record_id)}")
+
+    def update_pack_record(
+        self, module: str, record_id: Any, fields: dict[str, Any]
+    ) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("PATCH", f"/mfg/{quote(module, safe='')}/{int(record_id)}", fields)
+
+    def approve_contract(self, contract_id: Any) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("POST", f"/mfg/contracts/{int(contract_id)}/approve", {})
 
 
 def _read_sse(resp: Any) -> Iterator[StreamMessage]:

@@ -50,7 +50,7 @@ def probe_pack(adapter: Engines, ctx: ProbeContext, options: PackOptions) -> Fin
     dim: dict[str, Any] = {"capability": "pack.enable_time", "unit": "s", "value": None,
                            "modules": None, "bundle": None, "reenable_s": None,
                            "idempotent": False}
-    _status, before = adapter.record_call("GET", f"/packs/{name}")
+    _status, before = adapter.pack_state(name)
     was_on = bool((before or {}).get("enabled"))
     if was_on:
         adapter.disable_pack(name)
@@ -70,17 +70,17 @@ def probe_pack(adapter: Engines, ctx: ProbeContext, options: PackOptions) -> Fin
                      for part in BUNDLE_PARTS}
     say(f"pack {name}: checks pass {dim['value']} s after enabling")
     again, _ = adapter.enable_pack(name)
-    made, record = adapter.record_call("POST", "/mfg/equipment", {
+    made, record = adapter.create_pack_record("equipment", {
         "serial_number": f"probe-{run_id}", "model": "crmbench probe"})
     off, _ = adapter.disable_pack(name)
     off_again, _ = adapter.disable_pack(name)
-    hidden = adapter.record_call("GET", f"/mfg/equipment/{(record or {}).get('id', 0)}")[0]
+    record_id = (record or {}).get("id", 0)
+    hidden = adapter.get_pack_record("equipment", record_id)[0]
     t0 = time.perf_counter()
     adapter.enable_pack(name)
     reenabled, _ = _checks_pass(adapter, name, timeout)
     dim["reenable_s"] = round(time.perf_counter() - t0, 6) if reenabled else None
-    kept_status, kept = adapter.record_call("GET",
-                                            f"/mfg/equipment/{(record or {}).get('id', 0)}")
+    kept_status, kept = adapter.get_pack_record("equipment", record_id)
     dim["idempotent"] = (again is Status.ok and off is Status.ok and off_again is Status.ok)
     kept_ok = kept_status is Status.ok and (kept or {}).get("serial_number") == f"probe-{run_id}"
     hot = {"idempotent": dim["idempotent"], "hidden_while_disabled": hidden.value,
@@ -102,18 +102,18 @@ def _manufacturing(adapter: Any, run_id: str, checks: dict[str, Any]) -> Verdict
         return verdict("fail", sorted(modules), f"modules missing or failing: "
                                              f"{sorted(needed - modules)}")
     part = f"probe-{run_id}"
-    status, contract = adapter.record_call("POST", "/mfg/contracts",
-                                           {"customer_id": 1, "part_number": part})
-    status2, ppap = adapter.record_call("POST", "/mfg/ppap", {
+    status, contract = adapter.create_pack_record("contracts",
+                                                  {"customer_id": 1, "part_number": part})
+    status2, ppap = adapter.create_pack_record("ppap", {
         "customer_id": 1, "part_number": part, "elements": ["design_records"]})
     if status is not Status.ok or status2 is not Status.ok or not contract or not ppap:
         return verdict("fail", reason="could not create a contract and a PPAP submission")
-    frozen, _ = adapter.record_call("POST", f"/mfg/contracts/{contract['id']}/approve", {})
-    _st, pack = adapter.record_call("GET", "/packs/manufacturing")
+    frozen, _ = adapter.approve_contract(contract["id"])
+    _st, pack = adapter.pack_state("manufacturing")
     elements = [f for m in (pack or {}).get("modules", []) if m.get("name") == "ppap"
                 for f in m.get("elements", [])]
-    adapter.record_call("PATCH", f"/mfg/ppap/{ppap['id']}", {"elements": elements})
-    released, done = adapter.record_call("POST", f"/mfg/contracts/{contract['id']}/approve", {})
+    adapter.update_pack_record("ppap", ppap["id"], {"elements": elements})
+    released, done = adapter.approve_contract(contract["id"])
     ok = (frozen is Status.rejected and released is Status.ok
           and (done or {}).get("status") == "approved")
     evidence = {"modules": sorted(modules), "incomplete_ppap": frozen.value,

@@ -33,10 +33,10 @@ class SlaOptions(msgspec.Struct, frozen=True, rename={
 
 def _sla_record(adapter: Any, run_id: str, level: str) -> tuple[str, int | None]:
     if level == "process":
-        status, opp = adapter.record_call("POST", "/opportunities", {
+        status, opp_id = adapter.create_opportunity_record({
             "customer_id": 1, "owner_rep_id": 1, "name": f"crmbench probe {run_id} sla",
             "stage": "qualification", "amount": 1000.0, "expected_close": "2030-01-01"})
-        return "opportunity", (int(opp["id"]) if status is Status.ok and opp else None)
+        return "opportunity", (opp_id if status is Status.ok else None)
     lead = LeadInput(company_name=f"crmbench probe {run_id} sla {level}",
                      contact_name="Probe Contact", region_id=1, source="referral",
                      product_interest=[1])
