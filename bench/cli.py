@@ -30,6 +30,7 @@ fixtures_app = typer.Typer(help="Generate and inspect fixture datasets.", no_arg
 app.add_typer(fixtures_app, name="fixtures")
 
 DEFAULT_FIXTURES = Path("fixtures/data/default")
+DEFAULT_LOAD_STATE = Path("reports/loads")
 
 
 class Locale(StrEnum):
@@ -222,8 +223,13 @@ def run(
         "reports/runs"
     ),
     fixtures: Annotated[
-        Path, typer.Option(help="Fixture profile for reference://embedded.")
+        Path, typer.Option(help="Fixture profile for reference://embedded, and what an empty "
+                           "target is loaded with through its adapter's load hook.")
     ] = DEFAULT_FIXTURES,
+    load_state: Annotated[
+        Path, typer.Option(help="Folder of load journals and records (as for crmbench load).",
+                           envvar="CRMBENCH_LOAD_STATE_DIR")
+    ] = DEFAULT_LOAD_STATE,
     calibrate: Annotated[
         bool, typer.Option(help="Measure the harness overhead against a no-op target first.")
     ] = True,
@@ -261,6 +267,7 @@ def run(
     )
     check_target_url(target)
     request = RunRequest(resolved, target=target, workers=workers, out=out, fixtures=fixtures,
+                         load_state=load_state,
                          calibrate=calibrate, allow_production=allow_production,
                          remote_workers=remote_workers,
                          master_bind=master_bind, master_port=master_port)

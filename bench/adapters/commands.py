@@ -179,7 +179,8 @@ def load_cmd(
     fixtures: Annotated[Path, typer.Option(help="Fixture profile to load.")] = DEFAULT_FIXTURES,
     batch: Annotated[int, typer.Option(help="Rows per load_rows call.", min=1,
                                        max=100_000)] = DEFAULT_BATCH,
-    state_dir: Annotated[Path, typer.Option(help="Folder of load journals and records.")] = (
+    state_dir: Annotated[Path, typer.Option(help="Folder of load journals and records.",
+                                            envvar="CRMBENCH_LOAD_STATE_DIR")] = (
         DEFAULT_STATE_DIR
     ),
     json_out: JsonOption = False,

@@ -21,6 +21,7 @@ from typing import Any
 from bench import __version__
 from bench.adapters.base import RunPlan
 from bench.adapters.embedded import EMBEDDED_URL, parse_embedded
+from bench.adapters.load import DEFAULT_STATE_DIR as DEFAULT_LOAD_STATE
 from bench.adapters.registry import redact_url, scheme_of
 from bench.errors import CrmBenchError, TargetUnreachable, UserError
 from bench.measure.noise import SystemSampler, listening_pids
@@ -60,7 +61,7 @@ def _phases(scenario: Scenario) -> dict[str, float]:
 
 
 def driver_config(
-    scenario: Scenario, target: str, keyspace: dict[str, int] | None, workers: int,
+    scenario: Scenario, target: str, keyspace: dict[str, Any] | None, workers: int,
     *, phases: dict[str, float] | None = None, probes: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The load generator's configuration (``probes``: the in-run probes' settings)."""
@@ -100,6 +101,7 @@ class RunRequest:
     workers: int = 1
     out: Path = Path("reports/runs")
     fixtures: Path = DEFAULT_FIXTURES
+    load_state: Path = DEFAULT_LOAD_STATE
     calibrate: bool = True
     allow_production: bool = False
     remote_workers: int = 0
@@ -184,12 +186,13 @@ def _preflight(session: TargetSession, record: RunRecord, req: RunRequest) -> Pr
         estimated_calls=int(scenario.rate * scenario.phases.total_s * 1.1) + 100,
         allow_production=req.allow_production,
     )
-    found = session.preflight(plan, [p for p, _ in record.probes if p.run is None])
+    found = session.preflight(plan, [p for p, _ in record.probes if p.run is None],
+                              req.fixtures, req.load_state)
     record.target.platform = found.platform
     record.target.platform_version = found.version
     record.target.preflight = found.facts
     record.gated = found.gated
-    fixtures = session.target.fixture_hash
+    fixtures = session.target.fixture_hash or found.loaded_fixtures
     record.fixtures = Fixtures(manifest_sha256=fixtures, keyspace=found.keyspace, reason=None
                                if fixtures else "the target does not report which fixture "
                                "profile it holds")
@@ -198,7 +201,7 @@ def _preflight(session: TargetSession, record: RunRecord, req: RunRequest) -> Pr
 
 def _generator_config(req: RunRequest, record: RunRecord, found: Preflight,
                       url: str, say: Say) -> dict[str, Any]:
-    config = driver_config(req.scenario, url, found.keyspace, req.workers,
+    config = driver_config(req.scenario, url, found.keyspace_json, req.workers,
                            probes=_driver_probes(req.scenario, record))
     config["run_id"] = record.provenance.run_id
     if req.remote_workers:

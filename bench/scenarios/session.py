@@ -17,10 +17,12 @@ from typing import Any
 
 from bench.adapters.base import Adapter, Guarded, RunPlan
 from bench.adapters.embedded import EMBEDDED_URL, parse_embedded
+from bench.adapters.load import DEFAULT_STATE_DIR, ensure_loaded
 from bench.adapters.registry import create_adapter, load_adapter, scheme_of
 from bench.errors import UserError
 from bench.probes.registry import Findings, Probe, ProbeContext, gate, run_probe
 from bench.probes.verdict import Verdict
+from reference_impl.fixtures import MANIFEST_NAME
 
 Say = Callable[[str], None]
 
@@ -84,6 +86,11 @@ class Preflight:
     version: str | None
     keyspace: dict[str, int]
     facts: dict[str, Any] | None
+    # The keyspace as the load generators receive it: counts, and keys when not 1..n.
+    keyspace_json: dict[str, Any] = field(default_factory=dict)
+    # Manifest hash of the fixture profile the harness loaded (or found loaded) through
+    # the adapter's load hook; None when the target loads its own data or has no hook.
+    loaded_fixtures: str | None = None
     # In-run probes the adapter cannot serve, with their findings: they are not started.
     gated: dict[str, Findings] = field(default_factory=dict)
 
@@ -122,18 +129,32 @@ class TargetSession:
         finally:
             adapter.close()
 
-    def preflight(self, plan: RunPlan, in_run: Sequence[Probe[Any]]) -> Preflight:
-        """Open the adapter once: fail fast, let guarded adapters refuse, gate probes."""
+    def preflight(
+        self, plan: RunPlan, in_run: Sequence[Probe[Any]], fixtures: Path | None = None,
+        load_state: Path = DEFAULT_STATE_DIR,
+    ) -> Preflight:
+        """Open the adapter once: fail fast, let guarded adapters refuse, load an empty
+        target through the load hook, learn the keyspace, gate probes."""
         with self.opened() as adapter:
             facts = adapter.preflight(plan) if isinstance(adapter, Guarded) else None
             version = adapter.platform_version()
+            loaded = self._load(adapter, fixtures, load_state)
             ks = adapter.keyspace()
             gated = {p.name: found for p in in_run if (found := gate(p, adapter)) is not None}
-        keyspace = {"customers": ks.customers, "opportunities": ks.opportunities,
-                    "reps": ks.reps, "regions": ks.regions, "products": ks.products,
-                    "leads": ks.leads}
         return Preflight(str(getattr(adapter, "platform", scheme_of(self.target.url))),
-                         version, keyspace, facts, gated)
+                         version, ks.counts(), facts, keyspace_json=ks.to_json(),
+                         loaded_fixtures=loaded, gated=gated)
+
+    def _load(self, adapter: Adapter, fixtures: Path | None, state_dir: Path) -> str | None:
+        """Load the fixture profile if the target is empty (targets the harness started
+        load their own); the manifest hash of what the target holds, when known."""
+        if fixtures is None or self.target.fixture_hash is not None or not adapter.load_tables:
+            return None
+        if not (fixtures / MANIFEST_NAME).is_file() and adapter.keyspace().customers > 0:
+            return None
+        record = ensure_loaded(adapter, fixtures, self.say, target=self.target.url,
+                               state_dir=state_dir)
+        return record.manifest_sha256 if record is not None else None
 
     def probe(self, probes: Sequence[tuple[Probe[Any], Any]], label: str) -> Probed:
         """Run harness-side probes with their options, on one opened adapter."""

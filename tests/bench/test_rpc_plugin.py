@@ -6,6 +6,7 @@ folder with a ``crmbench.adapters`` entry point on the path, nothing changed in 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -235,3 +236,23 @@ def test_load_run_and_probes_through_the_cli(
     for cid in ("agent.steps", "agent.takeover", "agent.explain", "cdp.realtime",
                 "cdp.tags_explained"):
         assert caps[cid]["status"] == "unsupported", (cid, caps[cid])
+
+
+def test_a_run_loads_an_empty_target_and_records_its_profile(
+    installed: Path, fake: tuple[FakeRpcCrm, str], fixtures: Path, tmp_path: Path
+) -> None:
+    crm, url = fake
+    assert not crm.records["partner"]
+    scenario = tmp_path / "rpc.toml"
+    scenario.write_text(SCENARIO)
+    proc = _cli("run", "--target", url, "--scenario", str(scenario), "--profile", "quick",
+                "--no-calibrate", "--fixtures", str(fixtures), "--load-state",
+                str(tmp_path / "loads"), "--out", str(tmp_path / "runs"), "--json")
+    assert proc.returncode in (0, 3), proc.stderr
+    assert "records/s" in proc.stderr
+    assert len(crm.records["partner"]) == _rows(fixtures, "customers")
+    result = json.loads(Path(json.loads(proc.stdout)["result"]).read_text())
+    wanted = hashlib.sha256((fixtures / "manifest.json").read_bytes()).hexdigest()
+    assert result["fixtures"]["manifest_sha256"] == wanted
+    assert result["fixtures"]["keyspace"]["customers"] == _rows(fixtures, "customers")
+    assert result["operations"]["get_customer"]["statuses"].get("ok", 0) > 0
