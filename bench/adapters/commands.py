@@ -247,8 +247,8 @@ def adapters_cmd(
     if not verbose:
         table = Table(title="capabilities declared by the installed adapters "
                       "(--verbose: each one)", title_justify="left")
-        table.add_column("scheme")
-        table.add_column("adapter")
+        table.add_column("scheme", no_wrap=True, overflow="fold")
+        table.add_column("adapter", no_wrap=True, overflow="fold")
         for support in SUPPORT_ORDER:
             table.add_column(support, justify="right")
         for entry in described:
@@ -258,6 +258,8 @@ def adapters_cmd(
             counts = Counter(c["support"] for c in entry["capabilities"].values())
             table.add_row(entry["scheme"], str(entry["name"]),
                           *(str(counts.get(k, 0)) for k in SUPPORT_ORDER))
+        if not err.is_terminal:
+            err.width = max(err.width, 110)
         err.print(table)
         return
     for entry in described:
