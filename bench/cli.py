@@ -31,6 +31,10 @@ app.add_typer(fixtures_app, name="fixtures")
 
 DEFAULT_FIXTURES = Path("fixtures/data/default")
 DEFAULT_LOAD_STATE = Path("reports/loads")
+LoadStateOption = Annotated[
+    Path, typer.Option(help="Folder of load journals and records (as for crmbench load).",
+                       envvar="CRMBENCH_LOAD_STATE_DIR"),
+]
 
 
 class Locale(StrEnum):
@@ -226,10 +230,7 @@ def run(
         Path, typer.Option(help="Fixture profile for reference://embedded, and what an empty "
                            "target is loaded with through its adapter's load hook.")
     ] = DEFAULT_FIXTURES,
-    load_state: Annotated[
-        Path, typer.Option(help="Folder of load journals and records (as for crmbench load).",
-                           envvar="CRMBENCH_LOAD_STATE_DIR")
-    ] = DEFAULT_LOAD_STATE,
+    load_state: LoadStateOption = DEFAULT_LOAD_STATE,
     calibrate: Annotated[
         bool, typer.Option(help="Measure the harness overhead against a no-op target first.")
     ] = True,
