@@ -48,18 +48,21 @@ SPECS = [
 MISSING = 999_999
 
 
-@pytest.fixture(scope="module")
-def app(module_db_url: str, small_fixtures: Path) -> Iterator[Any]:
-    mp = pytest.MonkeyPatch()
-    for var, role in (("T_ADMIN2", "named-admin-secret"), ("T_DIRECTOR", "sales_director"),
-                      ("T_REP", "sales_rep"), ("T_ANALYST", "analyst"),
-                      ("T_AUDITOR", "auditor")):
-        mp.setenv(var, SECRETS.get(role, role))
-    load(module_db_url, small_fixtures, reset=False, say=lambda _m: None)
-    tokens, generated = build_tokens(SPECS, service_token=SERVICE)
+def _app(db_url: str) -> Any:
+    with pytest.MonkeyPatch.context() as mp:
+        for var, role in (("T_ADMIN2", "named-admin-secret"), ("T_DIRECTOR", "sales_director"),
+                          ("T_REP", "sales_rep"), ("T_ANALYST", "analyst"),
+                          ("T_AUDITOR", "auditor")):
+            mp.setenv(var, SECRETS.get(role, role))
+        tokens, generated = build_tokens(SPECS, service_token=SERVICE)
     assert generated == []
-    yield build_app(open_database(module_db_url), token=SERVICE, tokens=tokens)
-    mp.undo()
+    return build_app(open_database(db_url), token=SERVICE, tokens=tokens)
+
+
+@pytest.fixture(scope="module")
+def app(module_db_url: str, small_fixtures: Path) -> Any:
+    load(module_db_url, small_fixtures, reset=False, say=lambda _m: None)
+    return _app(module_db_url)
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +272,7 @@ def test_no_secret_in_error_bodies_logs_or_audit(client: TestClient,
         assert secret not in resp.text
 
 
-def test_stream_is_filtered_and_masked(app: Any, client: TestClient) -> None:
+def test_stream_is_filtered_and_masked(module_db_url: str, client: TestClient) -> None:
     """A rep's change stream carries only its customers' messages, their tags masked."""
     inside = _in_scope_customer(client)
     other = client.get(f"/customers?region_id={REP_REGION + 1}&limit=50",
@@ -278,7 +281,7 @@ def test_stream_is_filtered_and_masked(app: Any, client: TestClient) -> None:
     for cid in (inside, outside):
         client.put(f"/customers/{cid}/consent", headers=auth("admin"),
                    json={"consent_profiling": True})
-    live, stop = start_live_crm(app)
+    live, stop = start_live_crm(_app(module_db_url))
     try:
         import httpx
 
