@@ -133,6 +133,16 @@ DelayMsOption = Annotated[
     typer.Option(help="Gate calibration only (needs CRMBENCH_TEST_MODE=1): wait this many "
                  "ms, without CPU, before every response."),
 ]
+TokensOption = Annotated[
+    Path | None,
+    typer.Option(help="TOML file of named tokens with roles (see README, 'Roles').",
+                 envvar="CRMBENCH_TOKENS_FILE"),
+]
+RoleTokenOption = Annotated[
+    list[str] | None,
+    typer.Option(help="Generate a named token: ROLE:NAME[:REP_ID][@REGION,...]; "
+                 "repeatable; its secret is printed once."),
+]
 ServeWorkersOption = Annotated[
     int,
     typer.Option(help="Serve from this many processes on one port (more than 1 needs "
@@ -160,6 +170,8 @@ def serve(
     slowdown_pct: SlowdownPctOption = 0.0,
     delay_ms: DelayMsOption = 0.0,
     workers: ServeWorkersOption = 1,
+    tokens: TokensOption = None,
+    role_token: RoleTokenOption = None,
 ) -> None:
     """Run the reference CRM over HTTP (token from CRMBENCH_API_TOKEN, else generated)."""
     from reference_impl.server import check_workers, default_db_url, load, resolve_token
@@ -182,17 +194,23 @@ def serve(
     if load_only:
         return
     token, generated = resolve_token()
+    from reference_impl.access import resolve_access
+
+    named, made = resolve_access(tokens, role_token or [], service_token=token)
     err.print(f"reference CRM on http://{host}:{port}  (OpenAPI: /openapi.json)"
               + (f", {workers} processes" if workers > 1 else ""))
     if generated:
         err.print(f"API token (set CRMBENCH_API_TOKEN to choose one): {token}")
+    for new in made:
+        err.print(f"token {new.principal.name} ({new.principal.role}): {new.secret}",
+                  markup=False)
     if test_clock:
         err.print("[yellow]test clock enabled: POST /clock/advance moves the service's time[/]")
     if slowdown.active:
         err.print(f"[yellow]injected slowdown: {slowdown.ms:g} ms + {slowdown.pct:g} % of "
                   f"CPU and a {slowdown.delay_ms:g} ms wait per request (gate calibration)[/]")
     run_server(url, host, port, token, nats_url=nats, test_clock=test_clock, slowdown=slowdown,
-               workers=workers)
+               workers=workers, tokens=named)
 
 
 class Profile(StrEnum):

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("reference_impl.agents")
 
 STOP_TIMEOUT_S = 5.0
+CONSENT_SKIP = "consent_profiling is false: profiling data is not used"
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
 
@@ -203,10 +204,16 @@ class Qualify:
                 (lead["customer_id"],),
             )
         engagement = None
+        skipped: list[dict[str, str]] = []
         if row is not None:
             tags = row.pop("tags")
             if row["consent_profiling"]:
                 engagement = cdp.engagement(tags)
+            else:
+                # Read when the step runs, so a run queued before a withdrawal honours it.
+                skipped.append({"input": "engagement", "reason": CONSENT_SKIP})
+                log.info("agent run %d: engagement profile of customer %s not used: %s",
+                         ctx.run_id, row["id"], CONSENT_SKIP)
             ctx.customer = row
         features = {
             "lead_id": lead["id"], "has_email": bool(lead["email"]),
@@ -219,7 +226,7 @@ class Qualify:
         score = await ctx.scorer.score(features)
         return StepResult(
             output={"score": score.value, "qualified": score.value >= 0.5,
-                    "scorer": ctx.scorer.name, **score.details},
+                    "scorer": ctx.scorer.name, **score.details, "skipped": skipped},
             confidence=score.confidence, rule=score.rule, inputs=features,
         )
 

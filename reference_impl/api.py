@@ -16,10 +16,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from reference_impl.access import PRINCIPAL_KEY, TokenTable
 from reference_impl.agents import Scorer
 from reference_impl.cluster import ClusterConfig
 from reference_impl.db import Database
-from reference_impl.routes import engines, events, packs, records
+from reference_impl.guard import Guard, guarded_entities
+from reference_impl.routes import engines, events, packs, privacy, records
 from reference_impl.routes.records import FastKey
 from reference_impl.services import Services, Settings
 from reference_impl.store import StoreError
@@ -51,30 +53,40 @@ def build_app(
     nats_url: str | None = None,
     test_clock: bool = False,
     cluster: ClusterConfig | None = None,
+    tokens: TokenTable | None = None,
 ) -> Starlette:
     """The ASGI application over an (unconnected) database; ``nats_url`` adds NATS ingest.
 
     ``test_clock`` enables ``GET /clock`` and ``POST /clock/advance`` (SLA and wait tests);
-    ``cluster`` says this is one of several processes serving the same PostgreSQL database.
+    ``cluster`` says this is one of several processes serving the same PostgreSQL database;
+    ``tokens`` are named tokens with roles beside the service ``token`` (needs one).
     """
     services = Services(db, Settings(
         init_schema=init_schema, stream_retention=stream_retention, stream_queue=stream_queue,
         scorer=scorer, nats_url=nats_url, test_clock=test_clock, cluster=cluster,
     ))
     record_routes, fast = records.routes(services)
+    all_routes = [*packs.routes(services), *engines.routes(services),
+                  *events.routes(services), *privacy.routes(services.privacy, services.audit),
+                  *record_routes]
+    handlers: dict[Any, Any] = {
+        ApiError: _on_api_error,
+        StoreError: _on_api_error,
+        HTTPException: _on_http_error,
+        Exception: _on_crash,
+    }
+    guarded: ASGIApp | None = None
+    if tokens:
+        guard = Guard(services.store, services.audit, guarded_entities(services.store))
+        guarded = guard.app(all_routes, exception_handlers=handlers)
     app = CrmApp(
         fast=fast,
         token=token,
-        routes=[*packs.routes(services), *engines.routes(services),
-                *events.routes(services), *record_routes],
-        middleware=[Middleware(BearerAuth, token=token)] if token else [],
+        routes=all_routes,
+        middleware=[Middleware(BearerAuth, token=token, named=tokens, guarded=guarded)]
+        if token else [],
         lifespan=lambda _app: services.running(),
-        exception_handlers={
-            ApiError: _on_api_error,
-            StoreError: _on_api_error,
-            HTTPException: _on_http_error,
-            Exception: _on_crash,
-        },
+        exception_handlers=handlers,
     )
     state = app.state
     state.services = services
@@ -101,17 +113,28 @@ async def _on_crash(_request: Request, exc: Exception) -> Response:
 
 
 class BearerAuth:
-    """Pure ASGI middleware: every path but the open ones needs ``Authorization: Bearer``."""
+    """Pure ASGI middleware: every path but the open ones needs ``Authorization: Bearer``.
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    The service token passes on as before; a named token's request goes to ``guarded``,
+    the application that applies its role's policy.
+    """
+
+    def __init__(self, app: ASGIApp, token: str, named: TokenTable | None = None,
+                 guarded: ASGIApp | None = None) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
         self.body = error_body("unauthorized", "missing or wrong bearer token")
+        self.named, self.guarded = named, guarded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
             given = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
             if not hmac.compare_digest(given, self.expected):
+                principal = self.named.lookup(given) if self.named else None
+                if principal is not None and self.guarded is not None:
+                    scope[PRINCIPAL_KEY] = principal
+                    await self.guarded(scope, receive, send)
+                    return
                 await send({
                     "type": "http.response.start", "status": 401,
                     "headers": [(b"content-type", b"application/json"),

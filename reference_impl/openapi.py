@@ -9,6 +9,8 @@ from typing import Any
 import msgspec
 
 from reference_impl import models as m
+from reference_impl.access import FIELD_CLASSES, PERMISSIONS, ROLES
+from reference_impl.privacy import ConsentUpdate
 from reference_impl.schema import AGENT_RUN_STATUSES, TABLES_BY_NAME, TIERS
 from reference_impl.sla import SlaCreate
 from reference_impl.stream import DEFAULT_QUEUE, DEFAULT_RETENTION, HEARTBEAT_S
@@ -60,6 +62,9 @@ _ERROR_TEXT = {
     400: "Bad request: an unknown, repeated or invalid query or path parameter, a "
          "non-numeric Content-Length, or a body that is empty or not JSON",
     401: "Missing or wrong bearer token (with `WWW-Authenticate: Bearer`)",
+    403: "Refused by the policy of the token's role: `forbidden` (no permission), "
+         "`out_of_scope` (a record of another region, owner or a hidden tier) or "
+         "`masked_field` (a masked field searched or written; `field` names it)",
     404: "No such resource",
     409: "Conflict with the stored data",
     413: f"Body larger than {MAX_BODY // _MIB} MiB ({MAX_BODY:,} bytes)",
@@ -92,8 +97,13 @@ not listed for an operation, or given twice, are refused with 400. Request bodie
 of at most {MAX_BODY // _MIB} MiB ({MAX_WORKFLOW_BODY // _MIB} MiB for `POST /workflows`); \
 larger ones get 413. A method a path does not serve gets 405 with an `Allow` header naming \
 those it does; `HEAD` is served wherever `GET` is. Every path but `/health` and \
-`/openapi.json` needs `Authorization: Bearer <token>`. Integers are written without a \
-fraction or exponent (`7`, not `7.0`), dates and times as RFC 3339 text."""
+`/openapi.json` needs `Authorization: Bearer <token>`: the service token, or a named token \
+bound to a role (`GET /me` tells which). A role may be refused an operation (403), see only \
+the customers of its scope and tiers, and see fields of a masked class (contact data: \
+`email`, `phone`, `first_name`, `last_name`, `contact_name`; preferences: `consent_*`, \
+`tags`, `counters`) as `{{"masked": "<class>"}}` wherever they appear, the change stream and \
+exports included; a masked field cannot be searched, sorted or written. Integers are written \
+without a fraction or exponent (`7`, not `7.0`), dates and times as RFC 3339 text."""
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -145,8 +155,8 @@ def _op(
     description: str | None = None,
     too_large: int = MAX_BODY,
 ) -> dict[str, Any]:
-    """One authenticated operation; 400 and 401 always, the body refusals with a body."""
-    codes = {400, 401, *errors, *(_BODY_ERRORS if body is not None else ())}
+    """One authenticated operation; 400, 401 and 403 always, the body refusals with a body."""
+    codes = {400, 401, 403, *errors, *(_BODY_ERRORS if body is not None else ())}
     responses: dict[str, Any] = {}
     for status, (text, schema) in ok.items():
         responses[status] = {"description": text, **(_json(dict(schema)) if schema else {})}
@@ -272,8 +282,11 @@ def _record(table: str) -> dict[str, Any]:
         kind = _KIND_TYPES.get(col.kind)
         props[col.name] = {} if kind is None else {
             "type": [kind, "null"] if col.nullable else kind}
+        if col.name in FIELD_CLASSES and kind is not None:
+            props[col.name] = {"anyOf": [props[col.name], _ref("Masked")]}
     required = list(props)
-    props.update(extra)
+    props.update({k: {"anyOf": [v, _ref("Masked")]} if k in FIELD_CLASSES else v
+                  for k, v in extra.items()})
     return {"type": "object", "required": required, "properties": props}
 
 
@@ -293,12 +306,13 @@ def _page(items: dict[str, Any]) -> dict[str, Any]:
 def _components() -> dict[str, Any]:
     structs = [t for _, c, u, _ in _ENTITIES.values() for t in (c, u)] + [
         m.StageChange, m.EventIn, m.EventBatch, m.LeadIntakeRunCreate, m.AgentConfigUpdate,
-        m.ClockAdvance, WorkflowDeploy, RunCreate, SlaCreate,
+        m.ClockAdvance, WorkflowDeploy, RunCreate, SlaCreate, ConsentUpdate,
     ]
     _, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}"
     )
     components["Error"] = _ERROR
+    components.update(_PRIVACY_SCHEMAS)
     components.update(_RESPONSES)
     components["Page"] = _page(_OBJECT)
     for path, (label, *_) in _ENTITIES.items():
@@ -343,6 +357,7 @@ def build_openapi(version: str) -> dict[str, Any]:
     paths.update(_agent_paths())
     paths.update(_engine_paths())
     paths.update(_pack_paths())
+    paths.update(_privacy_paths())
     components = _components()
     components["Health"] = {
         "type": "object", "required": ["status", "version", "backend", "pid"],
@@ -544,4 +559,119 @@ def _pack_paths() -> dict[str, Any]:
         "/mfg/contracts/{id}/approve": {"parameters": [_ID], "post": _op(
             "Approve a contract; 409 approval_frozen while PPAP is incomplete", one, 404,
             409)},
+    }
+
+
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+_PRIVACY_SCHEMAS: dict[str, Any] = {
+    "Masked": {"type": "object", "required": ["masked"], "additionalProperties": False,
+               "properties": {"masked": {"enum": sorted(set(FIELD_CLASSES.values()))}},
+               "description": "a value hidden from this token's role: the key stays"},
+    "Me": {
+        "type": "object",
+        "required": ["name", "role", "rep_id", "regions", "permissions", "masked_classes",
+                     "hidden_tiers", "scope"],
+        "properties": {
+            "name": {"type": "string"}, "role": {"enum": list(ROLES)},
+            "rep_id": _NULLABLE_INT, "regions": {"type": "array", "items": {"type": "integer"}},
+            "permissions": {"type": "array", "items": {"enum": list(PERMISSIONS)}},
+            "masked_classes": _STRINGS, "hidden_tiers": _STRINGS,
+            "scope": {"enum": ["all", "own_region"]}},
+    },
+    "Consent": {
+        "type": "object",
+        "required": ["customer_id", "consent_profiling", "consent_marketing", "profiling",
+                     "marketing", "updated_at"],
+        "properties": {
+            "customer_id": {"type": "integer"},
+            "consent_profiling": {"anyOf": [{"type": "boolean"}, _ref("Masked")]},
+            "consent_marketing": {"anyOf": [{"type": "boolean"}, _ref("Masked")]},
+            "profiling": {"enum": ["active", "stopped"]},
+            "marketing": {"enum": ["allowed", "stopped"]},
+            "updated_at": {"type": "string"}},
+    },
+    "Erasure": {
+        "type": "object",
+        "required": ["customer_id", "erased", "already_erased", "removed", "audit_seq"],
+        "properties": {
+            "customer_id": {"type": "integer"}, "erased": {"type": "boolean"},
+            "already_erased": {"type": "boolean"},
+            "removed": {"type": "object", "additionalProperties": {"type": "integer"},
+                        "description": "rows removed per table (empty when already erased)"},
+            "audit_seq": {"type": "integer", "description": "the erasure's audit entry"}},
+    },
+    "AuditEntry": {
+        "type": "object",
+        "required": ["seq", "at", "actor", "role", "action", "route", "customer_id",
+                     "outcome", "reason", "details", "prev_hash", "hash"],
+        "properties": {
+            "seq": {"type": "integer", "minimum": 1}, "at": {"type": "string"},
+            "actor": {"type": "string", "description": "token name; `service` for the "
+                                                       "service token"},
+            "role": {"enum": list(ROLES)}, "action": {"type": "string"},
+            "route": {"type": "string"}, "customer_id": _NULLABLE_INT,
+            "outcome": {"enum": ["ok", "refused"]}, "reason": {"type": ["string", "null"]},
+            "details": _OBJECT,
+            "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+    },
+    "AuditVerdict": {
+        "type": "object",
+        "required": ["ok", "entries", "first_bad_seq", "problem", "head"],
+        "properties": {"ok": {"type": "boolean"}, "entries": {"type": "integer"},
+                       "first_bad_seq": _NULLABLE_INT, "problem": {"type": ["string", "null"]},
+                       "head": {"type": "string"}},
+    },
+}
+
+_EXPORT_DESCRIPTION = """Streamed NDJSON, one JSON object per line: a header \
+`{"format": "crmbench.export/1", "customer_id", "generated_at", "generated_for", \
+"masked_classes"}`, then one line per record `{"section", "record"}` (sections: customer, \
+profile, contacts, orders with their lines, opportunities with their stage changes, \
+activities, leads, events, cdp_events, agent_runs, sla_instances, pack_records, \
+stream_messages, audit), and last a manifest `{"manifest": {"sections": {name: count}, \
+"records", "bytes", "sha256"}}` whose SHA-256 and byte count cover every byte before it. \
+Audited. 404 when nothing about the customer is stored (after an erasure)."""
+
+
+def _privacy_paths() -> dict[str, Any]:
+    """Who am I, consent, export, erasure and the audit trail."""
+    audit_params = [*_PAGING, _query("customer_id", _ID_SCHEMA, "entries about this customer"),
+                    _query("action", _TEXT_PARAM, "read, export, erase, consent, or the "
+                                                  "permission a refusal concerned"),
+                    _query("actor", _TEXT_PARAM), _query("outcome",
+                                                         {"enum": ["ok", "refused"]})]
+    export = _op("Everything stored about one customer, as a verifiable bundle", {}, 404,
+                 description=_EXPORT_DESCRIPTION)
+    export["responses"]["200"] = {"description": "The bundle (NDJSON)",
+                                  "content": {"application/x-ndjson": {"schema": _OBJECT}}}
+    return {
+        "/me": {"get": _op("The calling token: name, role, permissions, scope, masks",
+                           {"200": ("Principal", _ref("Me"))})},
+        "/customers/{id}/consent": {
+            "parameters": [_ID],
+            "get": _op("Consent flags and whether profiling and marketing run",
+                       {"200": ("Consent", _ref("Consent"))}, 404),
+            "put": _op("Withdraw or restore consent; takes effect at once, audited",
+                       {"200": ("Consent now", _ref("Consent"))}, 404, 409,
+                       body=_ref("ConsentUpdate"),
+                       description="Withdrawn profiling stops tag computation for new "
+                                   "events and clears the tags derived so far; agent steps "
+                                   "that would use the profile skip it with the reason in "
+                                   "their decision log. 422 when no flag is given."),
+        },
+        "/customers/{id}/export": {"parameters": [_ID], "get": export},
+        "/customers/{id}/erase": {"parameters": [_ID], "post": _op(
+            "Erase a customer everywhere (idempotent); the audit entry is kept",
+            {"200": ("Erased now, or already", _ref("Erasure"))}, 404,
+            description="Removes the customer, its contacts, orders, opportunities, "
+                        "activities, leads, events, profile, agent runs, SLA instances, "
+                        "pack records and change-stream messages in one transaction. A "
+                        "repeated call answers with `already_erased`; 404 for an id never "
+                        "stored.")},
+        "/audit": {"get": _op("Audit entries in seq order (auditor, admin)",
+                              {"200": ("A page", _page(_ref("AuditEntry")))},
+                              params=audit_params)},
+        "/audit/verify": {"get": _op(
+            "Recompute the audit hash chain", {"200": ("Verdict", _ref("AuditVerdict"))})},
     }

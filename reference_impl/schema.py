@@ -236,7 +236,8 @@ TABLES: tuple[Table, ...] = (
             _c("quote", "json", nullable=True), _c("decision_log", "json"),
             _c("error", "text", nullable=True),
         ),
-        indexes=(("status", "id"),),
+        # By customer: a customer's export and erasure find its runs without a scan.
+        indexes=(("status", "id"), ("customer_id",), ("lead_id",)),
         fixture=False,
     ),
     Table(
@@ -296,7 +297,7 @@ TABLES: tuple[Table, ...] = (
             _c("met_s", "float", nullable=True), _c("breached_s", "float", nullable=True),
             _c("detected_s", "float", nullable=True),
         ),
-        indexes=(("sla_id", "id"), ("state",)),
+        indexes=(("sla_id", "id"), ("state",), ("customer_id",)),
         fixture=False,
     ),
     # Scenario packs (packs.py): switch state and the records of pack modules.
@@ -322,6 +323,27 @@ TABLES: tuple[Table, ...] = (
             _c("data", "json"), _c("created_at", "ts"), _c("updated_at", "ts"),
         ),
         indexes=(("pack", "module", "id"), ("module", "customer_id", "key")),
+        fixture=False,
+    ),
+    # The audit trail (audit.py): append-only, each entry chained to the one before by hash.
+    Table(
+        "audit_log",
+        (
+            _c("seq", "int"), _c("at", "ts"), _c("actor", "text"), _c("role", "text"),
+            _c("action", "text"), _c("route", "text"), _c("customer_id", "int", nullable=True),
+            _c("outcome", "text"), _c("reason", "text", nullable=True), _c("details", "json"),
+            _c("prev_hash", "text"), _c("hash", "text"),
+        ),
+        primary_key=("seq",),
+        indexes=(("action", "seq"),),
+        fixture=False,
+    ),
+    # Every customer an audit entry is about (a list read is about each customer listed).
+    Table(
+        "audit_subjects",
+        (_c("audit_seq", "int"), _c("customer_id", "int")),
+        primary_key=("audit_seq", "customer_id"),
+        indexes=(("customer_id", "audit_seq"),),
         fixture=False,
     ),
 )

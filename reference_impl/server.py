@@ -35,6 +35,7 @@ from reference_impl.loader import LoadInfo, prepare
 if TYPE_CHECKING:
     import uvicorn
 
+    from reference_impl.access import TokenTable
     from reference_impl.cluster import ClusterConfig
     from reference_impl.slowdown import Slowdown
 
@@ -124,22 +125,25 @@ def check_workers(db_url: str, workers: int, *, test_clock: bool = False) -> Non
 def serve(
     db_url: str, host: str, port: int, token: str, *, log_level: str = "warning",
     nats_url: str | None = None, test_clock: bool = False, slowdown: Slowdown | None = None,
-    workers: int = 1,
+    workers: int = 1, tokens: TokenTable | None = None,
 ) -> None:
-    """Serve the API with uvicorn (uvloop and httptools) until interrupted."""
+    """Serve the API with uvicorn (uvloop and httptools) until interrupted.
+
+    ``tokens`` are the named tokens with roles (see reference_impl.access) beside ``token``.
+    """
     check_workers(db_url, workers, test_clock=test_clock)
     if workers > 1:
         _supervise(db_url, host, port, token, workers, log_level=log_level,
-                   nats_url=nats_url, slowdown=slowdown)
+                   nats_url=nats_url, slowdown=slowdown, tokens=tokens)
         return
     _serve_one(db_url, host, port, token, log_level=log_level, nats_url=nats_url,
-               test_clock=test_clock, slowdown=slowdown)
+               test_clock=test_clock, slowdown=slowdown, tokens=tokens)
 
 
 def _serve_one(
     db_url: str, host: str, port: int, token: str, *, log_level: str, nats_url: str | None,
     test_clock: bool = False, slowdown: Slowdown | None, cluster: ClusterConfig | None = None,
-    sock: socket.socket | None = None,
+    sock: socket.socket | None = None, tokens: TokenTable | None = None,
 ) -> bool:
     """Serve until stopped; False when the application failed to start."""
     from reference_impl.agents import load_scorer
@@ -153,7 +157,7 @@ def _serve_one(
         stream_retention=_env_int("CRMBENCH_STREAM_RETENTION", DEFAULT_RETENTION),
         scorer=load_scorer(scorer_path) if scorer_path else None,
         nats_url=nats_url or os.environ.get("CRMBENCH_NATS_URL", "").strip() or None,
-        test_clock=test_clock, cluster=cluster,
+        test_clock=test_clock, cluster=cluster, tokens=tokens,
     )
     # Everything loaded so far lives as long as the process: keep it out of the cycle
     # collector, and collect less often, so full collections do not stall requests.
@@ -169,10 +173,11 @@ def _serve_one(
 def _worker(
     db_url: str, host: str, port: int, token: str, log_level: str, nats_url: str | None,
     slowdown: Slowdown | None, cluster: ClusterConfig, sock: socket.socket,
+    tokens: TokenTable | None = None,
 ) -> None:
     """One of several serving processes (spawned: a fresh interpreter, no inherited loop)."""
     if not _serve_one(db_url, host, port, token, log_level=log_level, nats_url=nats_url,
-                      slowdown=slowdown, cluster=cluster, sock=sock):
+                      slowdown=slowdown, cluster=cluster, sock=sock, tokens=tokens):
         sys.exit(3)
 
 
@@ -192,7 +197,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def _supervise(
     db_url: str, host: str, port: int, token: str, workers: int, *, log_level: str,
-    nats_url: str | None, slowdown: Slowdown | None,
+    nats_url: str | None, slowdown: Slowdown | None, tokens: TokenTable | None = None,
 ) -> None:
     """Start ``workers`` processes on one socket; return when all have stopped."""
     from reference_impl.cluster import ClusterConfig
@@ -205,7 +210,7 @@ def _supervise(
         ctx.Process(
             target=_worker, name=f"crmbench-worker-{i}",
             args=(db_url, host, port, token, log_level, nats_url, slowdown,
-                  ClusterConfig(workers, i, epoch), sock),
+                  ClusterConfig(workers, i, epoch), sock, tokens),
         )
         for i in range(workers)
     ]

@@ -10,11 +10,13 @@ from typing import Any
 from reference_impl import cdp
 from reference_impl import models as m
 from reference_impl.agents import AgentRuntime, Scorer
+from reference_impl.audit import AuditLog
 from reference_impl.clock import Clock
 from reference_impl.cluster import Cluster, ClusterConfig
 from reference_impl.db import Database, Executor
 from reference_impl.loader import create_schema
 from reference_impl.packs import PackService
+from reference_impl.privacy import Privacy
 from reference_impl.sla import SlaEngine
 from reference_impl.store import AfterCommit, Change, Store
 from reference_impl.stream import DEFAULT_QUEUE, DEFAULT_RETENTION, StreamHub
@@ -48,6 +50,8 @@ class Services:
         self.slas = SlaEngine(self.hub, self.clock)
         self.packs = PackService(db, self.workflows, self.slas)
         self.agents = AgentRuntime(self.hub, settings.scorer)
+        self.audit = AuditLog(db)
+        self.privacy = Privacy(self.store, self.hub, self.audit, self.slas)
         self.nats_ingest = (
             cdp.NatsIngest(self.hub, settings.nats_url) if settings.nats_url else None
         )
@@ -82,6 +86,7 @@ class Services:
         try:
             if self.init_schema:
                 await create_schema(self.db)
+            await self.audit.start()
             if self.peers is not None:
                 await self.peers.start()
             await self.hub.start()

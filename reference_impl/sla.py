@@ -404,6 +404,10 @@ class SlaEngine:
 
         return follow
 
+    def forget_instances(self, ids: list[int]) -> None:
+        """Drop instances whose rows were deleted (an erased customer's) from the timers."""
+        self._forget(ids)
+
     def _forget(self, met: list[int]) -> None:
         for iid in met:
             if self._untrack(iid) is not None:

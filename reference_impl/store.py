@@ -193,6 +193,8 @@ class Change:
 
 
 AfterCommit = Callable[[], None]
+# A condition on a table's rows (SQL with ``?`` marks) and its parameters.
+Scope = tuple[str, list[Any]]
 WriteHook = Callable[[Executor, Change], Awaitable[AfterCommit | None]]
 
 
@@ -387,10 +389,15 @@ class Store:
             ) from exc
 
     async def list_records(
-        self, name: str, filters: dict[str, Any], limit: int, after: int | None
+        self, name: str, filters: dict[str, Any], limit: int, after: int | None,
+        scope: Scope | None = None,
     ) -> Page:
+        """A page in id order; ``scope`` adds a restricted token's condition."""
         entity = ENTITIES[name]
         where, params = self._where(filters, after)
+        if scope is not None:
+            where = f"{where} AND {scope[0]}" if where else f" WHERE {scope[0]}"
+            params += scope[1]
         rows = await self.db.fetch_all(
             f"SELECT * FROM {entity.table}{where} ORDER BY id LIMIT ?", [*params, limit + 1]
         )
@@ -426,6 +433,7 @@ class Store:
         owner_rep_id: int | None,
         limit: int,
         after: int | None,
+        scope: Scope | None = None,
     ) -> Page:
         entity = ENTITIES["customers"]
         filters: dict[str, Any] = {}
@@ -446,6 +454,9 @@ class Store:
             # A range on the indexed key works as a prefix match on every backend.
             clauses.append("c.name_key >= ? AND c.name_key < ?")
             params += [key, key + "\U0010ffff"]
+        if scope is not None:
+            clauses.append(scope[0])
+            params += scope[1]
         join, order = "", "c.id"
         if tag is not None:
             join = " JOIN customer_tags t ON t.customer_id = c.id AND t.tag = ?"

@@ -15,7 +15,7 @@ from reference_impl import models as m
 from reference_impl.openapi import build_openapi
 from reference_impl.schema import TIERS
 from reference_impl.services import Services
-from reference_impl.store import ENTITIES, Store
+from reference_impl.store import ENTITIES, Scope, Store
 from reference_impl.web import (
     Handler,
     Query,
@@ -63,6 +63,20 @@ class EntityRoutes:
         return page_response(await self.store.list_records(self.name, values, limit, after),
                              limit)
 
+    async def listing(self, request: Request, scope: Scope | None) -> Response:
+        """A GET of the collection limited to ``scope`` (a restricted token's records)."""
+        if self.name == "customers":
+            return await search(self.store, request, scope)
+        q = Query(request, self.allowed)
+        limit, after = q.paging()
+        values: dict[str, Any] = {}
+        for key, kind in self.filters.items():
+            value = q.integer(key) if kind == "int" else q.text(key)
+            if value is not None:
+                values[key] = value
+        return page_response(
+            await self.store.list_records(self.name, values, limit, after, scope), limit)
+
     async def item(self, request: Request) -> Response:
         id_ = path_id(request)
         no_query(request)
@@ -83,7 +97,7 @@ class EntityRoutes:
         ]
 
 
-async def search(store: Store, request: Request) -> Response:
+async def search(store: Store, request: Request, scope: Scope | None = None) -> Response:
     q = Query(request, SEARCH_PARAMS)
     limit, after = q.paging()
     page = await store.search_customers(
@@ -94,6 +108,7 @@ async def search(store: Store, request: Request) -> Response:
         owner_rep_id=q.integer("owner_rep_id"),
         limit=limit,
         after=after,
+        scope=scope,
     )
     return page_response(page, limit)
 
