@@ -515,6 +515,14 @@ class Realtime(Protocol):
         """Which of these agent runs wait in the human queue (read from the queue itself)."""
 
 
+@runtime_checkable
+class Readback(Protocol):
+    """Optional verb with which the harness checks a sample of the workload's answers."""
+
+    def read_customer(self, customer_id: Key) -> tuple[Status, dict[str, Any] | None]:
+        """The customer record as stored (with its ``id``), to compare with what was asked."""
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """What a run intends to do, given to guarded adapters before any load is sent."""

@@ -474,6 +474,9 @@ class ReferenceAdapter(BaseAdapter):
         status, data = self._exchange("POST", "/customers", fields)
         return status, (int(data["id"]) if data and "id" in data else None)
 
+    def read_customer(self, customer_id: Key) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("GET", f"/customers/{customer_id}")
+
     def create_product_record(self, fields: dict[str, Any]) -> tuple[Status, int | None]:
         status, data = self._exchange("POST", "/products", fields)
         return status, (int(data["id"]) if data and "id" in data else None)

@@ -24,6 +24,8 @@ STREAM_TIMEOUT_S = 5.0
 AGENT_IDS = ("agent.takeover", "agent.steps", "agent.explain")
 CDP_IDS = ("cdp.realtime", "cdp.tags_explained")
 STEP_FIELDS = ("step", "intent", "inputs", "output", "confidence", "duration_ms")
+# The probe's events: two pricing views with a discount signal, a support call, a page view.
+CDP_KINDS = ("pricing_view", "pricing_view", "support_call", "page_view")
 # The catalogue's lead-intake steps, in order, and words a platform's step names may use.
 STEP_NAMES = {
     "qualify": ("qualif", "identif"), "history": ("history", "purchase", "order"),
@@ -283,8 +285,9 @@ def probe_agent(adapter: Realtime, ctx: ProbeContext, _options: NoOptions) -> Fi
                 for name, (lead, qty, _esc) in cases.items()}
         escalate = {name: esc for name, (_lead, _qty, esc) in cases.items()}
         clean_log = runs["clean"].get("decision_log") or []
-        qualify: dict[str, Any] = next((e for k, e in zip(_step_kinds(clean_log), clean_log, strict=True)
-                        if k == "qualify"), {})
+        kinds = _step_kinds(clean_log)
+        qualify: dict[str, Any] = next(
+            (e for k, e in zip(kinds, clean_log, strict=True) if k == "qualify"), {})
         confidence = qualify.get("confidence")
         if isinstance(confidence, int | float) and not isinstance(confidence, bool):
             more = _confidence_runs(adapter, cases["clean"][0], float(confidence))
@@ -305,28 +308,33 @@ def probe_agent(adapter: Realtime, ctx: ProbeContext, _options: NoOptions) -> Fi
                   "agent.explain": _explain_verdict(runs, data, cases["clean"][0])}
 
 
-def probe_cdp(adapter: Realtime, ctx: ProbeContext, _options: NoOptions) -> Findings:
-    """cdp.realtime (pushed event -> profile.updated) and cdp.tags_explained."""
-    run_id = ctx.run_id
+def _price_sensitivity(views: int, discounts: int, total: int,
+                       weights: dict[str, Any]) -> float | None:
+    """The catalogue's price-sensitivity tag computed from the harness's own events."""
     try:
-        customer = _customer(adapter, run_id, "cdp")
-    except ProbeError as exc:
-        failed = verdict("fail", reason=str(exc))
-        return None, {"cdp.realtime": failed, "cdp.tags_explained": failed}
-    keys = [f"{run_id}-cap-{i}" for i in range(4)]
-    received: dict[str, int] = {}
+        value = (float(weights["pricing_views"]) * min(1.0, views / 5)
+                 + float(weights["discount_signals"]) * min(1.0, discounts / 3)
+                 + float(weights["pricing_share"]) * views / total)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return round(min(1.0, max(0.0, value)), 2)
+
+
+def _send_and_listen(adapter: Realtime, customer: int, keys: list[str], kinds: list[str]
+                     ) -> tuple[Status, int, dict[str, Any]]:
+    """Send one batch; the profile.updated messages of its events, by idempotency key."""
+    received: dict[str, Any] = {}
 
     def listen() -> None:
         for msg in adapter.subscribe(["profile.updated"]):
             key = str(msg.payload.get("idempotency_key", ""))
             if key in keys:
-                received[key] = msg.received_ns
+                received[key] = msg
                 if len(received) == len(keys):
                     return
 
     listener = gevent.spawn(listen)
     gevent.sleep(0.3)
-    kinds = ["pricing_view", "pricing_view", "support_call", "page_view"]
     events = [
         EventInput(customer_id=customer, type=kind, idempotency_key=key, occurred_at=_now(),
                    properties={"discount": True} if kind == "pricing_view" else {})
@@ -336,33 +344,79 @@ def probe_cdp(adapter: Realtime, ctx: ProbeContext, _options: NoOptions) -> Find
     status = adapter.send_events(events)
     listener.join(timeout=STREAM_TIMEOUT_S)
     listener.kill(block=False)
+    return status, sent, received
+
+
+def _realtime_verdict(adapter: Realtime, customer: int, status: Status, sent: int,
+                      received: dict[str, Any], kinds: list[str]) -> Verdict:
+    """Pushed events reach the profile: each message seen, then the profile read back."""
     if status is not Status.ok:
-        realtime = verdict("fail", reason=f"the event batch was answered {status.value}")
-    elif len(received) < len(keys):
-        realtime = verdict("fail", {"received": len(received), "sent": len(keys)},
-                           f"only {len(received)} of {len(keys)} profile updates arrived "
-                           f"within {STREAM_TIMEOUT_S:g} s")
-    else:
-        delays = sorted((ns - sent) / 1e6 for ns in received.values())
-        realtime = verdict("pass", {"interface": "HTTP batch push, SSE change stream",
-                                    "max_delay_ms": round(delays[-1], 3)})
+        return verdict("fail", reason=f"the event batch was answered {status.value}")
+    evidence: dict[str, Any] = {"sent": len(kinds), "profile_updated_messages": len(received)}
+    if len(received) < len(kinds):
+        return verdict("fail", evidence, f"only {len(received)} of {len(kinds)} profile "
+                       f"updates arrived within {STREAM_TIMEOUT_S:g} s")
+    delays = sorted((m.received_ns - sent) / 1e6 for m in received.values())
+    evidence["max_message_delay_ms"] = round(delays[-1], 3)
     pstatus, profile = adapter.customer_profile(customer)
+    counters = (profile or {}).get("counters") or {}
+    counted = {kind: (counters.get(kind) or {}).get("count") for kind in set(kinds)}
+    evidence["counted_in_profile"] = counted
+    wrong = {k: v for k, v in counted.items() if v != kinds.count(k)}
+    if pstatus is not Status.ok or wrong:
+        return verdict("fail", evidence, f"read back after the messages, the profile "
+                       f"({pstatus.value}) does not count the events sent: {wrong}")
+    evidence["interface"] = "events pushed by the harness, outcome on the change stream"
+    return verdict("pass", evidence)
+
+
+def _tags_verdict(profile: dict[str, Any] | None, event_ids: set[int]) -> Verdict:
+    """Every tag cites only events just sent, with formula and weights; price sensitivity
+    equals the catalogue's formula on the harness's events."""
     tags = (profile or {}).get("tags") or {}
-    incomplete = [
-        name for name, tag in tags.items()
-        if not all(k in tag for k in ("value", "formula", "weights", "source_events"))
-        or not tag.get("source_events")
-    ]
-    if pstatus is not Status.ok or not tags:
-        explained = verdict("fail", reason=f"profile answered {pstatus.value} with no tags")
-    elif incomplete:
-        explained = verdict("fail", {"tags": sorted(tags)},
-                            f"tags without formula, weights or source events: {incomplete}")
+    if not tags:
+        return verdict("fail", reason="the profile read back has no tags")
+    wrong: list[str] = []
+    for name, tag in tags.items():
+        cited = tag.get("source_events") if isinstance(tag, dict) else None
+        if not isinstance(tag, dict) or not tag.get("formula") or not tag.get("weights"):
+            wrong.append(f"{name} has no formula or weights")
+        elif not cited or not set(cited) <= event_ids:
+            wrong.append(f"{name} cites {cited}, not the events just sent {sorted(event_ids)}")
+    views = CDP_KINDS.count("pricing_view")
+    price = tags.get("price_sensitivity")
+    expected = None
+    if isinstance(price, dict):
+        expected = _price_sensitivity(views, views, len(CDP_KINDS), price.get("weights") or {})
+        if expected is None or price.get("value") != expected:
+            wrong.append(f"price_sensitivity is {price.get('value')}, the formula on the "
+                         f"events sent gives {expected}")
     else:
-        explained = verdict("pass", {
-            name: {"value": tag["value"], "formula": tag["formula"]}
-            for name, tag in tags.items()
-        })
+        wrong.append("no price_sensitivity tag")
+    evidence = {"tags": {n: {"value": t.get("value"), "source_events": t.get("source_events")}
+                         for n, t in tags.items() if isinstance(t, dict)},
+                "events_sent": sorted(event_ids), "price_sensitivity_by_harness": expected}
+    return verdict("fail" if wrong else "pass", evidence, "; ".join(wrong))
+
+
+def probe_cdp(adapter: Realtime, ctx: ProbeContext, _options: NoOptions) -> Findings:
+    """cdp.realtime (pushed events reach the profile) and cdp.tags_explained."""
+    try:
+        customer = _customer(adapter, ctx.run_id, "cdp")
+    except ProbeError as exc:
+        failed = verdict("fail", reason=str(exc))
+        return None, {"cdp.realtime": failed, "cdp.tags_explained": failed}
+    keys = [f"{ctx.run_id}-cap-{i}" for i in range(len(CDP_KINDS))]
+    status, sent, received = _send_and_listen(adapter, customer, keys, list(CDP_KINDS))
+    realtime = _realtime_verdict(adapter, customer, status, sent, received, list(CDP_KINDS))
+    ids = {m.payload.get("event_id") for m in received.values()}
+    event_ids = {int(i) for i in ids if isinstance(i, int) and not isinstance(i, bool)}
+    if realtime.status != "pass":
+        explained = verdict("not-measured", reason="no profile to read: " +
+                            (realtime.reason or "the events did not arrive"))
+    else:
+        _pstatus, profile = adapter.customer_profile(customer)
+        explained = _tags_verdict(profile, event_ids)
     return None, {"cdp.realtime": realtime, "cdp.tags_explained": explained}
 
 
