@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import msgspec
 
@@ -642,6 +642,89 @@ class AgentRuntime:
         return self.get_config(name)
 
 
+class ProductIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A product of the catalogue the agent quotes from."""
+
+    sku: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    category: Annotated[str, msgspec.Meta(max_length=100)] = "general"
+    unit_price: Annotated[float, msgspec.Meta(ge=0, le=1e9)]
+
+
+class StockIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    quantity: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
+
+
+class OrderLineIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    product_id: Annotated[int, msgspec.Meta(ge=1)]
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    unit_price: Annotated[float, msgspec.Meta(ge=0, le=1e9)]
+
+
+class OrderIn(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """An order of a customer; its total is the sum of its lines."""
+
+    customer_id: Annotated[int, msgspec.Meta(ge=1)]
+    lines: Annotated[list[OrderLineIn], msgspec.Meta(min_length=1, max_length=100)]
+    ordered_at: str | None = None
+    status: str = "delivered"
+    currency: str = "EUR"
+
+
+async def create_product(db: Database, body: ProductIn) -> dict[str, Any]:
+    """Add a product to the catalogue the quote step prices from."""
+    async with db.transaction() as tx:
+        pid = int(await tx.fetch_val(
+            "INSERT INTO products (sku, name, category, unit_price) VALUES (?, ?, ?, ?) "
+            "RETURNING id", (body.sku, body.name, body.category, body.unit_price),
+        ))
+    return {"id": pid, "sku": body.sku, "name": body.name, "category": body.category,
+            "unit_price": body.unit_price}
+
+
+async def set_stock(db: Database, product_id: int, region_id: int, body: StockIn) -> dict[str, Any]:
+    """Set the stock of a product in a region, as the inventory step reads it."""
+    async with db.transaction() as tx:
+        for table, key in (("products", product_id), ("regions", region_id)):
+            if await tx.fetch_val(f"SELECT id FROM {table} WHERE id = ?", (key,)) is None:
+                raise StoreError(404, "not_found", f"{table[:-1]} {key} does not exist")
+        await tx.execute(
+            "INSERT INTO inventory (product_id, region_id, quantity) VALUES (?, ?, ?) "
+            "ON CONFLICT (product_id, region_id) DO UPDATE SET quantity = excluded.quantity",
+            (product_id, region_id, body.quantity),
+        )
+    return {"product_id": product_id, "region_id": region_id, "quantity": body.quantity}
+
+
+async def create_order(db: Database, body: OrderIn) -> dict[str, Any]:
+    """Record an order with its lines, as the purchase-history step reads it."""
+    lines = [{"line_no": i + 1, "product_id": ln.product_id, "quantity": ln.quantity,
+              "unit_price": ln.unit_price, "amount": round(ln.unit_price * ln.quantity, 2)}
+             for i, ln in enumerate(body.lines)]
+    total = round(sum(float(ln["amount"]) for ln in lines), 2)
+    ordered_at = body.ordered_at or now_iso()
+    async with db.transaction() as tx:
+        if await tx.fetch_val("SELECT id FROM customers WHERE id = ?", (body.customer_id,)) is None:
+            raise StoreError(422, "unknown_reference",
+                             f"customer_id {body.customer_id} does not exist in customers",
+                             "customer_id")
+        oid = int(await tx.fetch_val(
+            "INSERT INTO orders (customer_id, ordered_at, status, currency, total_amount) "
+            "VALUES (?, ?, ?, ?, ?) RETURNING id",
+            (body.customer_id, ordered_at, body.status, body.currency, total),
+        ))
+        for ln in lines:
+            await tx.execute(
+                "INSERT INTO order_lines (order_id, line_no, product_id, quantity, unit_price, "
+                "amount) VALUES (?, ?, ?, ?, ?, ?)",
+                (oid, ln["line_no"], ln["product_id"], ln["quantity"], ln["unit_price"],
+                 ln["amount"]),
+            )
+    return {"id": oid, "customer_id": body.customer_id, "ordered_at": ordered_at,
+            "status": body.status, "currency": body.currency, "total_amount": total,
+            "lines": lines}
+
+
 def _first(value: Any, fallback: Any) -> Any:
     return fallback if value is None else value
 
@@ -668,12 +751,18 @@ __all__ = [
     "Agent",
     "AgentRuntime",
     "LeadIntakeConfig",
+    "OrderIn",
     "Outcome",
+    "ProductIn",
     "RuleScorer",
     "RunContext",
     "Score",
     "Scorer",
     "Step",
     "StepResult",
+    "StockIn",
+    "create_order",
+    "create_product",
     "load_scorer",
+    "set_stock",
 ]

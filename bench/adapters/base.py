@@ -500,6 +500,28 @@ class Realtime(Protocol):
     def subscribe(self, types: Sequence[str], after: int | None = None) -> Iterator[StreamMessage]:
         """Messages of the given types, live (or from ``after``), until the caller stops."""
 
+    def create_product_record(self, fields: dict[str, Any]) -> tuple[Status, int | None]:
+        """Add a product (``sku``, ``name``, ``unit_price``) that the agent may quote."""
+
+    def set_stock(self, product_id: Key, region_id: Key, quantity: int) -> Status:
+        """Set the stock of a product in a region, as the agent's inventory step reads it."""
+
+    def create_order_record(
+        self, customer_id: Key, lines: Sequence[dict[str, Any]]
+    ) -> tuple[Status, int | None]:
+        """Record a customer's order; lines are ``product_id``, ``quantity``, ``unit_price``."""
+
+    def human_queue(self, run_ids: Sequence[str]) -> tuple[Status, set[str] | None]:
+        """Which of these agent runs wait in the human queue (read from the queue itself)."""
+
+
+@runtime_checkable
+class Readback(Protocol):
+    """Optional verb with which the harness checks a sample of the workload's answers."""
+
+    def read_customer(self, customer_id: Key) -> tuple[Status, dict[str, Any] | None]:
+        """The customer record as stored (with its ``id``), to compare with what was asked."""
+
 
 @dataclass(frozen=True)
 class RunPlan:

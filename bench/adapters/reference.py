@@ -474,6 +474,40 @@ class ReferenceAdapter(BaseAdapter):
         status, data = self._exchange("POST", "/customers", fields)
         return status, (int(data["id"]) if data and "id" in data else None)
 
+    def read_customer(self, customer_id: Key) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("GET", f"/customers/{customer_id}")
+
+    def create_product_record(self, fields: dict[str, Any]) -> tuple[Status, int | None]:
+        status, data = self._exchange("POST", "/products", fields)
+        return status, (int(data["id"]) if data and "id" in data else None)
+
+    def set_stock(self, product_id: Key, region_id: Key, quantity: int) -> Status:
+        return self._call("PUT", f"/inventory/{int(product_id)}/{int(region_id)}",
+                          {"quantity": quantity})
+
+    def create_order_record(
+        self, customer_id: Key, lines: Sequence[dict[str, Any]]
+    ) -> tuple[Status, int | None]:
+        status, data = self._exchange("POST", "/orders",
+                                      {"customer_id": customer_id, "lines": list(lines)})
+        return status, (int(data["id"]) if data and "id" in data else None)
+
+    def human_queue(self, run_ids: Sequence[str]) -> tuple[Status, set[str] | None]:
+        wanted = {int(r) for r in run_ids if r.isdigit()}
+        if not wanted:
+            return Status.ok, set()
+        # The queue is ordered by run id: read it from just before the first run asked for.
+        after, found = min(wanted) - 1, set()
+        while True:
+            status, page = self._exchange("GET", f"/agents/queue?limit=500&after={after}")
+            if status is not Status.ok or page is None:
+                return status if status is not Status.ok else Status.error, None
+            found |= {int(item["run_id"]) for item in page.get("items") or []} & wanted
+            nxt = page.get("next_after")
+            if nxt is None or int(nxt) >= max(wanted):
+                return Status.ok, {str(r) for r in found}
+            after = int(nxt)
+
     def subscribe(
         self, types: Sequence[str], after: int | None = None
     ) -> Iterator[StreamMessage]:

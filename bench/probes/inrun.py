@@ -33,6 +33,8 @@ EVENT_WEIGHTS = (40, 25, 10, 8, 12, 5)
 # How long after the run a pending outcome may still arrive before it counts as lost.
 GRACE_S = 5.0
 STEP_SAMPLE = 0.1
+SERVER_REPORTED = ("server-reported: the duration_ms of each step in the platform's decision "
+                   "log, not observed by the harness")
 
 PhaseOf = Callable[[int], str]
 
@@ -367,7 +369,9 @@ def dimension(probe: Probe[Any], rate: float, totals: StreamTotals,
         observed_via="the harness's own subscription to the change stream (same clock)",
     )
     if probe is AGENT_LATENCY:
+        # The platform's own duration_ms per step: its word, not the harness's clock.
         dim["breakdown"] = {step: h.summary() for step, h in totals.steps.items()}
+        dim["breakdown_source"] = SERVER_REPORTED
     if not state.complete or state.finals == 0:
         dim.update(status="not-measured",
                    reason="the run did not finish; outcomes still in flight are unknown")

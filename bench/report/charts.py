@@ -138,7 +138,8 @@ def agent_breakdown(groups: dict[str, list[Run]]) -> Chart:
     """Agent latency per step (median over runs), stacked per platform."""
     title = "Agent step breakdown"
     caption = ("Lead-intake agent: mean time per step (identify, history, inventory, quote, "
-               "notify), median over each platform's runs with a breakdown.")
+               "notify), median over each platform's runs with a breakdown. Server-reported: "
+               "the platform's own step durations, not timed by the harness.")
     per_platform: dict[str, dict[str, float]] = {}
     for platform, runs in groups.items():
         steps: dict[str, list[float]] = {}

@@ -42,7 +42,7 @@ from bench.measure.hdr import LatencyHistogram  # noqa: E402
 from bench.measure.schedule import GeventAlarm, Pacer  # noqa: E402
 from bench.measure.validity import GeventLagMonitor  # noqa: E402
 from bench.probes.inrun import GRACE_S, ProbeConfig, ProbeSet  # noqa: E402
-from bench.scenarios.mixed import MixedWorkload  # noqa: E402
+from bench.scenarios.mixed import AnswerCheck, MixedWorkload  # noqa: E402
 
 NS = 1_000_000_000
 log = logging.getLogger("crmbench.driver")
@@ -212,6 +212,7 @@ class CrmUser(User):
     @task
     def send_paced(self) -> None:
         workload: MixedWorkload = STATE["workload"]
+        check: AnswerCheck = STATE["check"]
         sleep_until = STATE["alarm"].sleep_until
         fire = self.environment.events.request.fire
         while True:
@@ -219,12 +220,33 @@ class CrmUser(User):
             sleep_until(intended)
             op, fn, args = workload.next()
             sample = timed_call(op, intended, fn, *args)
-            fire(
-                request_type="crm", name=op, response_time=sample.service_ns / 1e6,
-                response_length=0,
-                exception=None if sample.status is Status.ok else RuntimeError(sample.status),
-                context={"sample": sample},
-            )
+            if check.due(op, sample.status):
+                # Read back off this user's path; the call counts once the answer is known.
+                gevent.spawn(_checked, fire, check, sample, args)
+                continue
+            _fire(fire, sample)
+
+
+def _fire(fire: Any, sample: Sample) -> None:
+    fire(
+        request_type="crm", name=sample.op, response_time=sample.service_ns / 1e6,
+        response_length=0,
+        exception=None if sample.status is Status.ok else RuntimeError(sample.status),
+        context={"sample": sample},
+    )
+
+
+def _checked(fire: Any, check: AnswerCheck, sample: Sample, args: tuple[Any, ...]) -> None:
+    """A sampled call's answer read back: one that does not check out counts as an error."""
+    try:
+        ok = check.verify(sample.op, args)
+    except Exception:
+        log.debug("reading back %s raised", sample.op, exc_info=True)
+        ok = False
+    if not ok:
+        sample = Sample(sample.op, Status.error, sample.intended_ns, sample.start_ns,
+                        sample.end_ns)
+    _fire(fire, sample)
 
 
 def _prepare(config: dict[str, Any], worker_index: int, users_here: int) -> None:
@@ -272,6 +294,7 @@ def _prepare(config: dict[str, Any], worker_index: int, users_here: int) -> None
         adapter=adapter,
         alarm=alarm,
         worker_index=worker_index,
+        check=AnswerCheck(adapter),
         workload=MixedWorkload(
             adapter, keyspace, config["mix"], seed=config["seed"] + worker_index,
             distribution=config["key_distribution"], exponent=config["zipf_exponent"],

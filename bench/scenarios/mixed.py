@@ -20,6 +20,7 @@ from bench.adapters.base import (
     Key,
     Keyspace,
     LeadInput,
+    Readback,
     SearchQuery,
     Stage,
     Status,
@@ -91,6 +92,43 @@ class KeyChooser:
 
 
 Call = tuple[str, Callable[..., Status], tuple[Any, ...]]
+# One call in this many of the checked operations has its answer read back and compared.
+CHECK_EVERY = 100
+_CHECKED = frozenset({"get_customer", "customer_360", "update_customer"})
+
+
+class AnswerCheck:
+    """Reads back a sample of answered calls: the record asked for, and what was written.
+
+    Concurrent users write the same hot customers, so a written record is checked for the
+    workload's own consistency (its website names its employee count), not for one value.
+    """
+
+    def __init__(self, adapter: Any, every: int = CHECK_EVERY) -> None:
+        self.reader = adapter if isinstance(adapter, Readback) else None
+        self.every = max(every, 1)
+        self._seen = 0
+
+    def due(self, op: str, status: Status) -> bool:
+        """Whether this answered call is one of the sample (cheap: a count and a modulo)."""
+        if self.reader is None or status is not Status.ok or op not in _CHECKED:
+            return False
+        self._seen += 1
+        return self._seen % self.every == 0
+
+    def verify(self, op: str, args: tuple[Any, ...]) -> bool:
+        """Whether the platform's stored record matches the call (False: a wrong answer)."""
+        assert self.reader is not None
+        status, record = self.reader.read_customer(args[0])
+        if status is not Status.ok or not isinstance(record, dict):
+            return False
+        if str(record.get("id")) != str(args[0]):
+            return False
+        if op != "update_customer":
+            return True
+        employees = record.get("employees")
+        return (isinstance(employees, int) and 1 <= employees <= 50_000
+                and record.get("website") == f"https://www.c{employees}.example")
 
 
 class MixedWorkload:

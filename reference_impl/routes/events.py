@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from reference_impl import cdp
+from reference_impl import agents, cdp
 from reference_impl import models as m
 from reference_impl.services import Services
 from reference_impl.stream import Filter
@@ -105,6 +105,23 @@ class EventRoutes:
             return json_response(await self.agents.put_config(name, body))
         return json_response(self.agents.get_config(name))
 
+    async def create_product(self, request: Request) -> Response:
+        no_query(request)
+        body = await decode(request, agents.ProductIn)
+        return json_response(await agents.create_product(self.db, body), 201)
+
+    async def put_stock(self, request: Request) -> Response:
+        no_query(request)
+        product = int_param(request.path_params["product_id"], "product_id", 1, MAX_ID)
+        region = int_param(request.path_params["region_id"], "region_id", 1, MAX_ID)
+        body = await decode(request, agents.StockIn)
+        return json_response(await agents.set_stock(self.db, product, region, body))
+
+    async def create_order(self, request: Request) -> Response:
+        no_query(request)
+        body = await decode(request, agents.OrderIn)
+        return json_response(await agents.create_order(self.db, body), 201)
+
 
 def routes(services: Services) -> list[Route]:
     ev = EventRoutes(services)
@@ -117,4 +134,8 @@ def routes(services: Services) -> list[Route]:
         Route("/agents/queue", ev.agent_queue, methods=["GET"]),
         Route("/agents/{agent}/runs", ev.agent_runs, methods=["POST"]),
         Route("/agents/{agent}/config", ev.agent_config, methods=["GET", "PUT"]),
+        # The agent's tool data, so that a caller can give a customer known orders and stock.
+        Route("/products", ev.create_product, methods=["POST"]),
+        Route("/inventory/{product_id}/{region_id}", ev.put_stock, methods=["PUT"]),
+        Route("/orders", ev.create_order, methods=["POST"]),
     ]
