@@ -708,6 +708,11 @@ async def create_order(db: Database, body: OrderIn) -> dict[str, Any]:
             raise StoreError(422, "unknown_reference",
                              f"customer_id {body.customer_id} does not exist in customers",
                              "customer_id")
+        for i, wanted in enumerate(body.lines):
+            if await tx.fetch_val("SELECT id FROM products WHERE id = ?",
+                                  (wanted.product_id,)) is None:
+                raise StoreError(422, "unknown_reference", f"product_id {wanted.product_id} "
+                                 "does not exist in products", f"lines[{i}].product_id")
         oid = int(await tx.fetch_val(
             "INSERT INTO orders (customer_id, ordered_at, status, currency, total_amount) "
             "VALUES (?, ?, ?, ?, ?) RETURNING id",

@@ -76,6 +76,9 @@ def _rules() -> dict[tuple[str, str], Rule]:
         ("POST", "/agents/{agent}/runs"): Rule("agents:write", create="agent_run"),
         ("GET", "/agents/{agent}/config"): Rule("agents:read"),
         ("PUT", "/agents/{agent}/config"): Rule("engines:write"),
+        ("POST", "/products"): Rule("engines:write", mask=False),
+        ("PUT", "/inventory/{product_id}/{region_id}"): Rule("engines:write", mask=False),
+        ("POST", "/orders"): Rule("records:write", create="orders"),
         ("POST", "/workflows"): Rule("engines:write"),
         ("GET", "/workflows/runs/{run_id}"): Rule("engines:read"),
         ("GET", "/workflows/{id}"): Rule("engines:read"),
@@ -282,7 +285,7 @@ class Guard:
                                               f"token {who.name!r}")
             return
         refs: list[tuple[str, Any]] = []
-        if kind in ("contacts", "opportunities", "activities", "pack_record", "leads"):
+        if kind in ("contacts", "opportunities", "activities", "pack_record", "leads", "orders"):
             refs.append(("customers", body.get("customer_id")))
         if kind == "events":
             events = body.get("events", [body])

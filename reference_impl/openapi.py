@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from reference_impl import agents
 from reference_impl import models as m
 from reference_impl.access import FIELD_CLASSES, PERMISSIONS, ROLES
 from reference_impl.privacy import ConsentUpdate
@@ -307,6 +308,7 @@ def _components() -> dict[str, Any]:
     structs = [t for _, c, u, _ in _ENTITIES.values() for t in (c, u)] + [
         m.StageChange, m.EventIn, m.EventBatch, m.LeadIntakeRunCreate, m.AgentConfigUpdate,
         m.ClockAdvance, WorkflowDeploy, RunCreate, SlaCreate, ConsentUpdate,
+        agents.ProductIn, agents.StockIn, agents.OrderIn,
     ]
     _, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}"
@@ -467,6 +469,18 @@ def _agent_paths() -> dict[str, Any]:
         "/agents/queue": {"get": _op(
             "Escalated runs awaiting a person, oldest first",
             {"200": ("A page of runs", _page(_ref("AgentRun")))}, params=_PAGING)},
+        "/products": {"post": _op(
+            "Add a product to the catalogue the agent's quote step prices from",
+            {"201": ("Created", _OBJECT)}, body=_ref("ProductIn"))},
+        "/inventory/{product_id}/{region_id}": {
+            "parameters": [_path("product_id", _ID_SCHEMA), _path("region_id", _ID_SCHEMA)],
+            "put": _op("Set a product's stock in a region, as the inventory step reads it",
+                       {"200": ("Stock set", _OBJECT)}, 404, body=_ref("StockIn"))},
+        "/orders": {"post": _op(
+            "Record an order with its lines, as the purchase-history step reads it",
+            {"201": ("Created", _OBJECT)}, body=_ref("OrderIn"),
+            description="422 `unknown_reference` when the customer or a line's product "
+                        "does not exist.")},
         "/agents/{agent}/config": {
             "parameters": [_AGENT],
             "get": _op("Takeover thresholds of the agent",

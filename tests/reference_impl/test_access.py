@@ -129,7 +129,8 @@ def test_every_route_with_every_role(client: TestClient, app: Any) -> None:
         destructive = method in ("DELETE", "POST", "PUT", "PATCH")
         ids = {"id": str(MISSING if destructive else cid), "run_id": "1",
                "agent": "lead_intake", "name": "nope" if destructive else "manufacturing",
-               "module": "contracts", "report": "nope"}
+               "module": "contracts", "report": "nope", "product_id": str(MISSING),
+               "region_id": "1"}
         url = _concrete(path, ids)
         rule = RULES[(method, path)]
         for role in ROLES:
