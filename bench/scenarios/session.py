@@ -49,6 +49,12 @@ def resolve_target(
     *, test_clock: bool = False,
 ) -> Iterator[ResolvedTarget]:
     """Start an embedded target if ``url`` asks for one; yield how to reach it."""
+    if scheme_of(url) == "tryton":
+        from bench.adapters.tryton_embedded import EmbeddedTryton, parse_tryton_embedded
+
+        with EmbeddedTryton(parse_tryton_embedded(url), say=say, keep_log=server_log) as tryton:
+            yield ResolvedTarget(tryton.url, tryton.env, tryton.alive, None, tryton.pid)
+        return
     options = parse_embedded(url)
     if options is not None:
         from bench.adapters.embedded import EmbeddedReference
@@ -69,6 +75,11 @@ def resolve_target(
 def check_target_url(url: str) -> None:
     """Refuse URLs whose scheme no installed adapter serves, before anything starts."""
     if parse_embedded(url) is not None:
+        return
+    if scheme_of(url) == "tryton":
+        from bench.adapters.tryton_embedded import parse_tryton_embedded
+
+        parse_tryton_embedded(url)
         return
     create_adapter(url)
 
