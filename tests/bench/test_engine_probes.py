@@ -96,6 +96,10 @@ def test_probe_sla_finds_the_action_level_on_the_test_clock(adapter: ReferenceAd
     for level in ("field", "process", "action"):
         entry = dim["levels"][level]
         assert entry["supported"] and entry["clock"] == "test" and entry["breach_lag_ms"] >= 0
+        met = caps[f"sla.{level}"].evidence["met_case"]
+        assert met["action"] == "ok" and not met["breached"]
+        assert met["readings"][-1]["status"] == "met"
+    assert dim["lag_clock"] == "harness, real time"
     for cid in ("sla.field", "sla.process", "sla.action", "sla.status", "sla.escalation"):
         assert caps[cid].status == "pass", caps[cid]
 
