@@ -108,9 +108,14 @@ def test_probe_pack_enables_checks_and_hotplugs(adapter: ReferenceAdapter) -> No
     dim, caps = probe_pack(adapter, ProbeContext("packprobe", lambda _m: None), PackOptions())
     assert dim is not None
     assert dim["capability"] == "pack.enable_time" and dim["status"] == "pass", dim
-    assert dim["value"] > 0 and dim["reenable_s"] > 0 and dim["modules"] == 12
-    assert dim["bundle"] == {"workflows": 2, "slas": 2, "reports": 3}
-    assert dim["idempotent"] is True
+    assert dim["value"] > 0 and dim["reenable_s"] > 0
+    reported = dim["server_reported"]
+    assert reported["source"] == "server-reported" and reported["modules"] == 12
+    assert reported["bundle"] == {"workflows": 2, "slas": 2, "reports": 3}
+    assert dim["idempotent"] is True and dim["background"]["faults"] == 0
+    assert dim["background"]["calls"] > 0
+    assert caps["pack.manufacturing"].evidence["incomplete_ppap"] == "frozen"
+    assert caps["pack.manufacturing"].evidence["control_without_documents"] == "frozen"
     assert caps["pack.hotplug"].status == "pass", caps
     assert caps["pack.manufacturing"].status == "pass", caps
 
