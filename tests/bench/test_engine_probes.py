@@ -136,9 +136,20 @@ class _Flaky:
     def run_workflow(self, workflow_id: int, input: dict[str, Any], wait: bool = True
                      ) -> tuple[Status, dict[str, Any]]:
         self.runs += 1
+        self.proved = self.runs != self.fail_run
         if self.runs == self.fail_run:
             return Status.ok, {"status": "timed_out", "executed_nodes": 1}
         return Status.ok, {"status": "completed", "executed_nodes": self.size}
+
+
+class _Proofs:
+    """Stands for the stream: the last run's notification arrived when it succeeded."""
+
+    def __init__(self, target: _Flaky) -> None:
+        self.target = target
+
+    def wait_for(self, _match: Any, _timeout: float = 0, since_ns: int = 0) -> object | None:
+        return object() if self.target.proved else None
 
 
 def _sizes(target: _Flaky) -> list[int]:
@@ -149,7 +160,8 @@ def _sizes(target: _Flaky) -> list[int]:
 def _curve(target: _Flaky, cap: int, repeats: int, min_time_s: float = 0.0,
            said: list[str] | None = None) -> tuple[list[dict[str, Any]], int, int | None, int]:
     return workflow_probe.measure_curve(target, "r", cap, repeats, min_time_s,  # type: ignore[arg-type]
-                                       (said if said is not None else []).append)
+                                       (said if said is not None else []).append,
+                                       _Proofs(target))  # type: ignore[arg-type]
 
 
 def test_sizes_are_measured_again_in_interleaved_rounds_as_new_versions() -> None:
@@ -168,7 +180,7 @@ def test_only_small_probe_documents_are_kept_between_measurements(
 ) -> None:
     monkeypatch.setattr(workflow_probe, "KEEP_DOCS_UP_TO", 2)
     target = _Flaky()
-    series = workflow_probe._Series(target, "r")  # type: ignore[arg-type]
+    series = workflow_probe._Series(target, "r", _Proofs(target))  # type: ignore[arg-type]
     for n in (1, 2, 4, 8, 8):
         assert series.measure(n)["executed"]
     assert sorted(series.docs) == [1, 2] and series.attempts[8][1]["executed"]
@@ -322,7 +334,7 @@ def test_small_sizes_are_measured_until_the_minimum_time_is_spent() -> None:
 
 def test_the_measurements_of_each_size_are_spread_over_all_rounds() -> None:
     target = _Flaky()
-    series = workflow_probe._Series(target, "r")  # type: ignore[arg-type]
+    series = workflow_probe._Series(target, "r", _Proofs(target))  # type: ignore[arg-type]
     for n, first_s in ((1, 0.1), (2, 0.5)):
         series.docs[n] = workflow_doc(f"crmbench probe r size {n}", n)
         series.attempts[n] = [{"deploy_s": first_s, "run_s": 0.0, "accepted": True,
