@@ -166,19 +166,23 @@ def _manufacturing(adapter: Any, run_id: str) -> Verdict:
     if any(st is not Status.ok or not rec for st, rec in (*made, *ppaps)):
         return verdict("fail", reason="could not create the contracts and PPAP submissions")
     (_s, contract), (_c, control) = made
+    # The control is asked first and last: a first refusal alone proves nothing.
+    control_first = adapter.approve_contract(control["id"])
     frozen = adapter.approve_contract(contract["id"])
     patched, _ = adapter.update_pack_record("ppap", ppaps[0][1]["id"],
                                             {"elements": list(PPAP_ELEMENTS)})
     released, done = adapter.approve_contract(contract["id"])
     still = adapter.approve_contract(control["id"])
     evidence = {"incomplete_ppap": _refusal(frozen), "ppap_update": patched.value,
-                "complete_ppap": released.value, "control_without_documents": _refusal(still),
+                "complete_ppap": released.value,
+                "control_without_documents": [_refusal(control_first), _refusal(still)],
                 "approved_status": (done or {}).get("status")}
     problems = [k for k, ok in (
         ("incomplete_ppap", evidence["incomplete_ppap"] == "frozen"),
         ("ppap_update", patched is Status.ok),
         ("complete_ppap", released is Status.ok and evidence["approved_status"] == "approved"),
-        ("control_without_documents", evidence["control_without_documents"] == "frozen"))
+        ("control_without_documents",
+         evidence["control_without_documents"] == ["frozen", "frozen"]))
         if not ok]
     return verdict("fail" if problems else "pass", evidence,
                    f"not as documented: {', '.join(problems)}" if problems else None)

@@ -115,7 +115,8 @@ def test_probe_pack_enables_checks_and_hotplugs(adapter: ReferenceAdapter) -> No
     assert dim["idempotent"] is True and dim["background"]["faults"] == 0
     assert dim["background"]["calls"] > 0
     assert caps["pack.manufacturing"].evidence["incomplete_ppap"] == "frozen"
-    assert caps["pack.manufacturing"].evidence["control_without_documents"] == "frozen"
+    assert caps["pack.manufacturing"].evidence["control_without_documents"] == [
+        "frozen", "frozen"]
     assert caps["pack.hotplug"].status == "pass", caps
     assert caps["pack.manufacturing"].status == "pass", caps
 
