@@ -244,6 +244,10 @@ class SlaEngine:
                 log.exception("SLA check failed; retrying")
                 await asyncio.sleep(0.5)
 
+    def clock_moved(self) -> None:
+        """Wake the checker: its sleep to the earliest deadline was measured on the old time."""
+        self._wake.set()
+
     async def create(self, sla: SlaCreate, pack: tuple[str, str] | None = None
                      ) -> dict[str, Any]:
         """Define an SLA; ``pack`` is (pack, key) for an SLA a pack brings."""

@@ -3,6 +3,10 @@
 A platform that implements :class:`Engines` can be probed for ``workflow.max_nodes``,
 ``sla.granularity`` and ``pack.enable_time``; one that does not is reported not-measured.
 Records the probes create or change go through :class:`~bench.adapters.base.Realtime`.
+
+A refusal (``Status.rejected``) may carry the platform's reason as
+``{"refusal": <word>, "message": <text>}``; ``refusal`` is platform-neutral where a probe
+needs to tell outcomes apart (``"frozen"``: an approval held back by the platform's rules).
 """
 
 from __future__ import annotations
@@ -16,8 +20,13 @@ from bench.adapters.base import Status
 class Engines(Protocol):
     """Deploy and run workflows, define SLAs, move a test clock, switch scenario packs."""
 
+    # The shortest SLA time limit (seconds, real time) the platform accepts and tracks.
+    min_sla_s: float
+
     def deploy_workflow(self, doc: dict[str, Any]) -> tuple[Status, dict[str, Any] | None]:
-        """Deploy ``{"name", "nodes", "edges"}``; the answer has ``id`` and ``version``."""
+        """Deploy ``{"name", "nodes", "edges"}``; the answer has ``id`` and ``version``.
+
+        A refused document answers ``Status.rejected`` with the refusal (see the module)."""
 
     def run_workflow(
         self, workflow_id: int, input: dict[str, Any], wait: bool = True
@@ -67,4 +76,13 @@ class Engines(Protocol):
     ) -> tuple[Status, dict[str, Any] | None]: ...
 
     def approve_contract(self, contract_id: Any) -> tuple[Status, dict[str, Any] | None]:
-        """Ask for a contract's approval; ``rejected`` while the pack's rules freeze it."""
+        """Ask for a contract's approval; while the pack's rules freeze it, ``rejected`` with
+        ``{"refusal": "frozen", "message"}``."""
+
+    def read_record(self, object: str, record_id: Any) -> tuple[Status, dict[str, Any] | None]:
+        """Read a core record (``lead``, ``opportunity``, ``customer``) as stored."""
+
+    def update_record(
+        self, object: str, record_id: Any, fields: dict[str, Any]
+    ) -> tuple[Status, dict[str, Any] | None]:
+        """Change fields of a core record (``lead``, ``opportunity``, ``customer``)."""

@@ -548,10 +548,41 @@ class ReferenceAdapter(BaseAdapter):
 
     # ------------------------------------------------------------------ engine verbs
 
+    # The SLA checker wakes at the earliest deadline; a second is well above its precision.
+    min_sla_s = 1.0
+
+    def _refusable(
+        self, method: str, path: str, body: Any = None
+    ) -> tuple[Status, dict[str, Any] | None]:
+        """Like ``_exchange``, but a 4xx answer keeps its reason (``Engines``' refusal)."""
+        try:
+            code, raw = self._send(method, path, body)
+        except _TRANSPORT_ERRORS as exc:
+            return _fault(exc), None
+        status = status_for_http(code)
+        if status is Status.ok or not 400 <= code < 500:
+            return self._decoded(status, raw)
+        try:
+            error = msgspec.json.decode(raw).get("error") or {}
+        except (msgspec.DecodeError, AttributeError):
+            return status, None
+        word = _REFUSALS.get(str(error.get("code")), str(error.get("code")))
+        return status, {"refusal": word, "message": str(error.get("message", ""))}
+
+    @staticmethod
+    def _decoded(status: Status, raw: bytes) -> tuple[Status, dict[str, Any] | None]:
+        if status is not Status.ok:
+            return status, None
+        try:
+            data = msgspec.json.decode(raw) if raw else None
+        except msgspec.DecodeError:
+            return Status.error, None
+        return status, data if isinstance(data, dict) else None
+
     def deploy_workflow(
         self, doc: dict[str, Any]
     ) -> tuple[Status, dict[str, Any] | None]:
-        return self._exchange("POST", "/workflows", doc)
+        return self._refusable("POST", "/workflows", doc)
 
     def run_workflow(
         self, workflow_id: int, input: dict[str, Any], wait: bool = True
@@ -621,10 +652,24 @@ class ReferenceAdapter(BaseAdapter):
     def update_pack_record(
         self, module: str, record_id: Any, fields: dict[str, Any]
     ) -> tuple[Status, dict[str, Any] | None]:
-        return self._exchange("PATCH", f"/mfg/{quote(module, safe='')}/{int(record_id)}", fields)
+        return self._refusable("PATCH", f"/mfg/{quote(module, safe='')}/{int(record_id)}",
+                               fields)
 
     def approve_contract(self, contract_id: Any) -> tuple[Status, dict[str, Any] | None]:
-        return self._exchange("POST", f"/mfg/contracts/{int(contract_id)}/approve", {})
+        return self._refusable("POST", f"/mfg/contracts/{int(contract_id)}/approve", {})
+
+    def read_record(self, object: str, record_id: Any) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("GET", f"/{_COLLECTIONS[object]}/{int(record_id)}")
+
+    def update_record(
+        self, object: str, record_id: Any, fields: dict[str, Any]
+    ) -> tuple[Status, dict[str, Any] | None]:
+        return self._refusable("PATCH", f"/{_COLLECTIONS[object]}/{int(record_id)}", fields)
+
+
+# The reference's error codes for the refusals ``Engines`` names platform-neutrally.
+_REFUSALS = {"approval_frozen": "frozen"}
+_COLLECTIONS = {"lead": "leads", "opportunity": "opportunities", "customer": "customers"}
 
 
 def _read_sse(resp: Any) -> Iterator[StreamMessage]:

@@ -8,14 +8,16 @@ subscription, stamped with ``time.perf_counter_ns`` like every send.
 from __future__ import annotations
 
 import math
+import random
 import statistics
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
+import gevent
 import msgspec
 
-from bench.adapters.base import Status
+from bench.adapters.base import LeadInput, Realtime, Status, StreamMessage
 from bench.adapters.engines import Engines
 from bench.probes.registry import Findings, Probe, ProbeContext, register
 from bench.probes.stream import Listener
@@ -34,6 +36,8 @@ MAX_REPEATS = 50
 KEEP_DOCS_UP_TO = 16_384
 # Below this size a run takes milliseconds and timing noise swamps the doubling ratio.
 LINEARITY_FROM = 1024
+# How long the notification of a run's last node may take to reach the harness.
+PROOF_TIMEOUT_S = 5.0
 WORKFLOW_IDS = ("workflow.dag", "workflow.breaker", "workflow.lineage")
 
 
@@ -50,31 +54,60 @@ class WorkflowOptions(msgspec.Struct, frozen=True, rename={
 # ---------------------------------------------------------------------------- workflows
 
 
-def workflow_doc(name: str, nodes: int) -> dict[str, Any]:
-    """A workflow of exactly ``nodes`` nodes: a trigger, then split/condition/join blocks."""
-    out: list[dict[str, Any]] = [{"id": "t", "type": "trigger", "on": "manual"}]
+BLOCK = 5  # nodes of one chained block of workflow_doc
+
+
+def workflow_doc(name: str, nodes: int, token: str = "") -> dict[str, Any]:
+    """A workflow of exactly ``nodes`` nodes whose last one notifies ``token`` only when every
+    block ran in order: block k's condition needs the counter ``s`` that block k-1 set."""
+    out: list[dict[str, Any]] = []
     edges: list[list[str]] = []
-    prev = "t"
+    prev: str | None = None
+    if nodes >= 3:
+        out.append({"id": "t", "type": "trigger", "on": "manual"})
+        prev = "t"
     k = 0
-    while len(out) + 4 <= nodes:
-        p, c, a, j = f"p{k}", f"c{k}", f"a{k}", f"j{k}"
+    while len(out) + BLOCK + 2 <= nodes:
+        p, c, x, a, j = f"p{k}", f"c{k}", f"x{k}", f"a{k}", f"j{k}"
         out += [{"id": p, "type": "parallel"},
-                {"id": c, "type": "condition", "field": "amount", "op": ">=", "value": 0},
+                {"id": c, "type": "condition", "field": "s", "op": "==", "value": k},
+                {"id": x, "type": "action", "action": "set", "field": "s", "value": k + 1},
                 {"id": a, "type": "action", "action": "set", "field": f"v{k % 8}", "value": k},
                 {"id": j, "type": "join"}]
-        edges += [[prev, p], [p, c], [p, a], [c, j, "true"], [a, j]]
+        edges += [*([[prev, p]] if prev else []), [p, c], [p, a], [c, x, "true"], [x, j], [a, j]]
         prev = j
         k += 1
-    while len(out) < nodes:
+    while len(out) + 2 < nodes:
         node = f"n{len(out)}"
         out.append({"id": node, "type": "action", "action": "noop"})
-        edges.append([prev, node])
+        edges += [[prev, node]] if prev else []
         prev = node
+    if nodes >= 2:
+        out.append({"id": "done", "type": "condition", "field": "s", "op": "==", "value": k})
+        edges += [[prev, "done"]] if prev else []
+        prev = "done"
+    out.append({"id": "proof", "type": "action", "action": "notify", "channel": "stream",
+                "subject": token or name})
+    if prev:
+        edges.append([prev, "proof", "true"] if prev == "done" else [prev, "proof"])
     return {"name": name, "nodes": out, "edges": edges, "timeout_s": 600}
 
 
-def _attempt(adapter: Engines, doc: dict[str, Any], n: int) -> dict[str, Any]:
-    """Deploy ``doc`` (a new version when its name exists) and run it once, both timed."""
+def _proof_of(wid: int, subject: str) -> Callable[[StreamMessage], bool]:
+    def match(m: StreamMessage) -> bool:
+        return (m.type == "workflow.notification" and m.payload.get("workflow_id") == wid
+                and m.payload.get("node") == "proof" and m.payload.get("subject") == subject)
+    return match
+
+
+def _attempt(adapter: Engines, doc: dict[str, Any], n: int,
+             listener: Listener | None = None, used: set[int] | None = None
+             ) -> dict[str, Any]:
+    """Deploy ``doc`` (a new version when its name exists) and run it once, both timed.
+
+    Executed only when the run's last node was seen to act (its notification, on the
+    harness's stream, after the run started): the platform's node count is kept as claimed.
+    """
     out: dict[str, Any] = {"deploy_s": None, "run_s": None, "accepted": False,
                            "executed": False}
     t0 = time.perf_counter()
@@ -84,17 +117,30 @@ def _attempt(adapter: Engines, doc: dict[str, Any], n: int) -> dict[str, Any]:
         out["error"] = f"deploy answered {status.value}"
         return out
     out["accepted"] = True
+    since = time.perf_counter_ns()
     t0 = time.perf_counter()
-    status, run = adapter.run_workflow(int(deployed["id"]), {"amount": 1}, wait=True)
+    status, run = adapter.run_workflow(int(deployed["id"]), {"amount": 1, "s": 0}, wait=True)
     out["run_s"] = round(time.perf_counter() - t0, 6)
     if status is not Status.ok or not run:
         out["error"] = f"run answered {status.value}"
         return out
-    out["executed"] = run.get("status") == "completed" and run.get("executed_nodes") == n
+    out["claimed_nodes"] = run.get("executed_nodes")
+    proof = None if listener is None else listener.wait_for(
+        _unused(_proof_of(int(deployed["id"]), doc["nodes"][-1]["subject"]), used),
+        PROOF_TIMEOUT_S, since_ns=since)
+    if proof is not None and used is not None:
+        used.add(id(proof))
+    out["executed"] = run.get("status") == "completed" and proof is not None
     if not out["executed"]:
-        out["error"] = (f"run {run.get('status')} with {run.get('executed_nodes')} of {n} "
-                        "nodes executed")
+        out["error"] = (f"run {run.get('status')}, {run.get('executed_nodes')} of {n} nodes "
+                        f"claimed, {'no' if proof is None else 'a'} notification of its last "
+                        "node observed")
     return out
+
+
+def _unused(match: Callable[[StreamMessage], bool], used: set[int] | None
+            ) -> Callable[[StreamMessage], bool]:
+    return lambda m: match(m) and (used is None or id(m) not in used)
 
 
 def summarise_size(n: int, attempts: list[dict[str, Any]], repeats: int) -> dict[str, Any]:
@@ -121,16 +167,18 @@ def summarise_size(n: int, attempts: list[dict[str, Any]], repeats: int) -> dict
 class _Series:
     """Every measurement of one probe run: one workflow per size, each deploy a new version."""
 
-    def __init__(self, adapter: Engines, run_id: str) -> None:
-        self.adapter, self.run_id = adapter, run_id
+    def __init__(self, adapter: Engines, run_id: str, listener: Listener | None = None) -> None:
+        self.adapter, self.run_id, self.listener = adapter, run_id, listener
+        self.used: set[int] = set()  # notifications already taken as a run's proof
         self.docs: dict[int, dict[str, Any]] = {}
         self.attempts: dict[int, list[dict[str, Any]]] = {}  # in the order sizes were tried
 
     def measure(self, n: int) -> dict[str, Any]:
-        doc = self.docs.get(n) or workflow_doc(f"crmbench probe {self.run_id} size {n}", n)
+        name = f"crmbench probe {self.run_id} size {n}"
+        doc = self.docs.get(n) or workflow_doc(name, n, f"{name} done")
         if n <= KEEP_DOCS_UP_TO:  # small ones are measured up to MAX_REPEATS times
             self.docs[n] = doc
-        attempt = _attempt(self.adapter, doc, n)
+        attempt = _attempt(self.adapter, doc, n, self.listener, self.used)
         self.attempts.setdefault(n, []).append(attempt)
         return attempt
 
@@ -204,7 +252,8 @@ def _rounds(series: _Series, sizes: list[int], repeats: int, min_time_s: float,
 
 
 def measure_curve(adapter: Engines, run_id: str, cap: int, repeats: int, min_time_s: float,
-                  say: Say) -> tuple[list[dict[str, Any]], int, int | None, int]:
+                  say: Say, listener: Listener | None = None
+                  ) -> tuple[list[dict[str, Any]], int, int | None, int]:
     """The scaling curve: the search measures each size once; then each size is measured
     again in interleaved rounds (``_rounds``) until it has ``repeats`` measurements, small
     ones more, as many as add up to ``min_time_s``. A size that fails in a later round
@@ -214,7 +263,7 @@ def measure_curve(adapter: Engines, run_id: str, cap: int, repeats: int, min_tim
     all its measurements, the smallest failed size (None when none failed) and the number
     of rounds.
     """
-    series = _Series(adapter, run_id)
+    series = _Series(adapter, run_id, listener)
     good: int = 0
     bad: int | None = None
     rounds = 0
@@ -302,8 +351,18 @@ def probe_workflow(adapter: Engines, ctx: ProbeContext, options: WorkflowOptions
                            "worst_doubling_ratio": None, "worst_doubling_at": None,
                            "worst_doubling_ratio_median": None,
                            "worst_doubling_at_median": None, "fitted_doubling_ratio": None}
-    curve, good, bad, dim["rounds"] = measure_curve(adapter, run_id, cap, repeats, min_time_s,
-                                                    say)
+    if not isinstance(adapter, Realtime):
+        reason = ("executions are verified on the change stream, and the adapter does not "
+                  "implement the Realtime verbs")
+        dim.update(status="not-measured", reason=reason)
+        return dim, {cid: verdict("not-measured", reason=reason) for cid in WORKFLOW_IDS}
+    listener = Listener(adapter, ["workflow.notification"])
+    try:
+        curve, good, bad, dim["rounds"] = measure_curve(adapter, run_id, cap, repeats,
+                                                        min_time_s, say, listener)
+    finally:
+        listener.close()
+    dim["executed_means"] = "the run's last node was seen to act on the harness's stream"
     dim["curve"] = curve
     dim["value"] = good
     dim["status"] = "pass" if good else "fail"
@@ -321,27 +380,112 @@ def probe_workflow(adapter: Engines, ctx: ProbeContext, options: WorkflowOptions
         say(f"workflow linearity (fastest repeats): {fitted}worst single doubling "
             f"{dim['worst_doubling_ratio']} "
             f"({dim['worst_doubling_at'] // 2} -> {dim['worst_doubling_at']} nodes)")
-    caps = {"workflow.dag": _dag(adapter, run_id, good),
+    caps = {"workflow.dag": _dag(adapter, run_id),
             **_breaker_and_lineage(adapter, run_id)}
     return dim, caps
 
 
-def _dag(adapter: Engines, run_id: str, largest: int) -> Verdict:
+# The fields of the probe lead the random DAG's conditions read, as the probe creates it.
+PROBE_REGION, PROBE_SOURCE = 1, "referral"
+# The update that triggers the DAG sets this contact name.
+TRIGGER_NAME = "Probe Trigger"
+SOURCES = ("web", "referral", "event", "partner", "cold_call")
+OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": lambda a, b: bool(a == b), "!=": lambda a, b: bool(a != b),
+    ">=": lambda a, b: bool(a >= b), "<": lambda a, b: bool(a < b)}
+READBACK_TIMEOUT_S = 10.0
+
+
+def random_dag(seed: str, company: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A random decision DAG for the probe lead named ``company``, and the lead's fields the
+    harness expects it to write: one leaf of four, then the join after them."""
+    rnd = random.Random(seed)
+    conds = {"c1": ("region_id", rnd.choice(list(OPS)), rnd.randrange(3)),
+             "c2": ("contact_name", rnd.choice(["==", "!="]),
+                    rnd.choice([TRIGGER_NAME, "Someone Else"])),
+             "c3": ("source", rnd.choice(["==", "!="]), rnd.choice(SOURCES))}
+    nodes: list[dict[str, Any]] = [
+        {"id": "t", "type": "trigger", "on": "record.updated", "object": "lead"},
+        {"id": "mine", "type": "condition", "field": "company_name", "op": "==",
+         "value": company},
+        *({"id": c, "type": "condition", "field": f, "op": op, "value": v}
+          for c, (f, op, v) in conds.items()),
+        *({"id": f"leaf{i}", "type": "action", "action": "set_field", "field": "contact_name",
+           "value": f"crmbench wf leaf{i} {seed}"} for i in range(4)),
+        {"id": "j", "type": "join"},
+        {"id": "end", "type": "action", "action": "set_field", "field": "status",
+         "value": "contacted"}]
+    edges = [["t", "mine"], ["mine", "c1", "true"], ["c1", "c2", "true"],
+             ["c1", "c3", "false"], ["c2", "leaf0", "true"], ["c2", "leaf1", "false"],
+             ["c3", "leaf2", "true"], ["c3", "leaf3", "false"],
+             *([f"leaf{i}", "j"] for i in range(4)), ["j", "end"]]
+    ctx = {"region_id": PROBE_REGION, "source": PROBE_SOURCE, "contact_name": TRIGGER_NAME}
+
+    def holds(c: str) -> bool:
+        f, op, v = conds[c]
+        return OPS[op](ctx[f], v)
+
+    leaf = (0 if holds("c2") else 1) if holds("c1") else (2 if holds("c3") else 3)
+    doc = {"name": f"crmbench probe {seed} dag", "nodes": nodes, "edges": edges}
+    return doc, {"contact_name": f"crmbench wf leaf{leaf} {seed}", "status": "contacted"}
+
+
+def _refusals(adapter: Engines, run_id: str) -> dict[str, Any]:
+    """Deploy a cyclic and a dangling document; each refusal must name its problem."""
     cyclic = {"name": f"crmbench probe {run_id} cycle",
               "nodes": [{"id": "a", "type": "join"}, {"id": "b", "type": "join"}],
               "edges": [["a", "b"], ["b", "a"]]}
     dangling = {"name": f"crmbench probe {run_id} dangling",
                 "nodes": [{"id": "a", "type": "join"}], "edges": [["a", "ghost"]]}
-    refused = {label: adapter.deploy_workflow(doc)[0] for label, doc in
-               (("cycle", cyclic), ("dangling", dangling))}
-    wrong = [k for k, s in refused.items() if s is not Status.rejected]
-    if wrong:
-        return verdict("fail", {k: s.value for k, s in refused.items()},
-                    f"invalid documents not refused: {', '.join(wrong)}")
-    if not largest:
-        return verdict("fail", reason="no workflow was accepted and executed")
-    return verdict("pass", {"largest_executed": largest, "cycle": "rejected",
-                         "dangling": "rejected"})
+    out: dict[str, Any] = {}
+    for label, doc, names in (("cycle", cyclic, "cycl"), ("dangling", dangling, "ghost")):
+        status, body = adapter.deploy_workflow(doc)
+        message = str((body or {}).get("message", "")) if status is Status.rejected else ""
+        out[label] = {"status": status.value, "message": message,
+                      "named": names in message.lower()}
+    return out
+
+
+def _dag(adapter: Any, run_id: str) -> Verdict:
+    refused = _refusals(adapter, run_id)
+    unclear = [k for k, v in refused.items() if not v["named"]]
+    if unclear:
+        return verdict("fail", refused, "refusal of an invalid document does not name its "
+                       f"problem: {', '.join(unclear)}")
+    company = f"crmbench probe {run_id} dag"
+    doc, expected = random_dag(run_id, company)
+    status, deployed = adapter.deploy_workflow(doc)
+    if status is not Status.ok or not deployed:
+        return verdict("fail", refused, f"deploying the random DAG answered {status.value}: "
+                       f"{(deployed or {}).get('message')}")
+    try:
+        return _dag_outcome(adapter, company, expected, refused)
+    finally:
+        adapter.deploy_workflow(workflow_doc(doc["name"], 1))  # no longer record-triggered
+
+
+def _dag_outcome(adapter: Any, company: str, expected: dict[str, Any],
+                 refused: dict[str, Any]) -> Verdict:
+    status, lead = adapter.create_lead_record(LeadInput(
+        company_name=company, contact_name="Probe Contact", product_interest=[1],
+        region_id=PROBE_REGION, source=PROBE_SOURCE))
+    if status is not Status.ok or lead is None:
+        return verdict("fail", refused, f"creating the probe lead answered {status.value}")
+    touched, _ = adapter.update_record("lead", lead, {"contact_name": TRIGGER_NAME})
+    seen: dict[str, Any] = {}
+    deadline = time.monotonic() + READBACK_TIMEOUT_S
+    while time.monotonic() < deadline:
+        _st, record = adapter.read_record("lead", lead)
+        seen = {k: (record or {}).get(k) for k in expected}
+        if seen == expected:
+            break
+        gevent.sleep(0.05)
+    evidence = {"refusals": refused, "expected": expected, "read_back": seen,
+                "trigger_update": touched.value}
+    if seen != expected:
+        return verdict("fail", evidence, "the lead read back does not show the writes the "
+                       "harness computed for the random DAG")
+    return verdict("pass", evidence)
 
 
 def _breaker_and_lineage(adapter: Engines, run_id: str) -> dict[str, Verdict]:

@@ -105,6 +105,7 @@ class EngineRoutes:
         self._clock_state()
         body: m.ClockAdvance = await decode(request, m.ClockAdvance)
         await self.clock.advance(body.seconds)
+        self.slas.clock_moved()
         breaches = await self.slas.check()
         return json_response({**self._clock_state(), "breaches": breaches})
 

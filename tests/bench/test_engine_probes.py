@@ -96,6 +96,10 @@ def test_probe_sla_finds_the_action_level_on_the_test_clock(adapter: ReferenceAd
     for level in ("field", "process", "action"):
         entry = dim["levels"][level]
         assert entry["supported"] and entry["clock"] == "test" and entry["breach_lag_ms"] >= 0
+        met = caps[f"sla.{level}"].evidence["met_case"]
+        assert met["action"] == "ok" and not met["breached"]
+        assert met["readings"][-1]["status"] == "met"
+    assert dim["lag_clock"] == "harness, real time"
     for cid in ("sla.field", "sla.process", "sla.action", "sla.status", "sla.escalation"):
         assert caps[cid].status == "pass", caps[cid]
 
@@ -104,9 +108,15 @@ def test_probe_pack_enables_checks_and_hotplugs(adapter: ReferenceAdapter) -> No
     dim, caps = probe_pack(adapter, ProbeContext("packprobe", lambda _m: None), PackOptions())
     assert dim is not None
     assert dim["capability"] == "pack.enable_time" and dim["status"] == "pass", dim
-    assert dim["value"] > 0 and dim["reenable_s"] > 0 and dim["modules"] == 12
-    assert dim["bundle"] == {"workflows": 2, "slas": 2, "reports": 3}
-    assert dim["idempotent"] is True
+    assert dim["value"] > 0 and dim["reenable_s"] > 0
+    reported = dim["server_reported"]
+    assert reported["source"] == "server-reported" and reported["modules"] == 12
+    assert reported["bundle"] == {"workflows": 2, "slas": 2, "reports": 3}
+    assert dim["idempotent"] is True and dim["background"]["faults"] == 0
+    assert dim["background"]["calls"] > 0
+    assert caps["pack.manufacturing"].evidence["incomplete_ppap"] == "frozen"
+    assert caps["pack.manufacturing"].evidence["control_without_documents"] == [
+        "frozen", "frozen"]
     assert caps["pack.hotplug"].status == "pass", caps
     assert caps["pack.manufacturing"].status == "pass", caps
 
@@ -127,9 +137,20 @@ class _Flaky:
     def run_workflow(self, workflow_id: int, input: dict[str, Any], wait: bool = True
                      ) -> tuple[Status, dict[str, Any]]:
         self.runs += 1
+        self.proved = self.runs != self.fail_run
         if self.runs == self.fail_run:
             return Status.ok, {"status": "timed_out", "executed_nodes": 1}
         return Status.ok, {"status": "completed", "executed_nodes": self.size}
+
+
+class _Proofs:
+    """Stands for the stream: the last run's notification arrived when it succeeded."""
+
+    def __init__(self, target: _Flaky) -> None:
+        self.target = target
+
+    def wait_for(self, _match: Any, _timeout: float = 0, since_ns: int = 0) -> object | None:
+        return object() if self.target.proved else None
 
 
 def _sizes(target: _Flaky) -> list[int]:
@@ -140,7 +161,8 @@ def _sizes(target: _Flaky) -> list[int]:
 def _curve(target: _Flaky, cap: int, repeats: int, min_time_s: float = 0.0,
            said: list[str] | None = None) -> tuple[list[dict[str, Any]], int, int | None, int]:
     return workflow_probe.measure_curve(target, "r", cap, repeats, min_time_s,  # type: ignore[arg-type]
-                                       (said if said is not None else []).append)
+                                       (said if said is not None else []).append,
+                                       _Proofs(target))  # type: ignore[arg-type]
 
 
 def test_sizes_are_measured_again_in_interleaved_rounds_as_new_versions() -> None:
@@ -159,7 +181,7 @@ def test_only_small_probe_documents_are_kept_between_measurements(
 ) -> None:
     monkeypatch.setattr(workflow_probe, "KEEP_DOCS_UP_TO", 2)
     target = _Flaky()
-    series = workflow_probe._Series(target, "r")  # type: ignore[arg-type]
+    series = workflow_probe._Series(target, "r", _Proofs(target))  # type: ignore[arg-type]
     for n in (1, 2, 4, 8, 8):
         assert series.measure(n)["executed"]
     assert sorted(series.docs) == [1, 2] and series.attempts[8][1]["executed"]
@@ -313,7 +335,7 @@ def test_small_sizes_are_measured_until_the_minimum_time_is_spent() -> None:
 
 def test_the_measurements_of_each_size_are_spread_over_all_rounds() -> None:
     target = _Flaky()
-    series = workflow_probe._Series(target, "r")  # type: ignore[arg-type]
+    series = workflow_probe._Series(target, "r", _Proofs(target))  # type: ignore[arg-type]
     for n, first_s in ((1, 0.1), (2, 0.5)):
         series.docs[n] = workflow_doc(f"crmbench probe r size {n}", n)
         series.attempts[n] = [{"deploy_s": first_s, "run_s": 0.0, "accepted": True,
