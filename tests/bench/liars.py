@@ -46,6 +46,11 @@ class Target:
     def agent_config(self, changes: Any = None) -> Any: return Status.ok, {}
     def customer_profile(self, customer_id: Any) -> Any: return Status.ok, {}
     def create_customer_record(self, fields: Any) -> Any: return Status.ok, 1
+    def create_product_record(self, fields: Any) -> Any: return Status.ok, 1
+    def set_stock(self, product_id: Any, region_id: Any, quantity: int) -> Status:
+        return Status.ok
+    def create_order_record(self, customer_id: Any, lines: Any) -> Any: return Status.ok, 1
+    def human_queue(self, run_ids: Any) -> Any: return Status.ok, set()
     def create_lead_record(self, lead: Any) -> Any: return Status.ok, self._new("lead", {})[1]["id"]
     def get_customer(self, customer_id: Any) -> Status: return Status.ok
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.adapters.base import Status
+from bench.adapters.base import Realtime, Status
 from bench.adapters.engines import Engines
 from bench.probes.pack import PackOptions, probe_pack
 from bench.probes.registry import ProbeContext
@@ -15,8 +15,9 @@ from tests.bench.liars import Target
 CTX = ProbeContext("liar", lambda _m: None)
 
 
-def test_the_fake_serves_every_engine_verb() -> None:
-    assert isinstance(Target(), Engines)
+def test_the_fake_serves_every_engine_and_realtime_verb() -> None:
+    # Otherwise the probes would rightly say not-measured, and no lie would be tested.
+    assert isinstance(Target(), Engines) and isinstance(Target(), Realtime)
 
 
 def test_claimed_but_unexecuted_nodes_are_not_counted() -> None:
