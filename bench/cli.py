@@ -537,15 +537,18 @@ _register_commands()
 
 
 def _interruptible() -> None:
-    """Ctrl-C and SIGTERM stop a run in order (partial result kept), even when this process
-    was started with SIGINT ignored, as a background job of a non-interactive shell is."""
+    """Ctrl-C, SIGTERM and SIGHUP stop a run in order (partial result kept, the signal named),
+    even when this process was started with SIGINT ignored, as a background job of a
+    non-interactive shell is."""
     import signal
 
-    def stop(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
+    from bench.errors import Interrupted
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, stop)
+    def stop(signum: int, _frame: object) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from bench.adapters.base import RunPlan
 from bench.adapters.embedded import EMBEDDED_URL, parse_embedded
 from bench.adapters.load import DEFAULT_STATE_DIR as DEFAULT_LOAD_STATE
 from bench.adapters.registry import redact_url, scheme_of
-from bench.errors import CrmBenchError, TargetUnreachable, UserError
+from bench.errors import CrmBenchError, TargetUnreachable, UserError, stop_reason
 from bench.measure.noise import SystemSampler, listening_pids
 from bench.measure.provenance import commit_info, machine_info
 from bench.probes.registry import Probe, Section, triggered
@@ -250,9 +250,9 @@ def _probe(session: TargetSession, record: RunRecord, outcome: Outcome) -> None:
                                   label)
             record.probed.dimensions.update(found.dimensions)
             record.probed.capabilities.update(found.capabilities)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         outcome.interrupted = True
-        outcome.abort("interrupted by the user")
+        outcome.abort(stop_reason(exc))
 
 
 def _cleanup(session: TargetSession, record: RunRecord, req: RunRequest) -> None:
@@ -277,7 +277,11 @@ def _finish(path: Path, record: RunRecord, outcome: Outcome) -> RunReport:
 
 
 def run(req: RunRequest, say: Say, on_interval: Listener | None = None) -> RunReport:
-    """Run a scenario against a target and write its result file."""
+    """Run a scenario against a target and write its result file.
+
+    The file exists from the start, marked incomplete until the run ends; a stop by signal
+    at any point (calibration, load, probes) ends the run in order with the signal named.
+    """
     scenario = req.scenario
     run_id = uuid.uuid4().hex[:12]
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -285,11 +289,25 @@ def run(req: RunRequest, say: Say, on_interval: Listener | None = None) -> RunRe
                       f"{scenario.profile}-{run_id}.json")
     record = _record(req, run_id, path.with_suffix(".log"))
     record.probes = _chosen(scenario)
+    current = [Outcome(Accumulator(_phases(scenario)))]
+    write_result(path, assemble(record, current[0], final=False))
+    try:
+        _run_target(req, record, path, say, on_interval, current)
+    except KeyboardInterrupt as exc:
+        current[0].interrupted = True
+        current[0].abort(stop_reason(exc))
+    return _finish(path, record, current[0])
+
+
+def _run_target(req: RunRequest, record: RunRecord, path: Path, say: Say,
+                on_interval: Listener | None, current: list[Outcome]) -> None:
+    """Reach the target, send the load, probe, clean up; ``current`` holds the outcome."""
+    scenario = req.scenario
     # SLA probes move the embedded CRM's clock instead of waiting hours.
     with resolve_target(req.target, req.fixtures, say, path.with_suffix(".server.log"),
                         test_clock=bool(scenario.engines.get("sla"))) as resolved:
         _watch_server(record, req, resolved)
-        session = TargetSession(resolved, run_id, say)
+        session = TargetSession(resolved, record.provenance.run_id, say)
         try:
             found = _preflight(session, record, req)
         except TargetUnreachable as exc:
@@ -297,15 +315,14 @@ def run(req: RunRequest, say: Say, on_interval: Listener | None = None) -> RunRe
             with suppress(CrmBenchError, AttributeError):
                 record.target.platform = platform_of(resolved.url)
             say(f"not measured: {exc}")
-            return _finish(path, record, Outcome(Accumulator(_phases(scenario)),
-                                                 abort_reason=str(exc),
-                                                 exit_code=exc.exit_code))
-        outcome = _load(req, record, found, resolved, path, say, on_interval)
+            current[0] = Outcome(Accumulator(_phases(scenario)), abort_reason=str(exc),
+                                 exit_code=exc.exit_code)
+            return
+        current[0] = outcome = _load(req, record, found, resolved, path, say, on_interval)
         if outcome.done and not outcome.interrupted:
             _probe(session, record, outcome)
         if found.facts is not None:
             _cleanup(session, record, req)
-    return _finish(path, record, outcome)
 
 
 __all__ = ["CrmBenchError", "Listener", "RunReport", "RunRequest", "UserError", "calibrate",

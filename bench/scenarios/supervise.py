@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from bench.errors import TargetUnreachable
+from bench.errors import TargetUnreachable, stop_reason
 from bench.measure.noise import SystemSampler
 from bench.scenarios.accumulate import Accumulator
 
@@ -194,9 +194,9 @@ def drive(config: dict[str, Any], log_path: Path, hooks: Hooks | None = None, *,
     gen = _Generator(config, log_path, env)
     try:
         _supervise(gen, outcome, hooks or Hooks(), deadline)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         outcome.interrupted = True
-        outcome.abort("interrupted by the user")
+        outcome.abort(stop_reason(exc))
     finally:
         gen.stop()
     if not outcome.done and outcome.abort_reason is None:

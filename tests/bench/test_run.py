@@ -218,6 +218,39 @@ def test_interrupted_run_leaves_a_partial_result(tmp_path: Path) -> None:
     assert result["overall"]["count"] > 100
 
 
+@pytest.mark.parametrize(("sig", "calibrate", "wait_s"), [
+    (signal.SIGTERM, True, 2.5),   # during calibration, before any load
+    (signal.SIGTERM, False, 6.0),  # during the load
+    (signal.SIGHUP, False, 6.0),
+])
+def test_termination_signals_end_a_run_in_order(
+    tmp_path: Path, sig: signal.Signals, calibrate: bool, wait_s: float
+) -> None:
+    path = scenario_file(tmp_path, users=20, rate=100, warmup=1, measure=60)
+    out = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", "--target", "noop://?delay_ms=1", "--scenario",
+         str(path), "--profile", "quick", "--out", str(out),
+         "--calibrate" if calibrate else "--no-calibrate"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    # The result file exists from the start, marked incomplete.
+    deadline = time.monotonic() + 30
+    while not list(out.glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [early] = out.glob("*.json")
+    assert read_result(early)["complete"] is False
+    time.sleep(wait_s)
+    proc.send_signal(sig)
+    _stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 3, stderr
+    [result_path] = out.glob("*.json")
+    result = read_result(result_path)
+    assert result["complete"] is False and result["interrupted"] is True
+    assert result["abort_reason"] == f"stopped by {sig.name}"
+    assert result["finished_at"] is not None
+
+
 def test_unreachable_target_exits_4(tmp_path: Path) -> None:
     proc = cli("run", "--target", "reference+http://127.0.0.1:9", "--profile", "quick",
                "--out", str(tmp_path / "runs"), "--no-calibrate",
