@@ -236,10 +236,9 @@ def test_label_is_an_optional_schema_field() -> None:
 
 
 def test_run_takes_a_label_into_the_result(tmp_path: Path) -> None:
+    from bench.cli import app
     from bench.scenarios.config import load_scenario
     from bench.scenarios.runner import RunRequest, _record
-
-    from bench.cli import app
 
     result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "--label" in result.output
