@@ -18,7 +18,7 @@ from typing import Any
 from bench.adapters.base import CAPABILITY_IDS
 from bench.probes.verdict import STATUSES, read_status
 from bench.report.matrix import Cell, fmt, unmeasured_reason
-from bench.report.runs import run_summary, validity_text
+from bench.report.runs import run_summary, target_text, validity_text
 from bench.results.collect import Run, status_of
 
 EVIDENCE_CHARS = 240
@@ -149,10 +149,9 @@ def markdown(
         if runs:
             for run in runs:
                 s = run_summary(run)
-                parts.append(f"- run `{s['run_id']}` at {s['started_at']}: {s['target']} "
-                             f"({s['platform_version'] or 'version unknown'}), commit "
-                             f"{s['commit']}, {s['scenario']}; {s['machine']}; "
-                             f"{validity_text(s)}")
+                parts.append(f"- run `{s['run_id']}` at {s['started_at']}: {target_text(s)}, "
+                             f"commit {s['commit']}, {s['scenario']}, {s['fixture_size']}; "
+                             f"{s['machine']}; {validity_text(s)}")
         else:
             parts.append("- no run result for this platform")
         tally = counts(caps)

@@ -26,6 +26,7 @@ from bench.results.collect import Run, status_of
 NO_PROBE = "no probe result"
 BRIEF_CHARS = 90
 NO_RUN = "no run result"
+NO_CAPACITY = "no capacity result (crmbench capacity)"
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,8 @@ def _measured_cell(row: Row, column: str, mine: Sequence[Group], common: CommonL
             cell = replace(cell, text=f"{cell.text} (also at this load: {others})")
     else:
         cell = _no_mixed(row, column, mine, common)
+    if row.dimension == "crud.capacity" and cell.reason == NO_PROBE:
+        cell = _not_measured(cell, NO_CAPACITY)
     return replace(cell, label=row_label(row, common))
 
 

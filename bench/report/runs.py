@@ -71,15 +71,16 @@ def target_text(summary: dict[str, Any]) -> str:
     return f"{summary['target']} ({summary['platform_version'] or 'version unknown'}{label})"
 
 
-HEADERS = ["group", "platform", "run", "started", "commit", "target", "scenario", "fixtures",
-           "machine", "validity", "harness overhead"]
+HEADERS = ["group", "platform", "configuration", "run", "started", "commit", "target",
+           "scenario", "fixtures", "machine", "validity", "harness overhead"]
 
 
 def cells(summary: dict[str, Any]) -> list[str]:
     """A run's row of the provenance table (plain text)."""
     s = summary
-    return [s["group"] or "—", s["platform"], str(s["run_id"]), str(s["started_at"]),
-            s["commit"], target_text(s), s["scenario"],
+    target = f"{s['target']} ({s['platform_version'] or 'version unknown'})"
+    return [s["group"] or "—", s["platform"], s["label"] or "— (no --label)", str(s["run_id"]),
+            str(s["started_at"]), s["commit"], target, s["scenario"],
             f"{s['fixture_size']} (manifest {s['fixtures']})", s["machine"], validity_text(s),
             overhead_text(s)]
 

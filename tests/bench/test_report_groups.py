@@ -193,7 +193,8 @@ def test_provenance_shows_fixture_size_and_configuration(odoo_and_reference: Rep
     assert run["label"] == "workers=2" and run["fixture_size"] == "20,000 customers"
     assert run["group"] == "G1"
     md = matrix_markdown(odoo_and_reference)
-    assert "configuration workers=2" in md and "100,000 customers (manifest" in md
+    assert "| G1 | odoo | workers=2 | o20w |" in md and "100,000 customers (manifest" in md
+    assert "| reference | — (no --label) |" in md
 
 
 def _html(report: Report) -> str:
