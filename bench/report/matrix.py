@@ -134,7 +134,7 @@ def brief(reason: str, limit: int = BRIEF_CHARS) -> str:
 
 def _not_measured(cell: Cell, reason: str) -> Cell:
     return replace(cell, status="not-measured", text=f"not-measured: {brief(reason)}",
-                   reason=reason)
+                   reason=reason, value=None, low=None, high=None)
 
 
 def _mixed_cell(row: Row, column: str, group: Group, rng: np.random.Generator) -> Cell:

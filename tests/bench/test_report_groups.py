@@ -166,6 +166,15 @@ def test_excluded_runs_are_listed_and_left_out(odoo_and_reference: Report) -> No
     assert "Excluded runs (2)" in _html(report)
 
 
+def test_a_probe_figure_only_in_an_excluded_run_is_not_shown() -> None:
+    noisy = result("reference", 50, run_id="n", noisy="steal 14 % exceeds 10 %")
+    noisy["dimensions"] = {"agent_latency": {"capability": "agent.latency", "status": "pass",
+                                             "value": 41.5, "unit": "ms"}}
+    agent = cells_of(assemble(runs(noisy), None), "agent.latency")["reference"]
+    assert agent.status == "not-measured" and agent.value is None
+    assert agent.reason == "only in excluded runs: noisy: steal 14 % exceeds 10 %"
+
+
 def test_capacity_row_and_summary(odoo_and_reference: Report) -> None:
     report = odoo_and_reference
     cap = cells_of(report, "crud.capacity")
