@@ -55,8 +55,7 @@ def assemble(runs: Sequence[Run], claims: Claims | None, *, seed: int = DEFAULT_
     platforms = matrix.platforms_of(groups, claims)
     columns = {c: [r for g in gs for r in g.runs] for c, gs in grouping.columns(groups).items()}
     caps = capabilities.statuses(columns, cells)
-    platform_of = {g.key.column: g.key.platform for g in groups}
-    summaries = summary.summarise(platforms, platform_of, cells, caps, claims)
+    summaries = summary.summarise(platforms, groups, cells, caps, claims)
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return Report(list(runs), groups, common, columns, platforms, cells, caps, summaries,
                   claims, now)

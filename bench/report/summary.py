@@ -35,13 +35,14 @@ def _measured(cells: Sequence[Cell], column: str, row: str) -> Cell | None:
                  and c.source == "measured"), None)
 
 
-def _latency(cells: Sequence[Cell], column: str) -> str:
+def _latency(cells: Sequence[Cell], column: str, sizes: dict[str, str]) -> str:
     p50, p99 = (_measured(cells, column, f"crud.mixed.{m}") for m in ("p50", "p99"))
     if p50 is None or p99 is None:
         return "—"
-    if p50.value is None or p99.value is None:
+    if p50.value is None or p99.value is None or p50.group is None:
         return p50.text
-    return f"p50 {fmt(p50.value)} ms, p99 {fmt(p99.value)} ms ({p50.group})"
+    return (f"p50 {fmt(p50.value)} ms, p99 {fmt(p99.value)} ms "
+            f"({p50.group}, {sizes.get(p50.group, '?')})")
 
 
 def _claims(cells: Sequence[Cell], column: str, platform: str, claims: Claims | None) -> str:
@@ -64,17 +65,19 @@ def _claims(cells: Sequence[Cell], column: str, platform: str, claims: Claims | 
 
 
 def summarise(
-    columns: Sequence[str], platform_of: dict[str, str], cells: Sequence[Cell],
+    columns: Sequence[str], groups: Sequence[Group], cells: Sequence[Cell],
     capabilities: Sequence[CapabilityStatus], claims: Claims | None,
 ) -> list[PlatformSummary]:
     """One summary per matrix column, in column order."""
+    platform_of = {g.key.column: g.key.platform for g in groups}
+    sizes = {g.id: fixture_text(g.key.customers) for g in groups}
     out = []
     for column in columns:
         capacity = _measured(cells, column, "crud.capacity")
         caps = [c for c in capabilities if c.platform == column]
         out.append(PlatformSummary(
             platform=column, capacity=capacity.text if capacity else "—",
-            latency=_latency(cells, column), verdicts=counts(caps),
+            latency=_latency(cells, column, sizes), verdicts=counts(caps),
             claims=_claims(cells, column, platform_of.get(column, column), claims)))
     return out
 

@@ -184,6 +184,8 @@ def test_capacity_row_and_summary(odoo_and_reference: Report) -> None:
     ref = summaries["reference"]
     assert ref.capacity == cap["reference"].text
     assert ref.latency.startswith("p50 2.10 ms, p99 ")
+    assert ref.latency.endswith(", 100,000 customers)")
+    assert summaries["odoo (workers=2)"].latency.endswith("(G1, 20,000 customers)")
     assert ref.verdicts["pass"] >= 1 and sum(ref.verdicts.values()) == 26
     assert ref.claims == "no claims"
     assert summaries["salesforce"].claims == "5 claimed figure(s), none checked: no run result"
