@@ -36,6 +36,11 @@ LoadStateOption = Annotated[
                        envvar="CRMBENCH_LOAD_STATE_DIR"),
 ]
 
+LabelOption = Annotated[
+    str | None, typer.Option(help="Server configuration of the target, e.g. 'workers=2': "
+                             "reports never pool runs of different labels."),
+]
+
 
 class Locale(StrEnum):
     en_US = "en_US"
@@ -274,6 +279,7 @@ def run(
         typer.Option("--report", help="Also write the report of this run (matrix, report.html, "
                      "capability report) into this folder."),
     ] = None,
+    label: LabelOption = None,
 ) -> None:
     """Run a workload scenario against a target and write its result file."""
     from bench.report.progress import RunProgress
@@ -286,10 +292,9 @@ def run(
     )
     check_target_url(target)
     request = RunRequest(resolved, target=target, workers=workers, out=out, fixtures=fixtures,
-                         load_state=load_state,
-                         calibrate=calibrate, allow_production=allow_production,
-                         remote_workers=remote_workers,
-                         master_bind=master_bind, master_port=master_port)
+                         load_state=load_state, calibrate=calibrate,
+                         allow_production=allow_production, remote_workers=remote_workers,
+                         master_bind=master_bind, master_port=master_port, label=label)
     with RunProgress(err, resolved) as progress:
         report = run_scenario(request, say=progress.say, on_interval=progress.update)
     _print_run(report.path, report.result)

@@ -2,8 +2,9 @@
 
 Statuses are those of the capability catalogue (pass, fail, unsupported, not-measured). The
 measured dimensions take theirs from the matrix; the mixed workload passes when a valid
-run served every request. Several runs of a platform combine as
-fail > pass > unsupported > not-measured.
+run served every request. Several runs of a platform (column: platform and configuration
+label) combine as fail > pass > unsupported > not-measured; excluded runs (incomplete,
+invalid, noisy) give no verdict beyond their declared unsupported capabilities.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from bench.adapters.base import CAPABILITY_IDS
 from bench.probes.verdict import STATUSES, read_status
 from bench.report.matrix import Cell, fmt, unmeasured_reason
-from bench.report.runs import run_summary, validity_text
+from bench.report.runs import run_summary, target_text, validity_text
 from bench.results.collect import Run, status_of
 
 EVIDENCE_CHARS = 240
@@ -49,9 +50,9 @@ def short(evidence: Any) -> str:
 
 def _mixed(platform: str, runs: Sequence[Run]) -> CapabilityStatus:
     measured = [r for r in runs if r.measured]
-    valid = [r for r in measured if r.problem is None]
+    valid = [r for r in measured if r.exclusion is None]
     if not valid:
-        reason = measured[0].problem if measured else unmeasured_reason(runs)
+        reason = measured[0].exclusion if measured else unmeasured_reason(runs)
         return CapabilityStatus(platform, "crud.mixed", "not-measured", "", reason)
     requests = sum(int(r.result["overall"]["count"]) for r in valid)
     errors = sum(int(r.result["overall"]["errors"]) for r in valid)
@@ -71,7 +72,9 @@ def _mixed(platform: str, runs: Sequence[Run]) -> CapabilityStatus:
 
 
 def _probed(platform: str, cap: str, runs: Sequence[Run]) -> CapabilityStatus:
-    entries = [e for r in runs if (e := r.capability(cap)) is not None]
+    # Declarations (unsupported) of an incomplete run still hold; its results do not.
+    entries = [e for r in runs if (e := r.capability(cap)) is not None
+               and (r.exclusion is None or status_of(e) == "unsupported")]
     if not entries:
         return CapabilityStatus(platform, cap, "not-measured", "", unmeasured_reason(runs))
     status = min((status_of(e) for e in entries), key=PRIORITY.index)
@@ -146,10 +149,9 @@ def markdown(
         if runs:
             for run in runs:
                 s = run_summary(run)
-                parts.append(f"- run `{s['run_id']}` at {s['started_at']}: {s['target']} "
-                             f"({s['platform_version'] or 'version unknown'}), commit "
-                             f"{s['commit']}, {s['scenario']}; {s['machine']}; "
-                             f"{validity_text(s)}")
+                parts.append(f"- run `{s['run_id']}` at {s['started_at']}: {target_text(s)}, "
+                             f"commit {s['commit']}, {s['scenario']}, {s['fixture_size']}; "
+                             f"{s['machine']}; {validity_text(s)}")
         else:
             parts.append("- no run result for this platform")
         tally = counts(caps)

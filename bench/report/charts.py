@@ -61,7 +61,7 @@ def spectrum(groups: dict[str, list[Run]]) -> Chart:
     """Latency percentile spectrum per operation, from the merged histograms, log-log."""
     title = "Latency percentile spectrum per operation"
     caption = ("Latency from the intended send time (coordinated omission included), "
-               "from the HDR histograms merged over each platform's runs; log scales.")
+               "from the HDR histograms merged over each group's valid runs; log scales.")
     measured = _measured(groups)
     if not measured:
         return Chart("spectrum", title, caption, _empty("not-measured: no mixed-workload run"))
@@ -91,7 +91,7 @@ def timeline(groups: dict[str, list[Run]]) -> Chart:
     """Per-second p50/p99 latency with completed requests, per platform's first run."""
     title = "Latency over time with throughput"
     caption = ("Per second: p50 and p99 latency (left, log) and completed requests (bars, "
-               "right) of each platform's first run; warm-up and cool-down shaded.")
+               "right) of each group's first valid run; warm-up and cool-down shaded.")
     measured = _measured(groups)
     if not measured:
         return Chart("timeline", title, caption, _empty("not-measured: no mixed-workload run"))
@@ -307,15 +307,15 @@ def claimed_vs_measured(cells: Sequence[Cell], platforms: Sequence[str]) -> Char
 
 def all_charts(
     groups: dict[str, list[Run]], cells: Sequence[Cell], platforms: Sequence[str],
-    claims: Claims | None,
+    claims: Claims | None, *, columns: dict[str, list[Run]] | None = None,
 ) -> list[Chart]:
-    """The charts of the report, in page order."""
+    """The charts of the report, in page order: per group of runs, SLA levels per column."""
     return [
         spectrum(groups),
         timeline(groups),
         agent_breakdown(groups),
         event_delay(groups),
         workflow_scaling(groups),
-        sla_levels(groups, platforms, claims),
+        sla_levels(groups if columns is None else columns, platforms, claims),
         claimed_vs_measured(cells, platforms),
     ]

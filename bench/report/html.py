@@ -7,16 +7,21 @@ import gzip
 from collections.abc import Sequence
 from functools import lru_cache
 from html import escape
+from typing import TYPE_CHECKING
 
 import plotly.io as pio
 import polars as pl
 from plotly.offline import get_plotlyjs
 
+from bench.report import summary as summary_md
 from bench.report.capabilities import CapabilityStatus, counts
 from bench.report.charts import Chart
+from bench.report.groups import Group
 from bench.report.matrix import wide
-from bench.report.runs import overhead_text, run_summary, validity_text
-from bench.results.collect import Run
+from bench.report.runs import HEADERS, cells, summaries
+
+if TYPE_CHECKING:
+    from bench.report.build import Report
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1280px;
@@ -47,21 +52,48 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]],
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _runs_section(runs: Sequence[Run]) -> str:
+def _runs_section(groups: Sequence[Group]) -> str:
     rows = []
-    for run in runs:
-        s = run_summary(run)
-        validity = validity_text(s)
-        cls = "pass" if s["problem"] is None else "invalid"
-        rows.append([escape(s["platform"]), escape(str(s["run_id"])), escape(str(s["started_at"])),
-                     escape(s["commit"]),
-                     escape(f"{s['target']} ({s['platform_version'] or 'version unknown'})"),
-                     escape(s["scenario"]), escape(s["machine"]),
-                     f'<span class="{cls}">{escape(validity)}</span>',
-                     escape(overhead_text(s))])
-    return ("<h2 id=\"runs\">Runs: provenance and validity</h2>"
-            + _table(["platform", "run", "started", "commit", "target", "scenario", "machine",
-                      "validity", "harness overhead"], rows))
+    for s in summaries(groups):
+        texts = [escape(c) for c in cells(s)]
+        cls = "pass" if s["excluded"] is None else "invalid"
+        at = HEADERS.index("validity")
+        texts[at] = f'<span class="{cls}">{texts[at]}</span>'
+        rows.append(texts)
+    return "<h2 id=\"runs\">Runs: provenance and validity</h2>" + _table(HEADERS, rows)
+
+
+def _summary_section(report: Report) -> str:
+    rows = [[escape(x.platform), escape(x.capacity), escape(x.latency), escape(x.verdict_text),
+             escape(x.claims)] for x in report.summaries]
+    left = summary_md.excluded_records(report.groups)
+    note = ("<p class=\"note\"><b>Excluded runs:</b> none; every run is complete, valid and "
+            "not noisy.</p>") if not left else (
+        f"<p><b class=\"invalid\">Excluded runs ({len(left)})</b>, left out of every figure, "
+        "chart and verdict (shown under Runs for provenance):</p><ul>"
+        + "".join(f"<li><code>{escape(str(e['run_id']))}</code> ({escape(e['platform'])}, "
+                  f"{e['group']}): {escape(e['why'])}</li>" for e in left) + "</ul>")
+    return ("<h2 id=\"summary\">Summary</h2>"
+            f"<p>Platforms are compared at the {escape(report.common.note)}; capacity is the "
+            "highest offered rate that held the SLO (<code>crmbench capacity</code>).</p>"
+            + _table(["platform", "capacity", f"latency at {report.common.text}",
+                      "capability verdicts", "claims"], rows) + note)
+
+
+def _groups_section(groups: Sequence[Group]) -> str:
+    rows = []
+    for g in groups:
+        r = summary_md.group_record(g)
+        rows.append([escape(str(x)) for x in (
+            r["group"], r["platform"], r["label"] or "—", r["scenario"], r["load"],
+            r["fixture_size"], r["runs"], r["excluded"], summary_md.opt(r["p50_ms"]),
+            summary_md.opt(r["p99_ms"]), summary_md.opt(r["achieved_rate"]))])
+    return ("<h2 id=\"groups\">Groups</h2><p class=\"note\">Runs are pooled only within a "
+            "group: same platform, configuration label, scenario, offered load (rate and "
+            "users) and fixture size. Matrix cells name the group they come from.</p>"
+            + _table(["group", "platform", "configuration", "scenario", "offered load",
+                      "fixture size", "valid runs", "excluded", "p50 ms", "p99 ms",
+                      "achieved req/s"], rows))
 
 
 def _matrix_section(df: pl.DataFrame, platforms: Sequence[str], claims_line: str) -> str:
@@ -159,22 +191,22 @@ def _capabilities_section(items: Sequence[CapabilityStatus]) -> str:
     return "".join(parts)
 
 
-def page(
-    *, runs: Sequence[Run], matrix: pl.DataFrame, platforms: Sequence[str], charts: Sequence[Chart],
-    capabilities: Sequence[CapabilityStatus], claims_line: str, generated_at: str,
-) -> str:
-    """The whole report as one HTML document."""
+def page(report: Report, matrix: pl.DataFrame, claims_line: str) -> str:
+    """The whole report as one HTML document: the answer first, then the details."""
+    charts = report.charts
     return (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>crmbench report</title><style>{STYLE}</style>"
         "</head><body>"
-        f"<h1>crmbench report</h1><p class=\"note\">Generated {escape(generated_at)} from "
-        f"{len(runs)} run result(s).</p>"
-        + _runs_section(runs)
-        + _matrix_section(matrix, platforms, claims_line)
+        f"<h1>crmbench report</h1><p class=\"note\">Generated {escape(report.generated_at)} "
+        f"from {len(report.runs)} run result(s) in {len(report.groups)} group(s).</p>"
+        + _summary_section(report)
+        + _matrix_section(matrix, report.platforms, claims_line)
+        + _groups_section(report.groups)
+        + _runs_section(report.groups)
         + _charts_section(charts)
-        + _capabilities_section(capabilities)
+        + _capabilities_section(report.capabilities)
         + f'<script type="application/octet-stream" id="plotly-gz">{_packed_plotlyjs()}</script>'
         + f'<script type="application/octet-stream" id="figures-gz">{_packed_figures(charts)}'
         "</script>"

@@ -1,9 +1,11 @@
 """The comparative matrix: dimensions x platforms, measured cells and separate claimed cells.
 
-Built as a long-form polars frame (one row per dimension, platform and source), from
-which matrix.md, matrix.csv and matrix.parquet are written. A measured cell is the
-median of the platform's repetitions with a bootstrap 95% interval when there are
-several; claimed cells come only from the claims file and are never merged with them.
+Built as a long-form polars frame (one row per dimension, column and source), from which
+matrix.md, matrix.csv and matrix.parquet are written. A column is a platform with its
+configuration label. A measured cell comes from one group of runs (named in the cell):
+the median of its valid repetitions with a bootstrap 95% interval when there are several.
+Mixed-workload cells are taken at the common load; claimed cells come only from the
+claims file and are never merged with measurements.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import numpy as np
 import polars as pl
 
 from bench.claims import Claim, Claims
+from bench.report.groups import CommonLoad, Group, at_load, columns
 from bench.results import stats
 from bench.results.collect import Run, status_of
 
 NO_PROBE = "no probe result"
 BRIEF_CHARS = 90
 NO_RUN = "no run result"
+NO_CAPACITY = "no capacity result (crmbench capacity)"
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class Cell:
     n: int = 0
     reason: str | None = None
     invalid: bool = False
+    group: str | None = None
 
 
 def fmt(value: float) -> str:
@@ -100,7 +105,11 @@ def unmeasured_reason(runs: Sequence[Run]) -> str:
         return NO_RUN
     reasons = [r.result.get("abort_reason") for r in runs if not r.measured]
     found = [str(x) for x in reasons if x]
-    return found[0] if found and len(found) == len(runs) else NO_PROBE
+    if found and len(found) == len(runs):
+        return found[0]
+    if all(r.exclusion for r in runs):
+        return f"every run excluded: {runs[0].exclusion}"
+    return NO_PROBE
 
 
 def _summarise(
@@ -125,37 +134,72 @@ def brief(reason: str, limit: int = BRIEF_CHARS) -> str:
 
 def _not_measured(cell: Cell, reason: str) -> Cell:
     return replace(cell, status="not-measured", text=f"not-measured: {brief(reason)}",
-                   reason=reason)
+                   reason=reason, value=None, low=None, high=None)
 
 
-def _mixed_cell(row: Row, platform: str, runs: Sequence[Run], rng: np.random.Generator) -> Cell:
-    base = _blank(row, platform)
-    measured = [r for r in runs if r.measured]
-    if not measured:
-        return _not_measured(base, unmeasured_reason(runs))
-    valid = [r for r in measured if r.problem is None]
-    used = valid or measured
+def _mixed_cell(row: Row, column: str, group: Group, rng: np.random.Generator) -> Cell:
+    used = group.measured
     values = [
         float(r.result["overall"]["throughput"]) if row.metric == "throughput"
         else float(r.result["overall"]["latency_ms"]["intended"][row.metric])
         for r in used
     ]
     value, low, high = _summarise(values, rng)
-    text = figure_text(value, row.unit, low, high, len(values))
-    reason = None if valid else used[0].problem
-    if reason:
-        text += f" ⚠ {brief(reason)}"
-    elif len(valid) < len(measured):
-        text += f" ({len(measured) - len(valid)} invalid run(s) left out)"
-    scenarios = sorted({str(r.scenario.get("name")) for r in used})
-    if len(scenarios) > 1:
-        text += f" (pooled over scenarios {', '.join(scenarios)})"
-    return replace(base, status="pass", text=text, value=value, low=low, high=high,
-                   n=len(values), reason=reason, invalid=not valid)
+    text = figure_text(value, row.unit, low, high, len(values)) + f" · {group.id}"
+    return replace(_blank(row, column), status="pass", text=text, value=value, low=low,
+                   high=high, n=len(values), group=group.id)
 
 
-def _probe_cell(row: Row, platform: str, runs: Sequence[Run], rng: np.random.Generator) -> Cell:
-    entries = [e for r in runs if (e := r.dimension(row.dimension)) is not None]
+def _no_mixed(row: Row, column: str, groups: Sequence[Group], common: CommonLoad) -> Cell:
+    runs = [r for g in groups for r in g.runs]
+    base = _blank(row, column)
+    if not any(g.measured for g in groups):
+        return _not_measured(base, unmeasured_reason(runs))
+    held = ", ".join(dict.fromkeys(f"{g.key.rate:,.6g} req/s" for g in groups
+                                   if g.measured and g.key.rate is not None))
+    if common.rate is None:
+        return _not_measured(base, f"no common load; valid runs at {held}")
+    return _not_measured(base, f"no valid run at {common.text}; valid runs at {held}")
+
+
+def _entries(runs: Sequence[Run], dim: str) -> list[dict[str, Any]]:
+    return [e for r in runs if (e := r.dimension(dim)) is not None]
+
+
+def _probe_group(groups: Sequence[Group], dim: str, common: CommonLoad) -> Group | None:
+    """The group a probe cell comes from: the one at the common load, else the fullest."""
+    having = [g for g in groups if _entries(g.used, dim)]
+    if not having:
+        return None
+    at_common = [g for g in having if common.load is not None and g.key.load == common.load]
+    return at_common[0] if at_common else max(having, key=lambda g: len(_entries(g.used, dim)))
+
+
+def _probe_cell(row: Row, column: str, groups: Sequence[Group], common: CommonLoad,
+                rng: np.random.Generator) -> Cell:
+    group = _probe_group(groups, row.dimension, common)
+    if group is None:
+        runs = [r for g in groups for r in g.runs]
+        cell = _probe_figure(row, column, runs, rng)
+        if _entries(runs, row.dimension) and cell.status in ("pass", "fail"):
+            left_out = next(r.exclusion for r in runs if r.dimension(row.dimension))
+            return _not_measured(cell, f"only in excluded runs: {left_out}")
+        return cell
+    cell = _probe_figure(row, column, group.used, rng)
+    shown = f"{cell.text} · {group.id}" if cell.status in ("pass", "fail") else cell.text
+    return replace(cell, text=shown, group=group.id)
+
+
+def _capacity_text(entries: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    """``at least `` before a capacity the generator limited, ``at <SLO>`` after it."""
+    least = "at least " if any(e.get("at_least") for e in entries) else ""
+    slo = next((str(e["slo"]) for e in entries if e.get("slo")), "")
+    return least, f" at {slo}" if slo else ""
+
+
+def _probe_figure(row: Row, platform: str, runs: Sequence[Run],
+                  rng: np.random.Generator) -> Cell:
+    entries = _entries(runs, row.dimension)
     by_status: dict[str, list[dict[str, Any]]] = {}
     for entry in entries:
         by_status.setdefault(status_of(entry), []).append(entry)
@@ -177,9 +221,11 @@ def _probe_cell(row: Row, platform: str, runs: Sequence[Run], rng: np.random.Gen
         p99s = [float(e["p99"]) for e in passed
                 if isinstance(e.get("p99"), int | float) and not isinstance(e["p99"], bool)]
         extra = f", p99 {fmt(float(np.median(p99s)))} {unit}" if p99s else ""
+        least, slo = _capacity_text(passed)
         return replace(base, status="pass", value=value, low=low, high=high,
                        n=len(numbers),
-                       text=figure_text(value, unit, low, high, len(numbers), extra))
+                       text=least + figure_text(value, unit, low, high, len(numbers),
+                                                extra + slo))
     if passed:
         level = Counter(str(e.get("value")) for e in passed).most_common(1)[0][0]
         plural = "s" if len(passed) != 1 else ""
@@ -204,30 +250,53 @@ def _claim_cell(row: Row, claim: Claim) -> Cell:
                 reason=claim.note)
 
 
-def platforms_of(groups: dict[str, list[Run]], claims: Claims | None) -> list[str]:
-    """Platforms with results first (in input order), then those only claimed."""
-    names = list(groups)
+def platforms_of(groups: Sequence[Group], claims: Claims | None) -> list[str]:
+    """Columns with results first (in input order), then platforms only claimed."""
+    names = list(columns(groups))
     if claims is not None:
-        names += [p for p in claims.names if p not in groups]
+        measured = {g.key.platform for g in groups}
+        names += [p for p in claims.names if p not in measured and p not in names]
     return names
 
 
+def row_label(row: Row, common: CommonLoad) -> str:
+    """A mixed-workload row names the load it is taken at."""
+    return f"{row.label} at {common.text}" if row.dimension == "crud.mixed" else row.label
+
+
+def _measured_cell(row: Row, column: str, mine: Sequence[Group], common: CommonLoad,
+                   rng: np.random.Generator) -> Cell:
+    if row.dimension != "crud.mixed":
+        cell = _probe_cell(row, column, mine, common, rng)
+    elif found := at_load(mine, common.load):
+        cell = _mixed_cell(row, column, found[0], rng)
+        if len(found) > 1:
+            others = ", ".join(g.id for g in found[1:])
+            cell = replace(cell, text=f"{cell.text} (also at this load: {others})")
+    else:
+        cell = _no_mixed(row, column, mine, common)
+    if row.dimension == "crud.capacity" and cell.reason == NO_PROBE:
+        cell = _not_measured(cell, NO_CAPACITY)
+    return replace(cell, label=row_label(row, common))
+
+
 def build_cells(
-    groups: dict[str, list[Run]], claims: Claims | None, rng: np.random.Generator
+    groups: Sequence[Group], common: CommonLoad, claims: Claims | None,
+    rng: np.random.Generator,
 ) -> list[Cell]:
-    """Every measured cell of every row and platform, then the claimed cells."""
+    """Every measured cell of every row and column, then the claimed cells."""
     cells: list[Cell] = []
-    platforms = platforms_of(groups, claims)
+    by_column = columns(groups)
+    names = platforms_of(groups, claims)
+    platform = {c: gs[0].key.platform for c, gs in by_column.items()}
     for row in ROWS:
-        for platform in platforms:
-            runs = groups.get(platform, [])
-            cell = _mixed_cell if row.dimension == "crud.mixed" else _probe_cell
-            cells.append(cell(row, platform, runs, rng))
+        for column in names:
+            cells.append(_measured_cell(row, column, by_column.get(column, []), common, rng))
         if claims is not None and row.metric == "value":
-            for platform in platforms:
-                claim = claims.for_platform(platform).get(row.dimension)
+            for column in names:
+                claim = claims.for_platform(platform.get(column, column)).get(row.dimension)
                 if claim is not None:
-                    cells.append(_claim_cell(row, claim))
+                    cells.append(replace(_claim_cell(row, claim), platform=column))
     return cells
 
 
@@ -237,7 +306,7 @@ def frame(cells: Sequence[Cell]) -> pl.DataFrame:
         "row": pl.String, "label": pl.String, "dimension": pl.String, "platform": pl.String,
         "source": pl.String, "status": pl.String, "text": pl.String, "unit": pl.String,
         "value": pl.Float64, "low": pl.Float64, "high": pl.Float64, "n": pl.Int64,
-        "reason": pl.String, "invalid": pl.Boolean,
+        "reason": pl.String, "invalid": pl.Boolean, "group": pl.String,
     }
     return pl.DataFrame([asdict(c) for c in cells], schema=schema, orient="row")
 

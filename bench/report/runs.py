@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bench.report.groups import Group, fixture_text
 from bench.results.collect import Run
 
 
-def run_summary(run: Run) -> dict[str, Any]:
+def run_summary(run: Run, group: str | None = None) -> dict[str, Any]:
     """Where, on what and how a run was measured, and whether it can be trusted."""
     r = run.result
     machine = r.get("machine_info") or {}
@@ -33,9 +34,13 @@ def run_summary(run: Run) -> dict[str, Any]:
                     + load_text(scenario),
         "achieved_rate": load.get("achieved_rate"),
         "fixtures": str((r.get("fixtures") or {}).get("manifest_sha256") or "none")[:12],
+        "fixture_size": fixture_text(run.customers),
+        "label": run.label,
+        "group": group,
         "complete": bool(r.get("complete")),
         "valid": bool(r.get("valid")),
         "problem": run.problem,
+        "excluded": run.exclusion,
         "harness_overhead_ms": (
             {"p50": overhead.get("p50"), "p99": overhead.get("p99")} if overhead else None
         ),
@@ -50,8 +55,8 @@ def load_text(scenario: dict[str, Any]) -> str:
 
 
 def validity_text(summary: dict[str, Any]) -> str:
-    """``valid``, or what is wrong with the run."""
-    return "valid" if summary["problem"] is None else str(summary["problem"])
+    """``valid``, or why the run is left out of the figures."""
+    return "valid" if summary["excluded"] is None else f"excluded: {summary['excluded']}"
 
 
 def overhead_text(summary: dict[str, Any]) -> str:
@@ -60,14 +65,34 @@ def overhead_text(summary: dict[str, Any]) -> str:
     return f"p50 {ho['p50']:.3f} ms, p99 {ho['p99']:.3f} ms" if ho else "—"
 
 
-def markdown(runs: Sequence[Run]) -> str:
-    """The runs as a Markdown table: provenance and validity."""
-    lines = ["| platform | run | started | commit | target | scenario | machine | validity "
-             "| harness overhead |", "|---|---|---|---|---|---|---|---|---|"]
-    for run in runs:
-        s = run_summary(run)
-        cells = [s["platform"], str(s["run_id"]), str(s["started_at"]), s["commit"],
-                 f"{s['target']} ({s['platform_version'] or 'version unknown'})", s["scenario"],
-                 s["machine"], validity_text(s), overhead_text(s)]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+def target_text(summary: dict[str, Any]) -> str:
+    """Target URL, platform version and server configuration label."""
+    label = f"; configuration {summary['label']}" if summary["label"] else ""
+    return f"{summary['target']} ({summary['platform_version'] or 'version unknown'}{label})"
+
+
+HEADERS = ["group", "platform", "configuration", "run", "started", "commit", "target",
+           "scenario", "fixtures", "machine", "validity", "harness overhead"]
+
+
+def cells(summary: dict[str, Any]) -> list[str]:
+    """A run's row of the provenance table (plain text)."""
+    s = summary
+    target = f"{s['target']} ({s['platform_version'] or 'version unknown'})"
+    return [s["group"] or "—", s["platform"], s["label"] or "— (no --label)", str(s["run_id"]),
+            str(s["started_at"]), s["commit"], target, s["scenario"],
+            f"{s['fixture_size']} (manifest {s['fixtures']})", s["machine"], validity_text(s),
+            overhead_text(s)]
+
+
+def summaries(groups: Sequence[Group]) -> list[dict[str, Any]]:
+    """Every run's summary, group by group."""
+    return [run_summary(run, g.id) for g in groups for run in g.runs]
+
+
+def markdown(groups: Sequence[Group]) -> str:
+    """The runs as a Markdown table: group, provenance and validity."""
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    for s in summaries(groups):
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells(s)) + " |")
     return "\n".join(lines)

@@ -89,6 +89,28 @@ class Run:
         return isinstance(noise, dict) and bool(noise.get("noisy"))
 
     @property
+    def exclusion(self) -> str | None:
+        """Why reports leave the run out of every figure (incomplete, invalid, noisy), or None."""
+        if self.problem is not None:
+            return self.problem
+        if self.noisy:
+            return f"noisy: {'; '.join(self.noise_reasons) or 'no reason given'}"
+        return None
+
+    @property
+    def label(self) -> str | None:
+        """The server configuration named by ``crmbench run --label`` (older files: None)."""
+        label = (self.result.get("target") or {}).get("label")
+        return str(label) if label else None
+
+    @property
+    def customers(self) -> int | None:
+        """Fixture size: customers in the target's keyspace, when the run recorded it."""
+        keyspace = (self.result.get("fixtures") or {}).get("keyspace") or {}
+        count = keyspace.get("customers") if isinstance(keyspace, dict) else None
+        return int(count) if isinstance(count, int) and not isinstance(count, bool) else None
+
+    @property
     def noise_reasons(self) -> list[str]:
         noise = self.result.get("noise")
         reasons = noise.get("reasons") if isinstance(noise, dict) else None

@@ -68,6 +68,8 @@ class Target(msgspec.Struct, omit_defaults=True):
     embedded: bool
     preflight: dict[str, Any] | None = None
     cleanup: dict[str, Any] | None = None
+    # The server configuration named by `crmbench run --label` (e.g. "workers=2").
+    label: str | None = None
 
 
 class Fixtures(msgspec.Struct, omit_defaults=True):

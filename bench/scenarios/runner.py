@@ -107,6 +107,7 @@ class RunRequest:
     remote_workers: int = 0
     master_bind: str = "127.0.0.1"
     master_port: int | None = None
+    label: str | None = None
 
 
 @dataclass
@@ -147,7 +148,8 @@ def _record(req: RunRequest, run_id: str, log_path: Path) -> RunRecord:
         commit_info=commit_info(), scenario=req.scenario.to_dict(), log=str(log_path),
     )
     target = Target(adapter=scheme, platform=scheme, url=redact_url(req.target),
-                    platform_version=None, embedded=parse_embedded(req.target) is not None)
+                    platform_version=None, embedded=parse_embedded(req.target) is not None,
+                    label=req.label)
     return RunRecord(provenance, req.scenario, target, sampler=SystemSampler())
 
 

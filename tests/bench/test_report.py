@@ -131,8 +131,8 @@ def test_measured_cells_with_repetitions_have_intervals(matrix: pl.DataFrame) ->
     assert p99["low"] <= p99["value"] <= p99["high"]
     assert "[" in p99["text"] and "(2 runs)" in p99["text"]
     agent = cell(matrix, "agent.latency", "reference")
-    assert agent["value"] == 41.5 and agent["text"] == "41.5 ms, p99 75.0 ms (1 run)"
-    assert cell(matrix, "sla.granularity", "reference")["text"] == "action (1 run)"
+    assert agent["value"] == 41.5 and agent["text"] == "41.5 ms, p99 75.0 ms (1 run) · G1"
+    assert cell(matrix, "sla.granularity", "reference")["text"] == "action (1 run) · G1"
     assert cell(matrix, "workflow.max_nodes", "reference")["value"] == 1000
 
 
@@ -157,12 +157,14 @@ def test_claims_are_separate_entries(matrix: pl.DataFrame, report_dir: Path) -> 
     assert "_claimed: 210 ms (requires the separately purchased Einstein Agent module)_" in md
 
 
-def test_invalid_run_is_flagged(tmp_path: Path) -> None:
+def test_an_invalid_run_alone_gives_no_figure(tmp_path: Path) -> None:
     broken = example_result()
     broken["valid"], broken["invalid_reasons"] = False, ["loop lag p99 14 ms exceeds 10 ms"]
     report = assemble([Run("bad.json", broken)], None)
     [p99] = [c for c in report.cells if c.row == "crud.mixed.p99"]
-    assert p99.invalid and "⚠ invalid: loop lag p99 14 ms" in p99.text
+    assert p99.status == "not-measured" and p99.value is None
+    assert p99.text == ("not-measured: every run excluded: invalid: loop lag p99 14 ms "
+                        "exceeds 10 ms")
 
 
 def test_tolerant_reader_ignores_malformed_probe_entries() -> None:
