@@ -76,6 +76,11 @@ class Run:
     def problem(self) -> str | None:
         """Why the run cannot be trusted (incomplete or invalid), or None."""
         if not self.result.get("complete"):
+            if self.result.get("finished_at") is None and not self.result.get("abort_reason"):
+                # Written while the run went on, and never replaced: the harness was killed
+                # (SIGKILL, power loss) or is still running.
+                return ("incomplete: checkpoint of a run that never finished (killed, or "
+                        "still running)")
             return f"incomplete: {self.result.get('abort_reason') or 'the run did not finish'}"
         if not self.result.get("valid"):
             reasons = "; ".join(self.result.get("invalid_reasons") or []) or "no reason given"

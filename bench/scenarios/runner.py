@@ -10,6 +10,7 @@ on disk marked ``complete: false``.
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import socket
 import uuid
 from collections.abc import Callable
@@ -292,13 +293,33 @@ def run(req: RunRequest, say: Say, on_interval: Listener | None = None) -> RunRe
     record = _record(req, run_id, path.with_suffix(".log"))
     record.probes = _chosen(scenario)
     current = [Outcome(Accumulator(_phases(scenario)))]
-    write_result(path, assemble(record, current[0], final=False))
+    _first_write(path, assemble(record, current[0], final=False))
     try:
         _run_target(req, record, path, say, on_interval, current)
     except KeyboardInterrupt as exc:
         current[0].interrupted = True
         current[0].abort(stop_reason(exc))
     return _finish(path, record, current[0])
+
+
+# Below this much free space in the output folder a run refuses to start: a standard run's
+# result, log and checkpoints take a few MB.
+MIN_FREE_BYTES = 64 * 1024 * 1024
+
+
+def _first_write(path: Path, result: RunResult) -> None:
+    """Write the incomplete result before anything runs; an unusable folder stops here."""
+    where = path.parent
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(where).free
+        if free < MIN_FREE_BYTES:
+            raise UserError(f"output folder {where} has {free / 2**20:.0f} MiB free; a run needs "
+                            f"at least {MIN_FREE_BYTES // 2**20} MiB: free space or use --out")
+        write_result(path, result)
+    except OSError as exc:
+        raise UserError(f"cannot write results into {where}: {exc.strerror or exc}; "
+                        "choose another folder with --out") from exc
 
 
 def _run_target(req: RunRequest, record: RunRecord, path: Path, say: Say,

@@ -182,7 +182,13 @@ def _supervise(gen: _Generator, outcome: Outcome, hooks: Hooks, deadline: float)
             outcome.abort("the load generator did not finish in time")
             return
         if hooks.checkpoint is not None and time.monotonic() - last_checkpoint > CHECKPOINT_S:
-            hooks.checkpoint(outcome)
+            try:
+                hooks.checkpoint(outcome)
+            except OSError as exc:
+                # Going on would lose everything measured from here: stop while the data
+                # already written is still the run's record.
+                outcome.abort(f"cannot write the result checkpoint: {exc.strerror or exc}")
+                return
             last_checkpoint = time.monotonic()
 
 

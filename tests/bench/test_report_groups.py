@@ -256,3 +256,14 @@ def test_run_takes_a_label_into_the_result(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "--label" in result.output
     request = RunRequest(load_scenario("mixed", profile="quick"), label="workers=2")
     assert _record(request, "id", tmp_path / "log").target.label == "workers=2"
+
+
+def test_a_checkpoint_left_by_a_killed_run_is_shown_incomplete_and_never_pooled() -> None:
+    done = result("reference", 50, run_id="done", p50=2.0)
+    killed = result("reference", 50, run_id="killed", p50=99.0)
+    killed.update(complete=False, finished_at=None, abort_reason=None)
+    report = assemble(runs(done, killed), load_claims())
+    left = {e["run_id"]: e["why"] for e in results_json(report)["excluded"]}
+    assert left == {"killed": "incomplete: checkpoint of a run that never finished (killed, "
+                              "or still running)"}
+    assert 99.0 not in {c.value for c in report.cells}

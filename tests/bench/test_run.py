@@ -21,6 +21,7 @@ import pytest
 from bench.adapters.embedded import EmbeddedReference
 from bench.errors import UserError
 from bench.measure.hdr import LatencyHistogram
+from bench.results.collect import Run
 from bench.results.store import read_result, validate
 from bench.scenarios.config import load_scenario
 from bench.scenarios.runner import RunReport, RunRequest, calibrate, run
@@ -251,6 +252,23 @@ def test_termination_signals_end_a_run_in_order(
     assert result["finished_at"] is not None
 
 
+def test_a_killed_run_leaves_a_checkpoint_that_reads_as_one(tmp_path: Path) -> None:
+    path = scenario_file(tmp_path, users=20, rate=100, warmup=1, measure=60)
+    out = tmp_path / "runs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench", "run", "--target", "noop://?delay_ms=1", "--scenario",
+         str(path), "--profile", "quick", "--out", str(out), "--no-calibrate"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    time.sleep(6)
+    os.killpg(proc.pid, signal.SIGKILL)  # the harness and its load generator, no clean-up
+    proc.communicate(timeout=30)
+    [result_path] = out.glob("*.json")
+    run = Run(str(result_path), read_result(result_path))
+    assert run.result["complete"] is False and run.result["finished_at"] is None
+    assert run.exclusion is not None and "checkpoint" in run.exclusion
+
+
 def test_unreachable_target_exits_4(tmp_path: Path) -> None:
     proc = cli("run", "--target", "reference+http://127.0.0.1:9", "--profile", "quick",
                "--out", str(tmp_path / "runs"), "--no-calibrate",
@@ -407,3 +425,56 @@ def test_probe_only_scenario_fills_engine_dimensions(tmp_path: Path, small_fixtu
     # Probes only: no load was offered, and the result says none.
     assert result["load"]["users"] == 0 and result["load"]["target_rate"] == 0
     assert result["scenario"]["users"] == 0 and result["scenario"]["workload"] is False
+
+
+def test_an_unusable_output_folder_stops_the_run_before_it_starts(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = cli("run", "--target", "noop://?delay_ms=1", "--scenario",
+               str(scenario_file(tmp_path)), "--profile", "quick", "--no-calibrate",
+               "--out", str(blocker / "runs"), timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot write results into {blocker / 'runs'}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_full_output_folder_stops_the_run_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil as real_shutil
+
+    from bench.scenarios import runner
+
+    full = real_shutil.disk_usage(tmp_path)._replace(free=1024 * 1024)
+    monkeypatch.setattr(runner.shutil, "disk_usage", lambda _p: full)
+    scenario = load_scenario(str(scenario_file(tmp_path)), profile="quick")
+    with pytest.raises(UserError, match="1 MiB free"):
+        run(RunRequest(scenario, target="noop://", out=tmp_path / "runs", calibrate=False),
+            say=lambda _m: None)
+    assert not list((tmp_path / "runs").glob("*.json"))
+
+
+def test_a_failing_checkpoint_write_ends_the_run_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.scenarios import runner, supervise
+
+    real_write = runner.write_result
+    writes = {"n": 0}
+
+    def write_then_fail(path: Path, result: object) -> Path:
+        writes["n"] += 1
+        if writes["n"] == 2:  # the first checkpoint after the initial file
+            raise OSError(28, "No space left on device")
+        return real_write(path, result)
+
+    monkeypatch.setattr(runner, "write_result", write_then_fail)
+    monkeypatch.setattr(supervise, "CHECKPOINT_S", 2.5)
+    path = scenario_file(tmp_path, users=10, rate=50, warmup=0.2, measure=30, loose=True)
+    report = run(RunRequest(load_scenario(str(path), profile="quick"), target="noop://",
+                            out=tmp_path / "runs", calibrate=False), say=lambda _m: None)
+    assert report.exit_code == 3
+    result = read_result(report.path)
+    assert result["complete"] is False
+    assert result["abort_reason"] == "cannot write the result checkpoint: No space left on device"
+    assert result["overall"]["count"] > 0
