@@ -108,7 +108,8 @@ DbOption = Annotated[
     str | None,
     typer.Option(
         help="Database URL: sqlite:///FILE (default: reference.sqlite3 in the data "
-        "folder) or postgresql://user@host:port/db.",
+        "folder; add ?synchronous=full for writes that survive power loss, not only a "
+        "crash of the service) or postgresql://user@host:port/db.",
         envvar="CRMBENCH_DATABASE_URL",
     ),
 ]

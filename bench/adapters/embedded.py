@@ -47,7 +47,10 @@ STOP_TIMEOUT = 10.0
 
 
 EMBEDDED_URL = "reference://embedded"
-URL_OPTIONS = ("source", "slowdown_ms", "slowdown_pct", "delay_ms", "db", "workers")
+URL_OPTIONS = ("source", "slowdown_ms", "slowdown_pct", "delay_ms", "db", "workers",
+               "durability")
+# What an acknowledged write survives: a crash of the service process, or power loss.
+DURABILITY = {"crash": "normal", "power": "full"}
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class EmbeddedOptions:
     delay_ms: float = 0.0
     db: str | None = None
     workers: int = 1
+    durability: str = "crash"
 
 
 def parse_embedded(url: str) -> EmbeddedOptions | None:
@@ -98,7 +102,15 @@ def parse_embedded(url: str) -> EmbeddedOptions | None:
         workers = int(one["workers"])
     if workers > 1 and db is None:
         raise UserError(f"{url}: workers={workers} needs PostgreSQL: add db=postgresql://...")
-    return EmbeddedOptions(source=source, db=db, workers=workers, **numbers)
+    durability = one.get("durability", "crash")
+    if durability not in DURABILITY:
+        raise UserError(f"{url}: durability must be crash (SQLite synchronous=NORMAL, the "
+                        "default) or power (synchronous=FULL)")
+    if durability == "power" and db is not None:
+        raise UserError(f"{url}: durability applies to SQLite; PostgreSQL's own settings "
+                        "(fsync, synchronous_commit) decide it")
+    return EmbeddedOptions(source=source, db=db, workers=workers, durability=durability,
+                           **numbers)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -293,6 +305,8 @@ class EmbeddedReference:
                 stale.unlink(missing_ok=True)
             shutil.copyfile(cache, work)
             db_url = f"sqlite:///{work.resolve()}"
+            if self.options.durability != "crash":
+                db_url += f"?synchronous={DURABILITY[self.options.durability]}"
         if self.port is None:
             self.port = free_port()
         self._say(f"starting the reference CRM on 127.0.0.1:{self.port}")

@@ -283,3 +283,15 @@ def test_embedded_runs_start_from_the_same_state(
     assert not server.alive()
     assert _max_lead(work) == _max_lead(cache) + 1
     assert not cache.with_name("reference.sqlite3-wal").exists()
+
+
+def test_embedded_durability_option() -> None:
+    from bench.adapters.embedded import parse_embedded
+
+    assert parse_embedded("reference://embedded").durability == "crash"  # type: ignore[union-attr]
+    power = parse_embedded("reference://embedded?durability=power")
+    assert power is not None and power.durability == "power"
+    with pytest.raises(UserError, match="durability must be crash"):
+        parse_embedded("reference://embedded?durability=always")
+    with pytest.raises(UserError, match="applies to SQLite"):
+        parse_embedded("reference://embedded?durability=power&db=postgresql://x@127.0.0.1/y")

@@ -148,3 +148,26 @@ def test_the_write_ahead_log_is_folded_in_the_background(tmp_path: Path) -> None
         assert not (tmp_path / "wal.sqlite3-wal").exists()
 
     run(scenario())
+
+
+@pytest.mark.parametrize(("suffix", "expected"), [("", 1), ("?synchronous=normal", 1),
+                                                 ("?synchronous=full", 2)])
+def test_sqlite_durability_follows_the_url(tmp_path: Path, suffix: str, expected: int) -> None:
+    db = open_database(f"sqlite:///{tmp_path / 'd.sqlite3'}{suffix}")
+    assert isinstance(db, dbmod.SqliteDatabase)
+
+    async def level() -> int:
+        await db.connect()
+        try:
+            return int(await db.fetch_val("PRAGMA synchronous"))
+        finally:
+            await db.close()
+
+    assert asyncio.run(level()) == expected
+
+
+def test_an_unknown_sqlite_durability_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="synchronous must be normal"):
+        open_database(f"sqlite:///{tmp_path / 'd.sqlite3'}?synchronous=off")
+    with pytest.raises(UserError, match="unknown option"):
+        open_database(f"sqlite:///{tmp_path / 'd.sqlite3'}?journal=delete")
