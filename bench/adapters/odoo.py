@@ -89,7 +89,7 @@ def status_for_odoo(body: Any, http_status: int, *, one: bool = False) -> Status
         message = str(data.get("message", "")) if isinstance(data, Mapping) else ""
         if name == "odoo.exceptions.MissingError":
             return Status.not_found
-        if name == "builtins.AttributeError" and "does not exist" in message:
+        if name == "builtins.AttributeError" and "has no attribute" in message:
             return Status.unsupported
         if name in REJECTED or (isinstance(error, Mapping) and error.get("code") == 100):
             return Status.rejected
