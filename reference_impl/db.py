@@ -16,6 +16,7 @@ import logging
 import re
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import lru_cache
@@ -77,18 +78,39 @@ def open_database(url: str, pool_size: int = 10) -> Database:
     """Pick the backend for a URL: ``sqlite:///path``, ``postgresql://...``."""
     scheme = urlsplit(url).scheme.lower()
     if scheme == "sqlite":
-        path = url.split("://", 1)[1]
+        path, _, query = url.split("://", 1)[1].partition("?")
+        synchronous = _sqlite_synchronous(url, query)
         # sqlite:///relative/file and sqlite:////absolute/file, as elsewhere.
         if path.startswith("/"):
             path = path[1:]
         if not path:
             raise UserError(f"database URL {url!r} names no file: use sqlite:///path/to/file")
-        return SqliteDatabase(Path(path) if path != ":memory:" else Path(":memory:"))
+        return SqliteDatabase(Path(path) if path != ":memory:" else Path(":memory:"),
+                              synchronous=synchronous)
     if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
         return PostgresDatabase(url.replace("postgresql+asyncpg://", "postgresql://"), pool_size)
     raise UserError(
         f"unsupported database URL scheme {scheme!r}: use sqlite:///FILE or postgresql://..."
     )
+
+
+# SQLite's synchronous settings in WAL mode: NORMAL syncs at checkpoints, so a commit
+# survives a crash of the process but not of the machine; FULL syncs the WAL at every
+# commit, so it survives power loss too.
+SYNCHRONOUS = ("normal", "full")
+
+
+def _sqlite_synchronous(url: str, query: str) -> str:
+    params = dict(urllib.parse.parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(params) - {"synchronous"})
+    if unknown:
+        raise UserError(f"database URL {_redact(url)}: unknown option {', '.join(unknown)}; "
+                        "sqlite:///FILE takes ?synchronous=normal|full")
+    value = params.get("synchronous", "normal").lower()
+    if value not in SYNCHRONOUS:
+        raise UserError(f"database URL {_redact(url)}: synchronous must be normal (durable "
+                        "against a process crash) or full (durable against power loss)")
+    return value
 
 
 def _names(cur: sqlite3.Cursor) -> list[str]:
@@ -172,9 +194,11 @@ class Checkpointer(threading.Thread):
 class SqliteDatabase(_SqliteExecutor):
     dialect: Dialect = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, synchronous: str = "normal") -> None:
         self.path = path
-        self.url_for_display = f"sqlite:///{path}"
+        self.synchronous = synchronous
+        self.url_for_display = f"sqlite:///{path}" + (
+            f"?synchronous={synchronous}" if synchronous != "normal" else "")
         self._write: sqlite3.Connection | None = None
         self._read: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
@@ -188,7 +212,7 @@ class SqliteDatabase(_SqliteExecutor):
             cached_statements=STATEMENT_CACHE,
         )
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA mmap_size=1073741824")
