@@ -93,11 +93,18 @@ class _Connection:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buf = b""
         self.received = 0
+        self._deadline = 0.0
 
     def close(self) -> None:
         self.sock.close()
 
     def _more(self) -> None:
+        # One deadline for the whole answer: a body that trickles in byte by byte is a
+        # timeout too, not an ever longer response time.
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no whole answer within {NETWORK_TIMEOUT:g} s")
+        self.sock.settimeout(left)
         chunk = self.sock.recv(65536)
         if not chunk:
             raise ConnectionResetError("connection closed by the target")
@@ -119,6 +126,7 @@ class _Connection:
     def exchange(self, request: bytes, head_only: bool = False) -> tuple[int, bytes, bool]:
         """Send one request; return the status, the whole body and whether to reuse."""
         self.received = 0
+        self._deadline = time.monotonic() + NETWORK_TIMEOUT
         self.sock.sendall(request)
         while (end := self._buf.find(b"\r\n\r\n")) < 0:
             self._more()
