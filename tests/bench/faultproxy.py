@@ -78,6 +78,7 @@ class FaultProxy:
         self._stalled.set()
 
     def _pump(self, src: socket.socket, dst: socket.socket, fault: str) -> None:
+        head_sent = False
         with suppress(OSError):
             while data := src.recv(65536):
                 if self._stalled.is_set():
@@ -87,7 +88,12 @@ class FaultProxy:
                     time.sleep(self.delay_s)
                     dst.sendall(data)
                 elif fault == "slow_body":
-                    head, sep, body = data.partition(b"\r\n\r\n")
+                    head, sep, body = b"", b"", data
+                    if not head_sent:
+                        head, sep, body = data.partition(b"\r\n\r\n")
+                        head_sent = bool(sep)
+                        if not sep:  # the head goes on in the next chunk
+                            head, body = data, b""
                     dst.sendall(head + sep)
                     for i in range(len(body)):
                         time.sleep(self.delay_s)
