@@ -448,6 +448,7 @@ def capacity(
     fixtures: Annotated[
         Path, typer.Option(help="Fixture profile for reference://embedded.")
     ] = DEFAULT_FIXTURES,
+    label: LabelOption = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the capacity on stdout.")] = (
         False
     ),
@@ -464,7 +465,7 @@ def capacity(
     request = CapacityRequest(
         resolved, target, Slo(slo_p99, parse_percent(max_errors, "--max-errors")),
         start_rate=start, max_rate=max_rate, factor=factor, bisect_steps=bisect,
-        workers=workers, out=out, fixtures=fixtures)
+        workers=workers, out=out, fixtures=fixtures, label=label)
     with RunProgress(err, resolved) as progress:
         path, entry = find_capacity(request, say=progress.say, on_interval=progress.update)
     for point in entry["curve"]:

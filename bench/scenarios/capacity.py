@@ -47,6 +47,8 @@ class CapacityRequest:
     workers: int = 1
     out: Path = Path("reports/capacity")
     fixtures: Path = DEFAULT_FIXTURES
+    # The server configuration of the target (``crmbench run --label``), kept per step.
+    label: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.start_rate <= self.max_rate:
@@ -115,7 +117,8 @@ def find_capacity(
         scenario = replace(req.scenario, rate=round(rate, 3), users=users)
         say(f"capacity: offering {rate:,.0f} req/s ({users} users)")
         report = run(RunRequest(scenario, target=req.target, out=req.out / "steps",
-                                fixtures=req.fixtures, calibrate=False, workers=req.workers),
+                                fixtures=req.fixtures, calibrate=False, workers=req.workers,
+                                label=req.label),
                      say=say, on_interval=on_interval)
         last = report.result
         holds, why, gen = judge_step(report.result, req.slo)
