@@ -42,7 +42,7 @@ PERMISSIONS: Final = (
     "records:read", "records:write", "records:delete", "customer_data:read",
     "customer_data:write", "consent:write", "stream:read", "agents:read", "agents:write",
     "engines:read", "engines:write", "packs:read", "packs:write", "export", "erase",
-    "audit:read", "meta:read",
+    "audit:read", "meta:read", "tokens:write",
 )
 _CRM_READ = ("records:read", "customer_data:read", "stream:read", "agents:read",
              "engines:read", "packs:read", "meta:read")
@@ -188,6 +188,23 @@ class TokenTable:
 
     def principals(self) -> list[Principal]:
         return sorted(self.by_digest.values(), key=lambda p: p.name)
+
+    def issue(self, spec: Mapping[str, Any]) -> Generated:
+        """Add a token with a generated secret (``POST /tokens``); names stay unique."""
+        principal = _principal(spec, f"token {spec.get('name')!r}")
+        if any(p.name == principal.name for p in self.by_digest.values()):
+            raise UserError(f"token {principal.name!r}: the name is in use")
+        secret = secrets.token_urlsafe(24)
+        self.by_digest[_digest(f"Bearer {secret}".encode())] = principal
+        return Generated(principal, secret)
+
+    def revoke(self, name: str) -> Principal | None:
+        """Remove the token named ``name``; the principal it held, or None."""
+        for digest, principal in list(self.by_digest.items()):
+            if principal.name == name:
+                del self.by_digest[digest]
+                return principal
+        return None
 
 
 def token_digest(secret: str) -> str:

@@ -22,6 +22,7 @@ from reference_impl.cluster import ClusterConfig
 from reference_impl.db import Database
 from reference_impl.guard import Guard, guarded_entities
 from reference_impl.routes import engines, events, packs, privacy, records
+from reference_impl.routes import tokens as issued
 from reference_impl.routes.records import FastKey
 from reference_impl.services import Services, Settings
 from reference_impl.store import StoreError
@@ -66,8 +67,14 @@ def build_app(
         scorer=scorer, nats_url=nats_url, test_clock=test_clock, cluster=cluster,
     ))
     record_routes, fast = records.routes(services)
+    # Tokens issued at run time (POST /tokens) join the table, so it exists with the service's.
+    if token and tokens is None:
+        tokens = TokenTable()
+    shared = cluster is not None and cluster.workers > 1
     all_routes = [*packs.routes(services), *engines.routes(services),
                   *events.routes(services), *privacy.routes(services.privacy, services.audit),
+                  *(issued.routes(services.audit, tokens, shared=shared) if tokens is not None
+                    else []),
                   *record_routes]
     handlers: dict[Any, Any] = {
         ApiError: _on_api_error,
@@ -76,7 +83,7 @@ def build_app(
         Exception: _on_crash,
     }
     guarded: ASGIApp | None = None
-    if tokens:
+    if tokens is not None:
         guard = Guard(services.store, services.audit, guarded_entities(services.store))
         guarded = guard.app(all_routes, exception_handlers=handlers)
     app = CrmApp(

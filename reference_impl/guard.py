@@ -71,6 +71,8 @@ def _rules() -> dict[tuple[str, str], Rule]:
         ("POST", f"{customer}/erase"): Rule("erase", target="customers"),
         ("GET", "/audit"): Rule("audit:read", mask=False),
         ("GET", "/audit/verify"): Rule("audit:read", mask=False),
+        ("POST", "/tokens"): Rule("tokens:write", mask=False),
+        ("DELETE", "/tokens/{name}"): Rule("tokens:write", mask=False),
         ("GET", "/agents/runs/{run_id}"): Rule("agents:read"),
         ("GET", "/agents/queue"): Rule("agents:read"),
         ("POST", "/agents/{agent}/runs"): Rule("agents:write", create="agent_run"),

@@ -12,6 +12,7 @@ from reference_impl import agents
 from reference_impl import models as m
 from reference_impl.access import FIELD_CLASSES, PERMISSIONS, ROLES
 from reference_impl.privacy import ConsentUpdate
+from reference_impl.routes.tokens import TokenIssue
 from reference_impl.schema import AGENT_RUN_STATUSES, TABLES_BY_NAME, TIERS
 from reference_impl.sla import SlaCreate
 from reference_impl.stream import DEFAULT_QUEUE, DEFAULT_RETENTION, HEARTBEAT_S
@@ -307,7 +308,7 @@ def _page(items: dict[str, Any]) -> dict[str, Any]:
 def _components() -> dict[str, Any]:
     structs = [t for _, c, u, _ in _ENTITIES.values() for t in (c, u)] + [
         m.StageChange, m.EventIn, m.EventBatch, m.LeadIntakeRunCreate, m.AgentConfigUpdate,
-        m.ClockAdvance, WorkflowDeploy, RunCreate, SlaCreate, ConsentUpdate,
+        m.ClockAdvance, WorkflowDeploy, RunCreate, SlaCreate, ConsentUpdate, TokenIssue,
         agents.ProductIn, agents.StockIn, agents.OrderIn,
     ]
     _, components = msgspec.json.schema_components(
@@ -629,6 +630,18 @@ _PRIVACY_SCHEMAS: dict[str, Any] = {
             "prev_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
             "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
     },
+    "IssuedToken": {
+        "type": "object",
+        "required": ["name", "role", "rep_id", "regions", "permissions", "masked_classes",
+                     "hidden_tiers", "scope", "token"],
+        "properties": {"name": {"type": "string"}, "role": {"enum": list(ROLES)},
+                       "rep_id": _NULLABLE_INT,
+                       "regions": {"type": "array", "items": {"type": "integer"}},
+                       "permissions": {"type": "array", "items": {"enum": list(PERMISSIONS)}},
+                       "masked_classes": _STRINGS, "hidden_tiers": _STRINGS,
+                       "scope": {"enum": ["all", "own_region"]},
+                       "token": {"type": "string", "description": "the secret, shown once"}},
+    },
     "AuditVerdict": {
         "type": "object",
         "required": ["ok", "entries", "first_bad_seq", "problem", "head"],
@@ -688,4 +701,13 @@ def _privacy_paths() -> dict[str, Any]:
                               params=audit_params)},
         "/audit/verify": {"get": _op(
             "Recompute the audit hash chain", {"200": ("Verdict", _ref("AuditVerdict"))})},
+        "/tokens": {"post": _op(
+            "Issue a role token (admin); its secret is in this answer only",
+            {"201": ("The token", _ref("IssuedToken"))}, 409, body=_ref("TokenIssue"),
+            description="The token lives in the serving process: with several worker "
+                        "processes 409 not_shared; a name in use is 409 name_in_use; a "
+                        "sales_rep without rep_id or regions, or the name `service`, is 422 "
+                        "invalid_token. Audited without the secret.")},
+        "/tokens/{name}": {"parameters": [_path("name")], "delete": _op(
+            "Revoke a token issued at run time", {"204": ("Revoked", None)}, 404)},
     }

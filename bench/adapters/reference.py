@@ -11,7 +11,7 @@ import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import fields
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import msgspec
@@ -208,6 +208,11 @@ class ReferenceAdapter(BaseAdapter):
             "pack.hotplug": "enable/disable at run time, idempotent, data kept",
             "pack.manufacturing": "12 modules incl. BOM, serials, spare parts, PPAP; IATF 16949 "
             "approval freeze",
+            "cdp.permissions": "role tokens (POST /tokens); masked fields on every read",
+            "cdp.consent": "PUT /customers/{id}/consent; tags stop and resume",
+            "cdp.export": "GET /customers/{id}/export: NDJSON bundle with a SHA-256 manifest",
+            "cdp.erase": "POST /customers/{id}/erase, idempotent, audited",
+            "cdp.audit": "GET /audit and GET /audit/verify: SHA-256 hash chain",
         }
     )
 
@@ -673,6 +678,139 @@ class ReferenceAdapter(BaseAdapter):
         self, object: str, record_id: Any, fields: dict[str, Any]
     ) -> tuple[Status, dict[str, Any] | None]:
         return self._refusable("PATCH", f"/{_COLLECTIONS[object]}/{int(record_id)}", fields)
+
+    # ------------------------------------------------------------------ sovereignty verbs
+    # (bench.adapters.sovereignty: role identities are tokens issued by POST /tokens)
+
+    def _as(self, method: str, path: str, identity: str | None,
+            body: Any = None) -> tuple[Status, bytes]:
+        """One request with ``identity``'s token (None: the service token); raw answer."""
+        if identity is None:
+            try:
+                code, raw = self._send(method, path, body)
+            except _TRANSPORT_ERRORS as exc:
+                return _fault(exc), b""
+            return status_for_http(code), raw
+        head = self._head.split(b"Authorization:")[0] + f"Authorization: Bearer {identity}\r\n" \
+            .encode("latin-1")
+        payload = b"" if body is None else msgspec.json.encode(body)
+        request = (f"{method} {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1") + head
+                   + (b"Content-Type: application/json\r\nContent-Length: "
+                      + str(len(payload)).encode() + b"\r\n" if body is not None else b"")
+                   + b"Connection: close\r\n\r\n" + payload)
+        try:
+            conn = _Connection(self.host, self.port)
+            try:
+                code, raw, _keep = conn.exchange(request)
+            finally:
+                conn.close()
+        except _TRANSPORT_ERRORS as exc:
+            return _fault(exc), b""
+        return status_for_http(code), raw
+
+    def issue_identity(
+        self, role: str, name: str, *, rep_id: int | None = None, regions: tuple[int, ...] = ()
+    ) -> tuple[Status, dict[str, Any] | None]:
+        body: dict[str, Any] = {"name": name, "role": role, "regions": list(regions)}
+        if rep_id is not None:
+            body["rep_id"] = rep_id
+        status, data = self._exchange("POST", "/tokens", body)
+        if status is Status.not_found:
+            return Status.unsupported, None
+        if status is not Status.ok or data is None:
+            return status, None
+        return status, {"identity": str(data["token"]), "name": data.get("name"),
+                        "masked_classes": list(data.get("masked_classes") or [])}
+
+    def revoke_identity(self, identity: str) -> Status:
+        status, raw = self._as("GET", "/me", identity)
+        if status is not Status.ok:
+            return status
+        name = str(msgspec.json.decode(raw).get("name", ""))
+        return self._call("DELETE", f"/tokens/{quote(name, safe='')}")
+
+    def read_as(
+        self, identity: str | None, view: str, customer_id: Key, *, name: str = "",
+        tag: str = "",
+    ) -> tuple[Status, Any]:
+        cid = int(customer_id)
+        paths = {
+            "record": f"/customers/{cid}", "list": f"/customers?after={cid - 1}&limit=5",
+            "search": "/customers?" + urlencode({"name_prefix": name, "limit": 50}),
+            "search_masked": "/customers?" + urlencode({"tag": tag, "limit": 50}),
+            "customer_360": f"/customers/{cid}/360", "profile": f"/customers/{cid}/profile",
+            "contacts": f"/contacts?customer_id={cid}", "consent": f"/customers/{cid}/consent",
+            "export": f"/customers/{cid}/export",
+        }
+        status, raw = self._as("GET", paths[view], identity)
+        if status is not Status.ok or view == "export":
+            return status, raw if status is Status.ok else None
+        try:
+            return status, msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            return Status.error, None
+
+    def export_customer(
+        self, customer_id: Key, out: IO[bytes], identity: str | None = None
+    ) -> Status:
+        headers = {"Accept": "application/x-ndjson", "User-Agent": "crmbench"}
+        token = identity if identity is not None else self._token
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        client = HTTPClient(self.host, self.port, headers=headers, concurrency=1,
+                            connection_timeout=CONNECTION_TIMEOUT,
+                            network_timeout=NETWORK_TIMEOUT)
+        try:
+            resp = client.get(f"{self.prefix}/customers/{int(customer_id)}/export")
+            try:
+                status = status_for_http(resp.status_code)
+                while status is Status.ok and (chunk := resp.read(65536)):
+                    out.write(chunk)
+            finally:
+                resp.release()
+        except _TRANSPORT_ERRORS as exc:
+            return _fault(exc)
+        finally:
+            client.close()
+        return status
+
+    def erase_customer(self, customer_id: Key) -> tuple[Status, dict[str, Any] | None]:
+        return self._exchange("POST", f"/customers/{int(customer_id)}/erase", {})
+
+    def customer_consent(
+        self, customer_id: Key, changes: dict[str, Any] | None = None
+    ) -> tuple[Status, dict[str, Any] | None]:
+        path = f"/customers/{int(customer_id)}/consent"
+        return self._exchange("GET", path) if changes is None else \
+            self._exchange("PUT", path, changes)
+
+    def create_contact_record(self, fields: dict[str, Any]) -> tuple[Status, int | None]:
+        status, data = self._exchange("POST", "/contacts", fields)
+        return status, (int(data["id"]) if data and "id" in data else None)
+
+    def audit_entries(
+        self, customer_id: Key | None = None, action: str | None = None,
+        identity: str | None = None,
+    ) -> tuple[Status, list[dict[str, Any]] | None]:
+        params: dict[str, Any] = {"limit": 500}
+        if customer_id is not None:
+            params["customer_id"] = int(customer_id)
+        if action is not None:
+            params["action"] = action
+        found: list[dict[str, Any]] = []
+        while True:
+            status, raw = self._as("GET", f"/audit?{urlencode(params)}", identity)
+            if status is not Status.ok:
+                return status, None
+            page = msgspec.json.decode(raw)
+            found += list(page.get("items") or [])
+            if page.get("next_after") is None:
+                return Status.ok, found
+            params["after"] = page["next_after"]
+
+    def audit_verify(self, identity: str | None = None) -> tuple[Status, dict[str, Any] | None]:
+        status, raw = self._as("GET", "/audit/verify", identity)
+        return self._decoded(status, raw)
 
 
 # The reference's error codes for the refusals ``Engines`` names platform-neutrally.

@@ -29,7 +29,7 @@ OptionsT = TypeVar("OptionsT", bound=msgspec.Struct)
 
 # Modules whose import registers their probes; probes run in this order.
 MODULES = ("bench.probes.inrun", "bench.probes.workflow", "bench.probes.sla",
-           "bench.probes.pack", "bench.probes.capability")
+           "bench.probes.pack", "bench.probes.capability", "bench.probes.sovereignty")
 
 
 class NoOptions(msgspec.Struct, frozen=True):
