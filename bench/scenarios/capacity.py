@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench.adapters.base import FAULT_STATUSES, Status
 from bench.errors import UserError
 from bench.results.model import empty_operation
 from bench.results.store import write_result
@@ -69,6 +70,18 @@ class Step:
     figures: dict[str, Any]
 
 
+# What counts against the SLO's error share: faults and rate limiting. A refusal, a
+# not-found or an operation the platform does not offer is an answer, not a failure to
+# hold the load (a platform that never reopens a won deal refuses to, at any rate).
+SLO_FAILURES = (*(s.value for s in FAULT_STATUSES), Status.rate_limited.value)
+
+
+def failures(overall: dict[str, Any]) -> int:
+    """Calls of a result's ``overall`` that count against the SLO."""
+    statuses = overall.get("statuses") or {}
+    return sum(int(statuses.get(s, 0)) for s in SLO_FAILURES)
+
+
 def judge_step(result: dict[str, Any], slo: Slo) -> tuple[bool, str, bool]:
     """(holds, why not, the generator was the limit) for one step's result."""
     if not result.get("complete"):
@@ -81,7 +94,7 @@ def judge_step(result: dict[str, Any], slo: Slo) -> tuple[bool, str, bool]:
         return False, "invalid: " + "; ".join(reasons), False
     overall = result["overall"]
     p99 = float(overall["latency_ms"]["intended"]["p99"])
-    errors = overall["errors"] / overall["count"] if overall["count"] else 1.0
+    errors = failures(overall) / overall["count"] if overall["count"] else 1.0
     if p99 > slo.p99_ms:
         return False, f"p99 {p99:.1f} ms > {slo.p99_ms:g} ms", False
     if errors > slo.max_error_fraction:

@@ -69,7 +69,8 @@ class Scenario:
     profile: str
     phases: Phases
     validity: Validity
-    probes: dict[str, float]
+    # Checked against the registered probes' option types when the file is read.
+    probes: dict[str, Any]
     workload: bool = True
     engines: dict[str, Any] = field(default_factory=dict)
     noise: NoiseLimits = field(default_factory=NoiseLimits)
@@ -208,7 +209,7 @@ def load_scenario(
             calibration_s=float(prof.get("calibration_s", 0)),
         ),
         validity=Validity(**data.get("validity", {})),
-        probes={k: float(v) for k, v in data.get("probes", {}).items()},
+        probes=dict(data.get("probes", {})),
         workload=workload,
         engines=dict(data.get("engines", {})),
         noise=NoiseLimits(**{k: float(v) for k, v in data.get("noise", {}).items()}),

@@ -14,10 +14,12 @@ from bench.scenarios.config import load_scenario
 
 
 def result(p99: float, *, errors: int = 0, reasons: tuple[str, ...] = (),
-           complete: bool = True) -> dict[str, Any]:
+           complete: bool = True, answers: dict[str, int] | None = None) -> dict[str, Any]:
+    statuses = {"ok": 1000 - errors - sum((answers or {}).values()), "timeout": errors,
+                **(answers or {})}
     return {"complete": complete, "abort_reason": None if complete else "target died",
             "invalid_reasons": list(reasons),
-            "overall": {"count": 1000, "errors": errors,
+            "overall": {"count": 1000, "errors": 1000 - statuses["ok"], "statuses": statuses,
                         "latency_ms": {"intended": {"p99": p99}}}}
 
 
@@ -26,6 +28,10 @@ def test_step_verdicts() -> None:
     assert judge_step(result(10), slo) == (True, "", False)
     assert judge_step(result(60), slo)[1] == "p99 60.0 ms > 50 ms"
     assert judge_step(result(10, errors=20), slo)[1] == "errors 2.00% > 1%"
+    # Refusals, not-found and operations the platform lacks are answers, not failures.
+    answered = result(10, answers={"rejected": 40, "unsupported": 30, "not_found": 5})
+    assert judge_step(answered, slo) == (True, "", False)
+    assert judge_step(result(10, answers={"rate_limited": 20}), slo)[1] == "errors 2.00% > 1%"
     held, why, generator = judge_step(
         result(10, reasons=("generator CPU max 97% > 90% of a core",)), slo)
     assert not held and generator and "load generator is the limit" in why

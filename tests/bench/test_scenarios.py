@@ -8,6 +8,7 @@ import pytest
 
 from bench.errors import UserError
 from bench.scenarios.config import available, load_scenario
+from bench.scenarios.runner import _chosen
 
 
 def test_shipped_scenarios_load_in_every_profile() -> None:
@@ -22,6 +23,8 @@ def test_shipped_scenarios_load_in_every_profile() -> None:
                 assert (scenario.users, scenario.rate, scenario.mix) == (0, 0.0, {})
                 assert scenario.engines or scenario.probes
             assert scenario.phases.measure_s > 0
+            # Every probe of the file gets its options as the run would build them.
+            assert _chosen(scenario) or not (scenario.probes or scenario.engines)
 
 
 def test_agent_and_events_extend_the_mixed_workload() -> None:
