@@ -139,6 +139,7 @@ def results_json(report: Report) -> dict[str, Any]:
         "summary": [{**asdict(s), "verdicts": s.verdicts} for s in report.summaries],
         "groups": [summary.group_record(g) for g in report.groups],
         "excluded": summary.excluded_records(report.groups),
+        "noisy": summary.noisy_records(report.groups),
         "runs": runs_md.summaries(report.groups),
         "matrix": matrix.frame(report.cells).to_dicts(),
         "operations": operation_rows(report.groups),

@@ -67,12 +67,18 @@ def _summary_section(report: Report) -> str:
     rows = [[escape(x.platform), escape(x.capacity), escape(x.latency), escape(x.verdict_text),
              escape(x.claims)] for x in report.summaries]
     left = summary_md.excluded_records(report.groups)
-    note = ("<p class=\"note\"><b>Excluded runs:</b> none; every run is complete, valid and "
-            "not noisy.</p>") if not left else (
+    noisy = summary_md.noisy_records(report.groups)
+    note = ("<p class=\"note\"><b>Excluded runs:</b> none; every run is complete and "
+            "valid.</p>") if not left else (
         f"<p><b class=\"invalid\">Excluded runs ({len(left)})</b>, left out of every figure, "
         "chart and verdict (shown under Runs for provenance):</p><ul>"
         + "".join(f"<li><code>{escape(str(e['run_id']))}</code> ({escape(e['platform'])}, "
                   f"{e['group']}): {escape(e['why'])}</li>" for e in left) + "</ul>")
+    if noisy:
+        note += (f"<p><b>Noisy runs ({len(noisy)})</b>, kept in the figures but no evidence "
+                 "for a gate:</p><ul>" + "".join(
+                     f"<li><code>{escape(str(e['run_id']))}</code> ({escape(e['platform'])}, "
+                     f"{e['group']}): {escape(e['why'])}</li>" for e in noisy) + "</ul>")
     return ("<h2 id=\"summary\">Summary</h2>"
             f"<p>Platforms are compared at the {escape(report.common.note)}; capacity is the "
             "highest offered rate that held the SLO (<code>crmbench capacity</code>).</p>"

@@ -99,6 +99,14 @@ def group_record(group: Group) -> dict[str, Any]:
     }
 
 
+def noisy_records(groups: Sequence[Group]) -> list[dict[str, Any]]:
+    """Runs kept in the figures but flagged noisy, with what disturbed them."""
+    return [{"run_id": run.result.get("run_id"), "source": run.source, "group": g.id,
+             "platform": g.key.column, "why": why}
+            for g in groups for run in g.runs
+            if run.exclusion is None and (why := run.noise_note) is not None]
+
+
 def excluded_records(groups: Sequence[Group]) -> list[dict[str, Any]]:
     return [{"run_id": run.result.get("run_id"), "source": run.source, "group": g.id,
              "platform": g.key.column, "why": why} for g, run, why in excluded(groups)]
@@ -129,11 +137,18 @@ def excluded_markdown(groups: Sequence[Group]) -> str:
     """Every run left out of the figures and why; says so when none was."""
     left = excluded_records(groups)
     if not left:
-        return "**Excluded runs:** none; every run is complete, valid and not noisy."
-    lines = [f"**Excluded runs ({len(left)})**, left out of every figure, chart and "
-             "verdict (shown under Runs for provenance):", ""]
-    lines += [f"- `{e['run_id']}` ({_md(e['platform'])}, {e['group']}): {_md(e['why'])}"
-              for e in left]
+        lines = ["**Excluded runs:** none; every run is complete and valid."]
+    else:
+        lines = [f"**Excluded runs ({len(left)})**, left out of every figure, chart and "
+                 "verdict (shown under Runs for provenance):", ""]
+        lines += [f"- `{e['run_id']}` ({_md(e['platform'])}, {e['group']}): {_md(e['why'])}"
+                  for e in left]
+    noisy = noisy_records(groups)
+    if noisy:
+        lines += ["", f"**Noisy runs ({len(noisy)})**, kept in the figures but no evidence "
+                  "for a gate; read their figures with what disturbed them:", ""]
+        lines += [f"- `{e['run_id']}` ({_md(e['platform'])}, {e['group']}): {_md(e['why'])}"
+                  for e in noisy]
     return "\n".join(lines)
 
 

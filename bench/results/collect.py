@@ -95,12 +95,19 @@ class Run:
 
     @property
     def exclusion(self) -> str | None:
-        """Why reports leave the run out of every figure (incomplete, invalid, noisy), or None."""
-        if self.problem is not None:
-            return self.problem
-        if self.noisy:
-            return f"noisy: {'; '.join(self.noise_reasons) or 'no reason given'}"
-        return None
+        """Why reports leave the run out of every figure (incomplete or invalid), or None.
+
+        A noisy run stays in the figures, flagged: what disturbed it is part of its result.
+        It is no evidence for a gate (see ``crmbench gate``).
+        """
+        return self.problem
+
+    @property
+    def noise_note(self) -> str | None:
+        """Why the harness flagged the run noisy, or None."""
+        if not self.noisy:
+            return None
+        return f"noisy: {'; '.join(self.noise_reasons) or 'no reason given'}"
 
     @property
     def label(self) -> str | None:
