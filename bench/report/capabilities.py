@@ -1,10 +1,11 @@
 """The capability report: every catalogue id per platform with status, evidence and reason.
 
 Statuses are those of the capability catalogue (pass, fail, unsupported, not-measured). The
-measured dimensions take theirs from the matrix; the mixed workload passes when a valid
-run served every request. Several runs of a platform (column: platform and configuration
-label) combine as fail > pass > unsupported > not-measured; excluded runs (incomplete,
-invalid, noisy) give no verdict beyond their declared unsupported capabilities.
+measured dimensions take theirs from the matrix; the mixed workload passes when valid runs
+had no failed call (faults, timeouts, rate limiting; refusals and not-found are answers).
+Several runs of a platform (column: platform and configuration label) combine as fail >
+pass > unsupported > not-measured; excluded runs (incomplete, invalid) give no verdict
+beyond their declared unsupported capabilities.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from bench.adapters.base import CAPABILITY_IDS
 from bench.probes.verdict import STATUSES, read_status
 from bench.report.matrix import Cell, fmt, unmeasured_reason
 from bench.report.runs import run_summary, target_text, validity_text
-from bench.results.collect import Run, status_of
+from bench.results.collect import FAILURES, Run, failures, status_of
 
 EVIDENCE_CHARS = 240
 PRIORITY = ("fail", "pass", "unsupported", "not-measured")
@@ -55,20 +56,28 @@ def _mixed(platform: str, runs: Sequence[Run]) -> CapabilityStatus:
         reason = measured[0].exclusion if measured else unmeasured_reason(runs)
         return CapabilityStatus(platform, "crud.mixed", "not-measured", "", reason)
     requests = sum(int(r.result["overall"]["count"]) for r in valid)
-    errors = sum(int(r.result["overall"]["errors"]) for r in valid)
+    errors = sum(failures(r.result["overall"]) for r in valid)
     lat = valid[0].result["overall"]["latency_ms"]["intended"]
-    evidence = (f"{requests:,} requests in {len(valid)} run(s), {errors:,} errors; first run: "
+    answers = _other_answers(valid)
+    evidence = (f"{requests:,} requests in {len(valid)} run(s), {errors:,} failed"
+                + (f" (other answers: {answers})" if answers else "") + "; first run: "
                 f"p50 {fmt(lat['p50'])} ms, p99 {fmt(lat['p99'])} ms, "
                 f"{fmt(valid[0].result['overall']['throughput'])} req/s")
     if errors:
-        statuses: dict[str, int] = {}
-        for r in valid:
-            for name, count in r.result["overall"]["statuses"].items():
-                if name != "ok":
-                    statuses[name] = statuses.get(name, 0) + int(count)
+        failed = {k: v for k, v in _other_answers(valid).items() if k in FAILURES}
         return CapabilityStatus(platform, "crud.mixed", "fail", evidence,
-                                f"{errors:,} of {requests:,} requests failed: {statuses}")
+                                f"{errors:,} of {requests:,} requests failed: {failed}")
     return CapabilityStatus(platform, "crud.mixed", "pass", evidence, None)
+
+
+def _other_answers(valid: Sequence[Run]) -> dict[str, int]:
+    """Statuses other than ok over the runs, failed or not."""
+    statuses: dict[str, int] = {}
+    for r in valid:
+        for name, count in r.result["overall"]["statuses"].items():
+            if name != "ok":
+                statuses[name] = statuses.get(name, 0) + int(count)
+    return statuses
 
 
 def _probed(platform: str, cap: str, runs: Sequence[Run]) -> CapabilityStatus:

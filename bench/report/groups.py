@@ -121,10 +121,15 @@ class CommonLoad:
         return load_text(self.rate, self.users) if self.rate is not None else "no common load"
 
 
+# The no-op target measures what the harness adds; it is not a platform to compare, so it
+# does not decide the common load.
+BASELINES = frozenset({"noop"})
+
+
 def _held(groups: Sequence[Group]) -> dict[str, set[tuple[float, int | None]]]:
     held: dict[str, set[tuple[float, int | None]]] = {}
     for g in groups:
-        if g.measured and g.key.load is not None:
+        if g.measured and g.key.load is not None and g.key.platform not in BASELINES:
             held.setdefault(g.key.platform, set()).add(g.key.load)
     return held
 

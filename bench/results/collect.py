@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.adapters.base import FAULT_STATUSES, Status
 from bench.errors import UserError
 from bench.probes.verdict import VerdictStatus, read_status
 from bench.results.store import read_result, validate, write_result
@@ -48,6 +49,19 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
+
+
+# What counts as a failed call (the capacity SLO's error share, crud.mixed): faults and
+# rate limiting. A refusal, a not-found or an operation the platform does not offer is an
+# answer, not a failure to serve the load (a platform that never reopens a won deal
+# refuses to, at any rate).
+FAILURES = (*(s.value for s in FAULT_STATUSES), Status.rate_limited.value)
+
+
+def failures(overall: dict[str, Any]) -> int:
+    """Calls of a result's ``overall`` (or one operation) that failed."""
+    statuses = overall.get("statuses") or {}
+    return sum(int(statuses.get(s, 0)) for s in FAILURES)
 
 
 @dataclass(frozen=True)

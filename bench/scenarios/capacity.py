@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench.adapters.base import FAULT_STATUSES, Status
 from bench.errors import UserError
+from bench.results.collect import failures
 from bench.results.model import empty_operation
 from bench.results.store import write_result
 from bench.scenarios.config import Scenario
@@ -68,18 +68,6 @@ class Step:
     generator_limited: bool
     result: str
     figures: dict[str, Any]
-
-
-# What counts against the SLO's error share: faults and rate limiting. A refusal, a
-# not-found or an operation the platform does not offer is an answer, not a failure to
-# hold the load (a platform that never reopens a won deal refuses to, at any rate).
-SLO_FAILURES = (*(s.value for s in FAULT_STATUSES), Status.rate_limited.value)
-
-
-def failures(overall: dict[str, Any]) -> int:
-    """Calls of a result's ``overall`` that count against the SLO."""
-    statuses = overall.get("statuses") or {}
-    return sum(int(statuses.get(s, 0)) for s in SLO_FAILURES)
 
 
 def judge_step(result: dict[str, Any], slo: Slo) -> tuple[bool, str, bool]:

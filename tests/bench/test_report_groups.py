@@ -277,3 +277,22 @@ def test_a_checkpoint_left_by_a_killed_run_is_shown_incomplete_and_never_pooled(
     assert left == {"killed": "incomplete: checkpoint of a run that never finished (killed, "
                               "or still running)"}
     assert 99.0 not in {c.value for c in report.cells}
+
+
+def test_the_no_op_baseline_does_not_decide_the_common_load() -> None:
+    report = assemble(runs(result("odoo", 20, run_id="o"), result("reference", 20, run_id="r"),
+                           result("noop", 1000, run_id="n", users=500)), None)
+    assert report.common.rate == 20
+
+
+def test_crud_mixed_fails_on_faults_not_on_refusals() -> None:
+    from bench.report.capabilities import _mixed
+
+    def mixed(other: dict[str, int]) -> str:
+        out = result("tryton", 20, run_id="t")
+        out["overall"].update(count=1000, statuses={"ok": 1000 - sum(other.values()), **other})
+        return _mixed("tryton", runs(out)).status
+
+    assert mixed({"rejected": 40, "unsupported": 30, "not_found": 5}) == "pass"
+    assert mixed({"timeout": 1}) == "fail"
+    assert mixed({"server_error": 2, "rejected": 3}) == "fail"
