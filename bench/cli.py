@@ -31,6 +31,12 @@ app.add_typer(fixtures_app, name="fixtures")
 
 DEFAULT_FIXTURES = Path("fixtures/data/default")
 DEFAULT_LOAD_STATE = Path("reports/loads")
+RunFixturesOption = Annotated[
+    Path | None,
+    typer.Option(help="Fixture profile for reference://embedded, and what an empty target is "
+                 "loaded with through its adapter's load hook (default: fixtures/data/default;"
+                 " named here, a target holding another profile is refused)."),
+]
 LoadStateOption = Annotated[
     Path, typer.Option(help="Folder of load journals and records (as for crmbench load).",
                        envvar="CRMBENCH_LOAD_STATE_DIR"),
@@ -250,10 +256,7 @@ def run(
     out: Annotated[Path, typer.Option(help="Folder for the result files.")] = Path(
         "reports/runs"
     ),
-    fixtures: Annotated[
-        Path, typer.Option(help="Fixture profile for reference://embedded, and what an empty "
-                           "target is loaded with through its adapter's load hook.")
-    ] = DEFAULT_FIXTURES,
+    fixtures: RunFixturesOption = None,
     load_state: LoadStateOption = DEFAULT_LOAD_STATE,
     calibrate: Annotated[
         bool, typer.Option(help="Measure the harness overhead against a no-op target first.")
@@ -292,7 +295,8 @@ def run(
         scenario, profile=profile.value if profile else None, users=users, rate=rate
     )
     check_target_url(target)
-    request = RunRequest(resolved, target=target, workers=workers, out=out, fixtures=fixtures,
+    request = RunRequest(resolved, target=target, workers=workers, out=out,
+                         fixtures=fixtures or DEFAULT_FIXTURES, fixtures_given=bool(fixtures),
                          load_state=load_state, calibrate=calibrate,
                          allow_production=allow_production, remote_workers=remote_workers,
                          master_bind=master_bind, master_port=master_port, label=label)

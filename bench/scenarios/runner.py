@@ -102,6 +102,9 @@ class RunRequest:
     workers: int = 1
     out: Path = Path("reports/runs")
     fixtures: Path = DEFAULT_FIXTURES
+    # Whether the fixture profile was asked for (a target holding other data is refused)
+    # or is the default (a target holding data is used as it is).
+    fixtures_given: bool = True
     load_state: Path = DEFAULT_LOAD_STATE
     calibrate: bool = True
     allow_production: bool = False
@@ -190,7 +193,8 @@ def _preflight(session: TargetSession, record: RunRecord, req: RunRequest) -> Pr
         allow_production=req.allow_production,
     )
     found = session.preflight(plan, [p for p, _ in record.probes if p.run is None],
-                              req.fixtures, req.load_state)
+                              req.fixtures, req.load_state,
+                              fixtures_given=req.fixtures_given)
     record.target.platform = found.platform
     record.target.platform_version = found.version
     record.target.preflight = found.facts
@@ -299,6 +303,12 @@ def run(req: RunRequest, say: Say, on_interval: Listener | None = None) -> RunRe
     except KeyboardInterrupt as exc:
         current[0].interrupted = True
         current[0].abort(stop_reason(exc))
+    except CrmBenchError as exc:
+        # The run could not go on (refused target, bad fixtures...): its file says why,
+        # rather than reading as a run that was killed.
+        current[0].abort(str(exc), exc.exit_code)
+        _finish(path, record, current[0])
+        raise
     return _finish(path, record, current[0])
 
 

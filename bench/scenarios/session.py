@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.adapters.base import Adapter, Guarded, RunPlan
 from bench.adapters.embedded import EMBEDDED_URL, parse_embedded
-from bench.adapters.load import DEFAULT_STATE_DIR, ensure_loaded
+from bench.adapters.load import DEFAULT_STATE_DIR, ensure_loaded, loaded_record
 from bench.adapters.registry import create_adapter, load_adapter, scheme_of
 from bench.errors import UserError
 from bench.probes.registry import Findings, Probe, ProbeContext, gate, run_probe
@@ -142,26 +142,37 @@ class TargetSession:
 
     def preflight(
         self, plan: RunPlan, in_run: Sequence[Probe[Any]], fixtures: Path | None = None,
-        load_state: Path = DEFAULT_STATE_DIR,
+        load_state: Path = DEFAULT_STATE_DIR, *, fixtures_given: bool = True,
     ) -> Preflight:
         """Open the adapter once: fail fast, let guarded adapters refuse, load an empty
         target through the load hook, learn the keyspace, gate probes."""
         with self.opened() as adapter:
             facts = adapter.preflight(plan) if isinstance(adapter, Guarded) else None
             version = adapter.platform_version()
-            loaded = self._load(adapter, fixtures, load_state)
+            loaded = self._load(adapter, fixtures, load_state, fixtures_given)
             ks = adapter.keyspace()
             gated = {p.name: found for p in in_run if (found := gate(p, adapter)) is not None}
         return Preflight(str(getattr(adapter, "platform", scheme_of(self.target.url))),
                          version, ks.counts(), facts, keyspace_json=ks.to_json(),
                          loaded_fixtures=loaded, gated=gated)
 
-    def _load(self, adapter: Adapter, fixtures: Path | None, state_dir: Path) -> str | None:
+    def _load(self, adapter: Adapter, fixtures: Path | None, state_dir: Path,
+              given: bool) -> str | None:
         """Load the fixture profile if the target is empty (targets the harness started
-        load their own); the manifest hash of what the target holds, when known."""
+        load their own); the manifest hash of what the target holds, when known.
+
+        A target that holds data is used as it is unless a profile was asked for by name
+        (``--fixtures``): then it must hold that one."""
         if fixtures is None or self.target.fixture_hash is not None or not adapter.load_tables:
             return None
-        if not (fixtures / MANIFEST_NAME).is_file() and adapter.keyspace().customers > 0:
+        holds_data = adapter.keyspace().customers > 0
+        if holds_data and not given:
+            found = loaded_record(adapter, self.target.url, state_dir)
+            if found is not None:
+                self.say(f"the target holds fixture profile {found.manifest_sha256[:12]}; "
+                         "it is used as it is")
+            return found.manifest_sha256 if found is not None else None
+        if not (fixtures / MANIFEST_NAME).is_file() and holds_data:
             return None
         record = ensure_loaded(adapter, fixtures, self.say, target=self.target.url,
                                state_dir=state_dir)

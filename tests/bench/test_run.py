@@ -478,3 +478,18 @@ def test_a_failing_checkpoint_write_ends_the_run_with_a_reason(
     assert result["complete"] is False
     assert result["abort_reason"] == "cannot write the result checkpoint: No space left on device"
     assert result["overall"]["count"] > 0
+
+
+def test_a_run_refused_before_its_load_says_why_in_its_file(tmp_path: Path) -> None:
+    # An embedded target with a fixture folder that holds no profile: refused in preparation.
+    empty = tmp_path / "no-fixtures"
+    empty.mkdir()
+    (empty / "stray.txt").write_text("not a profile")
+    proc = cli("run", "--scenario", str(scenario_file(tmp_path)), "--profile", "quick",
+               "--no-calibrate", "--fixtures", str(empty), "--out", str(tmp_path / "runs"),
+               timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    [path] = (tmp_path / "runs").glob("*.json")
+    result = read_result(path)
+    assert result["complete"] is False and result["finished_at"] is not None
+    assert result["abort_reason"]
