@@ -148,7 +148,26 @@ def _checkpointed(db: Path) -> None:
             conn.close()
 
 
-def _tail(path: Path, lines: int = 30) -> str:
+def stop_server(proc: subprocess.Popen[bytes] | None, tmp: Path | None,
+                keep_log: Path | None) -> None:
+    """Stop a local server process (TERM, then KILL), keep its log if asked, drop ``tmp``."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if tmp is not None:
+        log = tmp / "server.log"
+        if keep_log is not None and log.exists():
+            # The server's own log explains any error the run recorded.
+            keep_log.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log, keep_log)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError:
@@ -336,7 +355,7 @@ class EmbeddedReference:
             if self._proc.poll() is not None:
                 raise TargetUnreachable(
                     f"the embedded reference CRM exited with code {self._proc.returncode} "
-                    f"before answering; its log ends with:\n{_tail(self.log_path)}"
+                    f"before answering; its log ends with:\n{tail(self.log_path)}"
                 )
             try:
                 with urllib.request.urlopen(health, timeout=1) as resp:
@@ -347,24 +366,11 @@ class EmbeddedReference:
             if time.monotonic() > deadline:
                 raise TargetUnreachable(
                     f"the embedded reference CRM did not answer {health} within "
-                    f"{START_TIMEOUT:.0f} s; its log ends with:\n{_tail(self.log_path)}"
+                    f"{START_TIMEOUT:.0f} s; its log ends with:\n{tail(self.log_path)}"
                 )
             time.sleep(0.1)
 
     def _stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self._tmp is not None:
-            log = self._tmp / "server.log"
-            if self.keep_log is not None and log.exists():
-                # The server's own log explains any error the run recorded.
-                self.keep_log.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(log, self.keep_log)
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        tmp, self._tmp = self._tmp, None
+        stop_server(proc, tmp, self.keep_log)

@@ -16,7 +16,6 @@ import hashlib
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from types import TracebackType
 
 import httpx
 
-from bench.adapters.embedded import free_port
+from bench.adapters.embedded import free_port, stop_server, tail
 from bench.adapters.tryton import PASSWORD_ENV, USER_ENV
 from bench.errors import TargetUnreachable, UserError
 
@@ -39,7 +38,6 @@ EMBEDDED_URL = "tryton://embedded"
 MODULES = ("sale_opportunity",)
 DATABASE = "crmbench"
 START_TIMEOUT = 120.0
-STOP_TIMEOUT = 10.0
 INIT_TIMEOUT = 900.0
 ADMIN = "admin"
 
@@ -94,13 +92,6 @@ def cache_root() -> Path:
     """Where initialised databases are kept between runs."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "crmbench" / "tryton"
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no server log)"
 
 
 class EmbeddedTryton:
@@ -176,7 +167,7 @@ class EmbeddedTryton:
                 timeout=INIT_TIMEOUT, check=False)
         if done.returncode != 0:
             raise TargetUnreachable(f"trytond-admin could not initialise {DATABASE} "
-                                    f"(exit {done.returncode}); its log ends with:\n{_tail(log)}")
+                                    f"(exit {done.returncode}); its log ends with:\n{tail(log)}")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -250,29 +241,17 @@ class EmbeddedTryton:
             if self._proc.poll() is not None:
                 raise TargetUnreachable(
                     f"trytond exited with code {self._proc.returncode} before answering; "
-                    f"its log ends with:\n{_tail(self._tmp / 'server.log')}")
+                    f"its log ends with:\n{tail(self._tmp / 'server.log')}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.post(url, json=call, timeout=1.0).status_code == 200:
                     return
             if time.monotonic() > deadline:
                 raise TargetUnreachable(
                     f"trytond did not answer {url} within {START_TIMEOUT:.0f} s; its log "
-                    f"ends with:\n{_tail(self._tmp / 'server.log')}")
+                    f"ends with:\n{tail(self._tmp / 'server.log')}")
             time.sleep(0.2)
 
     def _stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if self._tmp is not None:
-            log = self._tmp / "server.log"
-            if self.keep_log is not None and log.exists():
-                self.keep_log.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(log, self.keep_log)
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        tmp, self._tmp = self._tmp, None
+        stop_server(proc, tmp, self.keep_log)
