@@ -65,14 +65,17 @@ def test_ab_of_two_noop_targets_detects_the_slower(tmp_path: Path) -> None:
                     '\n[profiles.quick]\nwarmup_s = 0.5\nmeasure_s = 1.5\ncooldown_s = 0\n'
                     'calibration_s = 0\n' + RELAXED)
     scenario = load_scenario(str(path), profile="quick")
-    req = AbRequest(scenario, a="noop://?delay_ms=0", b="noop://?delay_ms=4",
-                    thresholds=Thresholds(min_runs=2), pairs=2, out=tmp_path / "ab")
+    # Four pairs and a 20 ms gap: with two pairs the paired t-test has one degree of
+    # freedom, and on a busy machine the spread of A's sub-millisecond figures alone can
+    # keep a real slowdown from significance once Holm corrects over the gated metrics.
+    req = AbRequest(scenario, a="noop://?delay_ms=0", b="noop://?delay_ms=20",
+                    thresholds=Thresholds(min_runs=2), pairs=4, out=tmp_path / "ab")
     outcome = run_ab(req, say=lambda _m: None)
     assert outcome.complete and outcome.exit_code == 1
     assert outcome.comparison is not None
-    assert [r["side"] for r in outcome.rounds] == ["A", "B", "B", "A"]
+    assert [r["side"] for r in outcome.rounds] == ["A", "B", "B", "A", "A", "B", "B", "A"]
     saved = json.loads(outcome.path.read_text())
-    assert saved["complete"] and saved["usable_pairs"] == 2
+    assert saved["complete"] and saved["usable_pairs"] == 4
     assert saved["comparison"]["regressions"] >= 1
     assert all(Path(r["result"]).is_file() for r in saved["rounds"])
 
