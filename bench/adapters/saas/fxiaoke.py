@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -56,6 +57,7 @@ from bench.adapters.saas.common import (
     run_tag,
     seed_name,
 )
+from bench.adapters.saas.fxiaoke_fields import RecordPlan, parse_fields, record_plan, refusal
 from bench.adapters.saas.http import (
     Credentials,
     Secret,
@@ -78,6 +80,8 @@ GET = "/cgi/crm/v2/data/get"
 CREATE = "/cgi/crm/v2/data/create"
 INVALID = "/cgi/crm/v2/data/invalid"
 DELETE = "/cgi/crm/v2/data/delete"
+DESCRIBE = "/cgi/crm/v2/object/describe"
+TRACE_PARAM = "thirdTraceId"
 TOKEN_EXPIRED = 20016
 THROTTLED = frozenset({30004, 14001})
 DAILY_QUOTA = frozenset({30002})
@@ -124,6 +128,23 @@ def rows_of(body: Any) -> list[dict[str, Any]]:
 def _throttled(resp: httpx.Response) -> bool:
     code = error_code(json_or_empty(resp))
     return code in THROTTLED or code in BUSY
+
+
+def stamp_trace_id(request: httpx.Request) -> None:
+    """Give every request its own thirdTraceId (an RFC 4122 UUID v4 in the query string).
+
+    The documentation asks for one on every call, different each time; whether a call
+    without it is refused is not documented, so it is always sent, retries included."""
+    request.url = request.url.copy_merge_params({TRACE_PARAM: str(uuid.uuid4())})
+
+
+def trace_id(resp: httpx.Response) -> str | None:
+    """The thirdTraceId a response answered, for messages that help trace a failure."""
+    try:
+        value = resp.request.url.params.get(TRACE_PARAM)
+    except RuntimeError:
+        return None
+    return None if value is None else str(value)
 
 
 def name_filter(prefix: str) -> dict[str, Any]:
@@ -188,6 +209,7 @@ class FxiaokeAdapter(VendorAdapter):
         self._token: TokenBox | None = None
         self._corp_id: str | None = None
         self._maps: dict[str, IdMap] = {}
+        self._plans: dict[str, RecordPlan] = {}
 
     @classmethod
     def from_url(
@@ -209,7 +231,7 @@ class FxiaokeAdapter(VendorAdapter):
     # ------------------------------------------------------------------ lifecycle
 
     def open(self) -> None:
-        """Fetch a corpAccessToken and load the run's id maps if a run id is set."""
+        """Fetch a corpAccessToken; with a run id, load its id maps and how leads are filled."""
         if self._http is not None:
             return
         creds = self.read_credentials()
@@ -223,12 +245,14 @@ class FxiaokeAdapter(VendorAdapter):
             limiter=SlidingWindow(self.calls_per_window, WINDOW_S, clock=self.clock,
                                   sleep=sleep),
         )
+        self._http.client.event_hooks = {"request": [stamp_trace_id], "response": []}
         # The token endpoint allows 10 calls a minute and no concurrent calls: one box.
         self._token = TokenBox(self._fetch_token, clock=self.clock, margin_s=600.0)
         try:
             self._token.get()
             if self._adopt_run_id() is not None:
                 self._load_maps()
+                self._plans["LeadsObj"] = self._describe("LeadsObj")
         except BaseException:
             self.close()
             raise
@@ -308,9 +332,20 @@ class FxiaokeAdapter(VendorAdapter):
             raise UserError(
                 f"Fxiaoke {path} failed: HTTP {resp.status_code}, errorCode "
                 f"{error_code(body)}: {redact(str(message))[:200]} (traceId "
-                f"{body.get('traceId') if isinstance(body, dict) else None})"
+                f"{body.get('traceId') if isinstance(body, dict) else None}, thirdTraceId "
+                f"{trace_id(resp)})"
             )
         return body
+
+    def _describe(self, api_name: str) -> RecordPlan:
+        """How records of ``api_name`` fill the fields the tenant requires (object/describe).
+
+        ``includeDetail`` is placed both at the top and in ``data``: the documentation's
+        parameter table and its example disagree on where it goes."""
+        body = self._expect(DESCRIBE, {"apiName": api_name, "includeDetail": False},
+                            includeDetail=False)
+        open_user = self._creds["open_user_id"].reveal() if self._creds else ""
+        return record_plan(api_name, parse_fields(api_name, body), open_user)
 
     def _tagged_ids(self, api_name: str, tag: str) -> list[str]:
         """Ids of records whose name starts with ``tag``, paged by _id (no offset cap)."""
@@ -361,17 +396,19 @@ class FxiaokeAdapter(VendorAdapter):
         return self._verb(call)
 
     def create_lead(self, lead: LeadInput) -> Status:
+        plan = self._plans.get("LeadsObj")
+        if plan is None:
+            raise RuntimeError("FxiaokeAdapter.create_lead before open() with a run id")
+
         def call() -> Status:
-            record = {"dataObjectApiName": "LeadsObj",
-                      "name": f"{self._tag()} {lead.contact_name} / {lead.company_name}"}
+            record = plan.record({
+                "name": f"{self._tag()} {lead.contact_name} / {lead.company_name}",
+                "company": lead.company_name, "email": lead.email})
             return fx_status(self._call(
                 CREATE, {"object_data": record}, setup=False,
                 triggerApprovalFlow=False, triggerWorkFlow=False,
             ))
         return self._verb(call)
-
-
-
 
     # ------------------------------------------------------------------ guarded
 
@@ -381,7 +418,8 @@ class FxiaokeAdapter(VendorAdapter):
                 "daily_quota": "not reported by the open API"}
 
     def preflight(self, plan: RunPlan) -> dict[str, Any]:
-        """Require explicit permission (no sandbox flag is exposed); seed the fixture."""
+        """Require explicit permission (no sandbox flag is exposed), check that the run can
+        fill every field the tenant requires, then seed the fixture."""
         self.run_id = check_run_id(plan.run_id)
         if not plan.allow_production:
             raise UserError(
@@ -390,18 +428,24 @@ class FxiaokeAdapter(VendorAdapter):
                 f"{run_tag(plan.run_id)}... Allow production explicitly to run against it"
             )
         self.open()
+        plans = {api: self._describe(api) for api in ("AccountObj", "LeadsObj")}
+        gaps = [refusal(api, p.missing) for api, p in plans.items() if p.missing]
+        if gaps:
+            raise UserError(" ".join(gaps))
+        self._plans.update(plans)
         tag = run_tag(plan.run_id)
         existing = len(self._tagged_ids("AccountObj", tag))
         to_seed = 0 if existing else self.customers
         for i in range(1, to_seed + 1):
-            self._expect(CREATE, {"object_data": {"dataObjectApiName": "AccountObj",
-                                                  "name": seed_name(tag, i)}},
-                         triggerApprovalFlow=False, triggerWorkFlow=False)
+            self._expect(CREATE, {"object_data": plans["AccountObj"].record(
+                {"name": seed_name(tag, i)})},
+                triggerApprovalFlow=False, triggerWorkFlow=False)
         self._load_maps()
         per_s = self.calls_per_window / WINDOW_S
         return {
             "fixture": {"customers": len(self._maps["AccountObj"]), "opportunities": 0,
                         "requested": self.customers, "reused": bool(existing), "tag": tag},
+            "fields": {api: sorted(p.fixed) for api, p in plans.items()},
             "rate_limit": {"calls_per_20s": self.calls_per_window,
                            "scope": "per endpoint, per load-generator process",
                            "scenario_rate_ceiling_per_endpoint": per_s},

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import uuid
 from typing import Any
 
 import pytest
@@ -18,12 +20,13 @@ from bench.adapters.base import (
 )
 from bench.adapters.saas.fxiaoke import FxiaokeAdapter
 from bench.errors import TargetUnreachable, UserError
-from tests.bench.saas.fakes import (
+from tests.bench.saas.fake_fxiaoke import (
     FX_APP_ID,
     FX_APP_SECRET,
     FX_OPEN_USER_ID,
     FX_PERMANENT_CODE,
     FakeFxiaoke,
+    fx_field,
 )
 from tests.bench.saas.test_http import FakeClock
 
@@ -32,6 +35,8 @@ ENV = {"FXIAOKE_APP_ID": FX_APP_ID, "FXIAOKE_APP_SECRET": FX_APP_SECRET,
 RUN = "fx-run-01"
 TAG = f"crmbench:{RUN}"
 QUERY = "/cgi/crm/v2/data/query"
+CREATE = "/cgi/crm/v2/data/create"
+DESCRIBE = "/cgi/crm/v2/object/describe"
 
 
 def make(fake: FakeFxiaoke, clock: FakeClock | None = None, **kw: Any) -> FxiaokeAdapter:
@@ -214,3 +219,85 @@ def test_secrets_never_reach_logs_or_messages(caplog: pytest.LogCaptureFixture) 
     for secret in (FX_APP_SECRET, FX_PERMANENT_CODE, *fake.tokens):
         assert secret not in text
     assert re.search(r"HTTP Request: POST https://open\.fxiaoke\.com", caplog.text)
+
+
+# ------------------------------------------------------------------ required fields
+
+
+def test_created_records_fill_the_fields_the_tenant_requires() -> None:
+    fake = FakeFxiaoke()
+    adapter = make(fake, customers=3)
+    adapter.open()
+    facts = adapter.preflight(plan())
+    assert facts["fixture"]["customers"] == 3
+    lead = LeadInput(company_name="Acme", contact_name="Jo", region_id=1,
+                     email="jo@bench.example")
+    assert adapter.create_lead(lead) is Status.ok
+    accounts = list(fake.records["AccountObj"].values())
+    assert all(a["owner"] == [FX_OPEN_USER_ID] and a["record_type"] == "default__c"
+               for a in accounts)
+    (row,) = fake.records["LeadsObj"].values()
+    assert row["owner"] == [FX_OPEN_USER_ID] and row["company"] == "Acme"
+    assert row["email"] == "jo@bench.example" and row["leads_status"] == "1"
+    # Fields the platform sets itself are left to it.
+    assert "life_status" not in row and "account_no" not in accounts[0]
+    assert facts["fields"]["LeadsObj"] == ["leads_status", "owner", "record_type"]
+
+
+def test_a_load_generator_reads_the_lead_description_when_it_opens() -> None:
+    fake = FakeFxiaoke()
+    make(fake, customers=2).preflight(plan())
+    worker = make(fake, run_id=RUN)
+    worker.open()
+    described = len(fake.bodies(DESCRIBE))
+    lead = LeadInput(company_name="Beta", contact_name="Al", region_id=1)
+    assert [worker.create_lead(lead) for _ in range(3)] == [Status.ok] * 3
+    assert len(fake.bodies(DESCRIBE)) == described
+    assert fake.bodies(DESCRIBE)[-1]["data"]["apiName"] == "LeadsObj"
+
+
+def test_preflight_refuses_required_fields_it_cannot_fill_before_writing() -> None:
+    fake = FakeFxiaoke()
+    fake.describes["LeadsObj"]["tel"] = fx_field("tel", "phone_number", "电话",
+                                                 required=True)
+    fake.describes["AccountObj"]["industry"] = fx_field(
+        "industry", "select_one", "行业", required=True,
+        options=[{"label": "制造", "value": "3"}])
+    adapter = make(fake)
+    adapter.open()
+    with pytest.raises(UserError) as info:
+        adapter.preflight(plan())
+    message = str(info.value)
+    assert "LeadsObj requires fields the benchmark cannot fill: tel (phone_number" in message
+    assert "AccountObj requires" in message and "industry (select_one" in message
+    assert fake.bodies(CREATE) == []
+
+
+# ------------------------------------------------------------------ thirdTraceId
+
+
+def test_every_request_carries_its_own_third_trace_id() -> None:
+    fake = FakeFxiaoke()
+    adapter = make(fake, customers=2)
+    adapter.open()
+    fake.script.append({"errorCode": 30004, "errorMessage": "秒频次超限"})
+    facts = adapter.preflight(plan())
+    adapter.get_customer(1)
+    adapter.create_lead(LeadInput(company_name="X", contact_name="Y", region_id=1))
+    ids = fake.trace_ids()
+    assert len(ids) == len(fake.requests) > 5 and len(set(ids)) == len(ids)
+    assert all(uuid.UUID(i).version == 4 for i in ids)
+    # Retries get their own id; the ids stay out of the result's facts.
+    assert not any(i in json.dumps(facts) for i in ids)
+
+
+def test_a_failed_setup_call_names_its_trace_ids() -> None:
+    fake = FakeFxiaoke()
+    adapter = make(fake, run_id=RUN)
+    fake.script.append({"errorCode": 20014, "errorMessage": "应用没有获取该员工的数据的权限",
+                        "traceId": "E-O.vendor-side"})
+    with pytest.raises(UserError) as info:
+        adapter.open()
+    ours = fake.trace_ids()[-1]
+    assert "E-O.vendor-side" in str(info.value)
+    assert ours and f"thirdTraceId {ours}" in str(info.value)
