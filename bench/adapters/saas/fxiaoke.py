@@ -2,20 +2,29 @@
 
 Tenants on other clouds use their own host (``fxiaoke://open-hwcloud.fxiaoke.com``).
 Query parameters: ``customers`` (accounts to seed, default 200), ``calls_per_20s`` (the
-client-side limit per endpoint, default 100) and ``run_id``.
+per-interface limit, default 100 as documented), ``daily_calls`` (the tenant's daily
+allocation, which the API does not report; one 100,000-call pack is assumed) and ``run_id``.
 
 Authentication: POST /cgi/corpAccessToken/get/V2 with appId, appSecret and permanentCode
 returns corpAccessToken, corpId and expiresIn (7200 s; the same token comes back for the
 first 6600 s). Every CRM call is a POST whose body carries corpAccessToken, corpId and
-currentOpenUserId (the employee the calls act as) beside ``data``. Errors come back as
-HTTP 200 with a non-zero errorCode: 20016 (token missing or expired) fetches a new token
-once and repeats the call; 30004 and 14001 (call frequency exceeded) are throttling.
+currentOpenUserId (the employee the calls act as) beside ``data``, and whose query string
+carries a new ``thirdTraceId`` (UUID v4). Errors come back as HTTP 200 with a non-zero
+errorCode (:mod:`bench.adapters.saas.fxiaoke_limits`).
+
+Tokens: ``open()`` fetches one; timed calls only peek at it, and it is renewed in the
+background 600 s before it expires. A timed call answered 20016 (token missing or expired)
+keeps its status and schedules one background refresh; setup calls fetch a new token and
+repeat the call once.
+
+Records: the fields a tenant requires come from object/describe
+(:mod:`bench.adapters.saas.fxiaoke_fields`); preflight refuses a run that cannot fill them
+and writes nothing. The run's accounts are seeded when the harness first asks for the
+keyspace after preflight allowed the run.
 
 Sources: developer.fxiaoke.com/openapi_v2 and the open.fxiaoke.com wiki, as digested in the
 public repository fxp/skillify (skills/fxiaoke/references, fetched 2026-09-11, marked there
-as not verified with real credentials). The frequency limit found there is 100 calls per
-20 s per endpoint; some sources say 60, so the limit is a parameter. The limiter counts
-per process: with N load-generator processes, pass calls_per_20s divided by N.
+as not verified with real credentials).
 
 Measured: get (data/get), name search and lead listing (data/query with STARTWITH on
 ``name``, at most 100 rows), lead creation (data/create). Not measured, returned as
@@ -42,7 +51,6 @@ from bench.adapters.base import (
     RunPlan,
     SearchQuery,
     Status,
-    status_for_http,
 )
 from bench.adapters.saas.common import (
     DEFAULT_CUSTOMERS,
@@ -50,22 +58,42 @@ from bench.adapters.saas.common import (
     VendorAdapter,
     capability_table,
     check_run_id,
-    int_field,
+    is_tagged,
     json_or_empty,
     parse_target,
     positive_int,
     run_tag,
     seed_name,
+    tag_prefix,
 )
 from bench.adapters.saas.fxiaoke_fields import RecordPlan, parse_fields, record_plan, refusal
+from bench.adapters.saas.fxiaoke_limits import (
+    CALLS_PER_WINDOW,
+    CREATE,
+    DELETE,
+    DESCRIBE,
+    GET,
+    INVALID,
+    QUERY,
+    TOKEN_CALLS_PER_MINUTE,
+    TOKEN_EXPIRED,
+    TOKEN_PATH,
+    WINDOW_S,
+    error_code,
+    fx_status,
+    quotas,
+    throttled,
+)
 from bench.adapters.saas.http import (
     Credentials,
     Secret,
+    Sleep,
     SlidingWindow,
     TokenBox,
     VendorClient,
     redact,
 )
+from bench.adapters.saas.quota import Quota
 from bench.errors import TargetUnreachable, UserError
 
 ENV = {
@@ -74,60 +102,32 @@ ENV = {
     "permanent_code": "FXIAOKE_PERMANENT_CODE",
     "open_user_id": "FXIAOKE_OPEN_USER_ID",
 }
-TOKEN_PATH = "/cgi/corpAccessToken/get/V2"
-QUERY = "/cgi/crm/v2/data/query"
-GET = "/cgi/crm/v2/data/get"
-CREATE = "/cgi/crm/v2/data/create"
-INVALID = "/cgi/crm/v2/data/invalid"
-DELETE = "/cgi/crm/v2/data/delete"
-DESCRIBE = "/cgi/crm/v2/object/describe"
-TRACE_PARAM = "thirdTraceId"
-TOKEN_EXPIRED = 20016
-THROTTLED = frozenset({30004, 14001})
-DAILY_QUOTA = frozenset({30002})
-BUSY = frozenset({-1, -2, 50009})
+ACCOUNTS = "AccountObj"
+LEADS = "LeadsObj"
 # data/query returns at most 100 rows; offset is capped at 10,000, so ids page by _id.
 PAGE = 100
-WINDOW_S = 20.0
-CALLS_PER_WINDOW = 100
-_ALLOWED = ("customers", "calls_per_20s", "run_id")
+TRACE_PARAM = "thirdTraceId"
+# A token is renewed this long before its 7200 s run out (from 6600 s a new one is issued).
+TOKEN_MARGIN_S = 600.0
+_ALLOWED = ("customers", "calls_per_20s", "daily_calls", "run_id")
+# Create calls: no approval or work flow, and employee fields given as openUserIds
+# (convertUserId is documented as true by default for the body parameters used here and
+# false for the header ones; it is sent explicitly so either reading holds).
+_CREATE_OPTIONS = {"triggerApprovalFlow": False, "triggerWorkFlow": False,
+                   "convertUserId": True}
 
 log = logging.getLogger("crmbench.vendor.fxiaoke")
 
 _SOURCE = "developer.fxiaoke.com openapi_v2 as digested in fxp/skillify"
-
-
-def error_code(body: Any) -> int | None:
-    return int_field(body, "errorCode")
-
-
-def fx_status(resp: httpx.Response) -> Status:
-    """Status of an open-API response: HTTP first, then the body's errorCode."""
-    if resp.status_code != 200:
-        return status_for_http(resp.status_code)
-    code = error_code(json_or_empty(resp))
-    if code == 0:
-        return Status.ok
-    if code in THROTTLED or code in DAILY_QUOTA:
-        return Status.rate_limited
-    if code is None or code in BUSY:
-        return Status.error
-    return Status.rejected
-
-
-def rows_of(body: Any) -> list[dict[str, Any]]:
-    """The rows of a data/query answer: data.dataList (a single record map also occurs)."""
-    data = body.get("data") if isinstance(body, dict) else None
-    if isinstance(data, dict) and isinstance(data.get("dataList"), list):
-        return [r for r in data["dataList"] if isinstance(r, dict)]
-    if isinstance(data, dict) and "_id" in data:
-        return [data]
-    return []
-
-
-def _throttled(resp: httpx.Response) -> bool:
-    code = error_code(json_or_empty(resp))
-    return code in THROTTLED or code in BUSY
+_UNCERTAIN = (
+    "where the documentation is not definite the adapter is safe either way: a new "
+    "thirdTraceId on every request (whether a call without one is refused is not "
+    "documented); describe's includeDetail sent at the top and in data (its page places it "
+    "both ways); object_describe_api_name and convertUserId=true sent with each record; the "
+    "per-interface limit of 100 calls per 20 s planned at 80 % (whether the company's other "
+    "integrations share it is not documented); the daily allocation, not reported by the "
+    "API, assumed to be one 100,000-call pack unless daily_calls names it"
+)
 
 
 def stamp_trace_id(request: httpx.Request) -> None:
@@ -145,6 +145,16 @@ def trace_id(resp: httpx.Response) -> str | None:
     except RuntimeError:
         return None
     return None if value is None else str(value)
+
+
+def rows_of(body: Any) -> list[dict[str, Any]]:
+    """The rows of a data/query answer: data.dataList (a single record map also occurs)."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if isinstance(data, dict) and isinstance(data.get("dataList"), list):
+        return [r for r in data["dataList"] if isinstance(r, dict)]
+    if isinstance(data, dict) and "_id" in data:
+        return [data]
+    return []
 
 
 def name_filter(prefix: str) -> dict[str, Any]:
@@ -178,8 +188,10 @@ class FxiaokeAdapter(VendorAdapter):
             "crud.mixed": ("supported",
                            "CRM object API /cgi/crm/v2/data/{get,query,create,invalid,delete} "
                            f"on AccountObj and LeadsObj ({_SOURCE}); measured: get, name "
-                           "search, lead list, lead creation; 360, activities, stage changes "
-                           "and updates return unsupported (tenant-specific field apiNames)"),
+                           "search, lead list, lead creation (the fields the tenant requires "
+                           "read from object/describe); 360, activities, stage changes "
+                           "and updates return unsupported (tenant-specific field apiNames); "
+                           + _UNCERTAIN),
             "cdp.event_delay": ("not-measurable",
                                 "no CRM data-change callback or subscription API is documented "
                                 f"({_SOURCE}); the claimed 'built-in Kafka connector' has no "
@@ -202,14 +214,18 @@ class FxiaokeAdapter(VendorAdapter):
     )
 
     def __init__(self, host: str, *, calls_per_window: int = CALLS_PER_WINDOW,
-                 **kw: Any) -> None:
+                 daily_calls: int | None = None, **kw: Any) -> None:
         super().__init__(host, **kw)
         self.calls_per_window = calls_per_window
+        self.daily_calls = daily_calls
         self._creds: Credentials | None = None
         self._token: TokenBox | None = None
+        self._token_http: VendorClient | None = None
         self._corp_id: str | None = None
         self._maps: dict[str, IdMap] = {}
         self._plans: dict[str, RecordPlan] = {}
+        # Accounts preflight allowed to be seeded; seeded with the first keyspace().
+        self._seed_due = 0
 
     @classmethod
     def from_url(
@@ -225,10 +241,18 @@ class FxiaokeAdapter(VendorAdapter):
                      if "customers" in params else DEFAULT_CUSTOMERS)
         calls = (positive_int("calls_per_20s", params["calls_per_20s"], "fxiaoke", 10_000)
                  if "calls_per_20s" in params else CALLS_PER_WINDOW)
-        return cls(host, customers=customers, calls_per_window=calls,
+        daily = (positive_int("daily_calls", params["daily_calls"], "fxiaoke", 10**9)
+                 if "daily_calls" in params else None)
+        return cls(host, customers=customers, calls_per_window=calls, daily_calls=daily,
                    run_id=run_id or params.get("run_id"), environ=env)
 
     # ------------------------------------------------------------------ lifecycle
+
+    def _new_client(self, limiter: SlidingWindow, sleep: Sleep) -> VendorClient:
+        client = VendorClient("Fxiaoke", transport=self.transport, throttled=throttled,
+                              sleep=sleep, pool_size=self.pool_size, limiter=limiter)
+        client.client.event_hooks = {"request": [stamp_trace_id], "response": []}
+        return client
 
     def open(self) -> None:
         """Fetch a corpAccessToken; with a run id, load its id maps and how leads are filled."""
@@ -239,32 +263,36 @@ class FxiaokeAdapter(VendorAdapter):
             raise TargetUnreachable(f"no credentials: {creds.hint()}")
         self._creds = creds
         sleep = self._sleep_fn()
-        self._http = VendorClient(
-            "Fxiaoke", transport=self.transport, throttled=_throttled, sleep=sleep,
-            pool_size=self.pool_size,
-            limiter=SlidingWindow(self.calls_per_window, WINDOW_S, clock=self.clock,
-                                  sleep=sleep),
-        )
-        self._http.client.event_hooks = {"request": [stamp_trace_id], "response": []}
-        # The token endpoint allows 10 calls a minute and no concurrent calls: one box.
-        self._token = TokenBox(self._fetch_token, clock=self.clock, margin_s=600.0)
+        # A safety net below the rate plan: per process, per interface (limit_key).
+        self._http = self._new_client(
+            SlidingWindow(self.calls_per_window, WINDOW_S, clock=self.clock, sleep=sleep),
+            sleep)
+        # The token endpoint has its own limit (10 a minute, none concurrent): its own
+        # limiter, and one TokenBox that never fetches twice at once.
+        self._token_http = self._new_client(
+            SlidingWindow(TOKEN_CALLS_PER_MINUTE, 60.0, clock=self.clock, sleep=sleep), sleep)
+        self._token = TokenBox(self._fetch_token, clock=self.clock, margin_s=TOKEN_MARGIN_S)
         try:
             self._token.get()
             if self._adopt_run_id() is not None:
                 self._load_maps()
-                self._plans["LeadsObj"] = self._describe("LeadsObj")
+                self._plans[LEADS] = self._describe(LEADS)
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
         super().close()
+        if self._token_http is not None:
+            self._token_http.close()
+            self._token_http = None
         self._token = None
 
     def platform_version(self) -> str | None:
         return "Fxiaoke open API (CRM v2)" if self._token is not None else None
 
     def keyspace(self) -> Keyspace:
+        """The run's accounts; seeds them first when preflight allowed it and none exist."""
         if not self._maps:
             if self._adopt_run_id() is None:
                 raise UserError(
@@ -272,21 +300,23 @@ class FxiaokeAdapter(VendorAdapter):
                     "needs a run id (the harness passes it, or set CRMBENCH_RUN_ID)"
                 )
             self._load_maps()
-        customers = len(self._maps.get("AccountObj", IdMap([])))
+        if not self._maps.get(ACCOUNTS) and self._seed_due:
+            self._seed()
+        customers = len(self._maps.get(ACCOUNTS, IdMap([])))
         if customers == 0:
             raise UserError(
-                f"no Fxiaoke accounts are named {self._tag()}...; the harness seeds them in "
-                "preflight (crmbench run)"
+                f"no Fxiaoke accounts are named {self._prefix()}...; the harness seeds them "
+                "once preflight has allowed the run (crmbench run)"
             )
         return self.keyspace_of(customers, 0)
 
     # ------------------------------------------------------------------ HTTP
 
     def _fetch_token(self) -> tuple[Secret, float | None]:
-        creds = self._creds
-        if creds is None:
-            raise RuntimeError("credentials not loaded")
-        resp = self._client().setup(
+        creds, client = self._creds, self._token_http
+        if creds is None or client is None:
+            raise RuntimeError("FxiaokeAdapter fetched a token before open() or after close()")
+        resp = client.setup(
             "POST", f"https://{self.host}{TOKEN_PATH}", limit_key=TOKEN_PATH,
             json={"appId": creds["app_id"].reveal(), "appSecret": creds["app_secret"].reveal(),
                   "permanentCode": creds["permanent_code"].reveal()},
@@ -296,32 +326,45 @@ class FxiaokeAdapter(VendorAdapter):
             message = body.get("errorMessage") if isinstance(body, dict) else None
             raise UserError(
                 f"Fxiaoke at {self.host} refused the app credentials (HTTP {resp.status_code}, "
-                f"errorCode {error_code(body)}: {redact(str(message))[:200]}); check "
-                "FXIAOKE_APP_ID, FXIAOKE_APP_SECRET and FXIAOKE_PERMANENT_CODE, the app's "
-                "development mode and its IP allow-list"
+                f"errorCode {error_code(body)}: {redact(str(message))[:200]}, thirdTraceId "
+                f"{trace_id(resp)}); check FXIAOKE_APP_ID, FXIAOKE_APP_SECRET and "
+                "FXIAOKE_PERMANENT_CODE, the app's development mode and its IP allow-list, "
+                f"and that nothing else called the token endpoint more than "
+                f"{TOKEN_CALLS_PER_MINUTE} times in the last minute"
             )
         self._corp_id = str(body.get("corpId", ""))
         ttl = float(body.get("expiresIn") or 7200)
         return Secret(str(body["corpAccessToken"])), ttl
 
+    def _body(self, token: Secret, data: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+        if self._creds is None:
+            raise RuntimeError("FxiaokeAdapter used before open()")
+        return {"corpAccessToken": token.reveal(), "corpId": self._corp_id,
+                "currentOpenUserId": self._creds["open_user_id"].reveal(),
+                "data": data, **top}
+
     def _call(self, path: str, data: dict[str, Any], *, setup: bool,
               **top: Any) -> httpx.Response:
-        """One CRM call; errorCode 20016 fetches a new token once and repeats it."""
-        if self._token is None or self._creds is None:
+        """One CRM call. Setup calls fetch a new token on errorCode 20016 and repeat once;
+        timed calls are sent once with the cached token (TokenUnavailable without one) and
+        leave a refused token to a background refresh."""
+        box = self._token
+        if box is None:
             raise RuntimeError("FxiaokeAdapter used before open()")
+        url = f"https://{self.host}{path}"
         client = self._client()
-        send = client.setup if setup else client.send
-        token = self._token.get()
-        for attempt in (0, 1):
-            body = {"corpAccessToken": token.reveal(), "corpId": self._corp_id,
-                    "currentOpenUserId": self._creds["open_user_id"].reveal(),
-                    "data": data, **top}
-            resp = send("POST", f"https://{self.host}{path}", limit_key=path, json=body)
-            if attempt == 0 and error_code(json_or_empty(resp)) == TOKEN_EXPIRED:
-                log.debug("Fxiaoke token expired; fetching a new one")
-                token = self._token.refresh(token)
-                continue
+        if not setup:
+            token = box.peek()
+            resp = client.send("POST", url, limit_key=path, json=self._body(token, data, top))
+            if error_code(json_or_empty(resp)) == TOKEN_EXPIRED:
+                box.refresh_later(token)
             return resp
+        token = box.get()
+        resp = client.setup("POST", url, limit_key=path, json=self._body(token, data, top))
+        if error_code(json_or_empty(resp)) == TOKEN_EXPIRED:
+            log.debug("Fxiaoke token expired; fetching a new one")
+            token = box.refresh(token)
+            resp = client.setup("POST", url, limit_key=path, json=self._body(token, data, top))
         return resp
 
     def _expect(self, path: str, data: dict[str, Any], **top: Any) -> dict[str, Any]:
@@ -347,34 +390,50 @@ class FxiaokeAdapter(VendorAdapter):
         open_user = self._creds["open_user_id"].reveal() if self._creds else ""
         return record_plan(api_name, parse_fields(api_name, body), open_user)
 
-    def _tagged_ids(self, api_name: str, tag: str) -> list[str]:
-        """Ids of records whose name starts with ``tag``, paged by _id (no offset cap)."""
+    def _prefix(self) -> str:
+        self._tag()
+        return tag_prefix(str(self.run_id))
+
+    def _tagged_ids(self, api_name: str, run_id: str) -> list[str]:
+        """Ids of the records of run ``run_id`` (names starting with its tag and the
+        separator, each name checked again), paged by _id (no offset cap)."""
         ids: list[str] = []
+        last: str | None = None
         while True:
-            filters = [name_filter(tag)]
-            if ids:
-                filters.append({"field_name": "_id", "field_values": [ids[-1]],
-                                "operator": "GT"})
+            filters = [name_filter(tag_prefix(run_id))]
+            if last is not None:
+                filters.append({"field_name": "_id", "field_values": [last], "operator": "GT"})
             rows = rows_of(self._expect(QUERY, query_data(
                 api_name, filters, PAGE, [{"fieldName": "_id", "isAsc": True}])))
-            ids += [str(r["_id"]) for r in rows]
+            ids += [str(r["_id"]) for r in rows if is_tagged(r.get("name"), run_id)]
             if len(rows) < PAGE:
                 return ids
+            last = str(rows[-1]["_id"])
 
     def _load_maps(self) -> None:
-        self._maps = {"AccountObj": IdMap(self._tagged_ids("AccountObj", self._tag()))}
+        self._tag()
+        self._maps = {ACCOUNTS: IdMap(self._tagged_ids(ACCOUNTS, str(self.run_id)))}
+
+    def _seed(self) -> None:
+        """Create the accounts preflight allowed, named like the harness's customers."""
+        plan = self._plans[ACCOUNTS]
+        tag = self._tag()
+        for i in range(1, self._seed_due + 1):
+            self._expect(CREATE, {"object_data": plan.record({"name": seed_name(tag, i)})},
+                         **_CREATE_OPTIONS)
+        self._seed_due = 0
+        self._load_maps()
 
     # ------------------------------------------------------------------ verbs
 
     def get_customer(self, customer_id: Key) -> Status:
         def call() -> Status:
-            rid = self._maps.get("AccountObj", IdMap([])).get(customer_id)
+            rid = self._maps.get(ACCOUNTS, IdMap([])).get(customer_id)
             if rid is None:
                 return Status.not_found
             return fx_status(self._call(
-                GET, {"dataObjectApiName": "AccountObj", "objectDataId": rid}, setup=False))
+                GET, {"dataObjectApiName": ACCOUNTS, "objectDataId": rid}, setup=False))
         return self._verb(call)
-
 
     def search_customers(self, query: SearchQuery) -> Status:
         if query.name_prefix is None or query.tag is not None or query.region_id is not None \
@@ -382,86 +441,86 @@ class FxiaokeAdapter(VendorAdapter):
             return Status.unsupported
 
         def call() -> Status:
-            prefix = f"{self._tag()} {query.name_prefix}"
+            prefix = f"{self._prefix()}{query.name_prefix}"
             return fx_status(self._call(QUERY, query_data(
-                "AccountObj", [name_filter(prefix)], min(max(query.limit, 1), PAGE)),
+                ACCOUNTS, [name_filter(prefix)], min(max(query.limit, 1), PAGE)),
                 setup=False))
         return self._verb(call)
 
     def list_leads(self, owner_rep_id: Key, limit: int = 20) -> Status:
         def call() -> Status:
             return fx_status(self._call(QUERY, query_data(
-                "LeadsObj", [name_filter(self._tag())], min(max(limit, 1), PAGE),
+                LEADS, [name_filter(self._prefix())], min(max(limit, 1), PAGE),
                 [{"fieldName": "create_time", "isAsc": False}]), setup=False))
         return self._verb(call)
 
     def create_lead(self, lead: LeadInput) -> Status:
-        plan = self._plans.get("LeadsObj")
+        plan = self._plans.get(LEADS)
         if plan is None:
             raise RuntimeError("FxiaokeAdapter.create_lead before open() with a run id")
 
         def call() -> Status:
             record = plan.record({
-                "name": f"{self._tag()} {lead.contact_name} / {lead.company_name}",
+                "name": f"{self._prefix()}{lead.contact_name} / {lead.company_name}",
                 "company": lead.company_name, "email": lead.email})
-            return fx_status(self._call(
-                CREATE, {"object_data": record}, setup=False,
-                triggerApprovalFlow=False, triggerWorkFlow=False,
-            ))
+            return fx_status(self._call(CREATE, {"object_data": record}, setup=False,
+                                        **_CREATE_OPTIONS))
         return self._verb(call)
 
     # ------------------------------------------------------------------ guarded
 
+    def quotas(self) -> list[Quota]:
+        """The documented limits (:func:`bench.adapters.saas.fxiaoke_limits.quotas`)."""
+        return quotas(self.calls_per_window, self.daily_calls)
+
     def target_facts(self) -> dict[str, Any]:
         """What ``crmbench doctor`` can tell without touching data."""
-        return {"token": "obtained", "calls_per_20s_per_endpoint": self.calls_per_window,
-                "daily_quota": "not reported by the open API"}
+        daily = (f"{self.daily_calls:,} calls (given)" if self.daily_calls else
+                 "not reported by the open API; one 100,000-call pack assumed")
+        return {"token": "obtained", "calls_per_20s_per_interface": self.calls_per_window,
+                "daily_quota": daily, "third_trace_id": "a new UUID v4 on every request"}
 
     def preflight(self, plan: RunPlan) -> dict[str, Any]:
-        """Require explicit permission (no sandbox flag is exposed), check that the run can
-        fill every field the tenant requires, then seed the fixture."""
+        """Require explicit permission (no sandbox flag is exposed), plan the rate, and
+        check that the run can fill every field the tenant requires. Reads only: the
+        accounts it allows are seeded by the first ``keyspace()``."""
         self.run_id = check_run_id(plan.run_id)
         if not plan.allow_production:
             raise UserError(
                 "the Fxiaoke open API does not say whether a tenant is a test tenant, so "
                 "every tenant counts as production; a run creates and deletes records named "
-                f"{run_tag(plan.run_id)}... Allow production explicitly to run against it"
+                f"{tag_prefix(plan.run_id)}... Allow production explicitly to run against it"
             )
+        rate = self.rate_plan(plan)
         self.open()
-        plans = {api: self._describe(api) for api in ("AccountObj", "LeadsObj")}
+        plans = {api: self._describe(api) for api in (ACCOUNTS, LEADS)}
         gaps = [refusal(api, p.missing) for api, p in plans.items() if p.missing]
         if gaps:
             raise UserError(" ".join(gaps))
         self._plans.update(plans)
-        tag = run_tag(plan.run_id)
-        existing = len(self._tagged_ids("AccountObj", tag))
-        to_seed = 0 if existing else self.customers
-        for i in range(1, to_seed + 1):
-            self._expect(CREATE, {"object_data": plans["AccountObj"].record(
-                {"name": seed_name(tag, i)})},
-                triggerApprovalFlow=False, triggerWorkFlow=False)
         self._load_maps()
+        existing = len(self._maps[ACCOUNTS])
+        self._seed_due = 0 if existing else self.customers
         per_s = self.calls_per_window / WINDOW_S
         return {
-            "fixture": {"customers": len(self._maps["AccountObj"]), "opportunities": 0,
-                        "requested": self.customers, "reused": bool(existing), "tag": tag},
+            "fixture": {"customers": existing, "to_seed": self._seed_due,
+                        "requested": self.customers, "reused": bool(existing),
+                        "tag": run_tag(plan.run_id)},
             "fields": {api: sorted(p.fixed) for api, p in plans.items()},
-            "rate_limit": {"calls_per_20s": self.calls_per_window,
-                           "scope": "per endpoint, per load-generator process",
-                           "scenario_rate_ceiling_per_endpoint": per_s},
-            "api": {"scenario": plan.estimated_calls, "seed": to_seed,
-                    "daily_quota": "not reported by the open API",
-                    "estimated_seed_s": math.ceil(to_seed / per_s)},
+            "rate_plan": rate.to_json(),
+            "api": {"scenario": plan.estimated_calls, "seed": self._seed_due,
+                    "daily_quota": self.target_facts()["daily_quota"],
+                    "estimated_seed_s": math.ceil(self._seed_due / per_s)},
             "production_check": "not possible through the open API; allowed explicitly",
         }
 
     def cleanup(self, run_id: str) -> int:
-        """Invalidate, then delete, every lead and account named with the run's tag."""
-        tag = run_tag(run_id)
+        """Invalidate, then delete, every lead and account of run ``run_id``."""
+        check_run_id(run_id)
         self.open()
         deleted = 0
-        for api_name in ("LeadsObj", "AccountObj"):
-            ids = self._tagged_ids(api_name, tag)
+        for api_name in (LEADS, ACCOUNTS):
+            ids = self._tagged_ids(api_name, run_id)
             for rid in ids:
                 # Deletion works only on invalidated records, and invalid takes one id.
                 self._expect(INVALID, {"dataObjectApiName": api_name, "object_data_id": rid})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,10 +105,16 @@ class FakeFxiaoke:
         "AccountObj": account_fields(), "LeadsObj": lead_fields()})
     requests: list[httpx.Request] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
+    # The thread each token request came from (timed calls must never be one of them).
+    token_threads: list[str] = field(default_factory=list)
     valid_tokens: set[str] = field(default_factory=set)
     # Answers to hand out, in order, to CRM calls before normal handling.
     script: list[dict[str, Any]] = field(default_factory=list)
     invalidated: set[str] = field(default_factory=set)
+    # When set, the token endpoint answers only once the event is set (a slow fetch).
+    token_gate: threading.Event | None = None
+    # Search values with their trailing blanks removed (a search engine's habit).
+    trim_filter_values: bool = False
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def transport(self) -> httpx.MockTransport:
@@ -141,6 +148,9 @@ class FakeFxiaoke:
         return httpx.Response(200, json=self._crm(path, body))
 
     def _token(self, body: dict[str, Any]) -> httpx.Response:
+        self.token_threads.append(threading.current_thread().name)
+        if self.token_gate is not None:
+            self.token_gate.wait(10)
         if (body.get("appId"), body.get("appSecret"), body.get("permanentCode")) != (
             FX_APP_ID, FX_APP_SECRET, FX_PERMANENT_CODE
         ):
@@ -197,6 +207,7 @@ class FakeFxiaoke:
                       key=lambda r: r["_id"])
         for flt in info["filters"]:
             fld, (value,), op = flt["field_name"], flt["field_values"], flt["operator"]
+            value = value.rstrip() if self.trim_filter_values else value
             if op == "STARTWITH":
                 rows = [r for r in rows if str(r.get(fld, "")).startswith(value)]
             elif op == "GT":
