@@ -13,6 +13,7 @@ from bench.adapters.saas import wecom
 from bench.adapters.saas.ec import ECAdapter
 from bench.adapters.saas.ec import WeComAdapter as ReExported
 from bench.adapters.saas.wecom import WeComAdapter
+from bench.claims import load_claims
 from bench.errors import TargetUnreachable, UserError
 from bench.scenarios.config import load_scenario
 from bench.scenarios.mixed import MixedWorkload
@@ -77,6 +78,9 @@ def test_wecom_is_its_own_platform() -> None:
     assert platform_of("wecom://qyapi.weixin.qq.com") == "wecom"
     assert platform_of("ec://open.workec.com") == "ec"
     assert ReExported is WeComAdapter
+    # The claimed figures of "EC (WeCom / WeChat Work CRM)" pair with EC's runs only.
+    claims = load_claims()
+    assert claims.for_platform(ECAdapter.platform) and not claims.for_platform("wecom")
 
 
 def test_an_untrusted_ip_stops_setup_with_what_to_do() -> None:
