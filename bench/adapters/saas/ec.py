@@ -156,7 +156,8 @@ def stage_ids(body: Any) -> list[int]:
     for item in data:
         raw = next((item[k] for k in _STAGE_ID_KEYS if k in item), None) \
             if isinstance(item, dict) else None
-        if isinstance(raw, int) or (isinstance(raw, str) and raw.strip().isdigit()):
+        if (isinstance(raw, int) and not isinstance(raw, bool)) or (
+                isinstance(raw, str) and raw.strip().isdigit()):
             ids.append(int(raw))
     return ids
 
@@ -503,7 +504,8 @@ class ECAdapter(VendorAdapter):
             self._load_maps()
         return {
             "fixture": {"customers": len(self._maps["customer"]),
-                        "opportunities": len(self._maps["customer"]) if self._stages else 0,
+                        # The stage is kept on the customer: its customers are its opportunities.
+                        "opportunities": len(self._maps["customer"]),
                         "requested": self.customers, "reused": bool(existing), "tag": tag},
             "api": {"scenario": plan.estimated_calls,
                     "seed": -(-to_seed // ADD_BATCH),

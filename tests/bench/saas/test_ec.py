@@ -190,7 +190,7 @@ def test_stage_changes_are_unsupported_when_get_stages_cannot_be_read() -> None:
 @pytest.mark.parametrize(("data", "ids"), [
     ([{"stageId": 7, "stageName": "A"}, {"stageId": "8", "stageName": "B"}], [7, 8]),
     ({"list": [{"id": 3, "name": "A"}, {"id": 4}]}, [3, 4]),
-    ([{"step": 5}, {"name": "no id"}, "junk"], [5]),
+    ([{"step": 5}, {"name": "no id"}, {"id": True}, "junk"], [5]),
     (None, []),
 ])
 def test_stage_ids_read_the_layouts_clients_show(data: Any, ids: list[int]) -> None:
