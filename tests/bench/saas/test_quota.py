@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -73,9 +73,9 @@ class _Quoted(VendorAdapter):
     name = "quoted"
     platform = "quoted"
     label = "Quoted"
-    capabilities: dict[str, Any] = {}
+    capabilities: ClassVar[dict[str, Any]] = {}
     credential_section = "quoted"
-    credential_env: dict[str, str] = {}
+    credential_env: ClassVar[dict[str, str]] = {}
 
     def quotas(self) -> list[Quota]:
         return [Quota("calls per minute", 600, 60, source="the vendor's limits page")]
