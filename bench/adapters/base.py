@@ -232,6 +232,8 @@ class GeneratorSettings:
     concurrency: int
     # The generator's precise alarm: wait until this perf_counter_ns stamp.
     sleep_until: Callable[[int], None] | None = None
+    # Load-generator processes of the run: a client-side limiter takes its share of a quota.
+    processes: int = 1
 
 
 @dataclass(frozen=True)

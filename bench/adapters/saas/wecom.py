@@ -196,9 +196,11 @@ class WeComAdapter(VendorAdapter):
         if not creds.complete:
             raise TargetUnreachable(f"no credentials: {creds.hint()}")
         self._creds = creds
-        minute = SlidingWindow(int(PER_MINUTE * LIMITER_SHARE), 60.0, clock=self.clock,
+        # Each load-generator process takes its share of the quota.
+        share = LIMITER_SHARE / self.processes
+        minute = SlidingWindow(max(int(PER_MINUTE * share), 1), 60.0, clock=self.clock,
                                sleep=self._sleep_fn())
-        self._hourly = SlidingWindow(int(PER_HOUR * LIMITER_SHARE), 3_600.0, clock=self.clock,
+        self._hourly = SlidingWindow(max(int(PER_HOUR * share), 1), 3_600.0, clock=self.clock,
                                      sleep=self._sleep_fn())
         self._http = VendorClient("WeCom", transport=self.transport, limiter=minute,
                                   throttled=_throttled, sleep=self._sleep_fn(),

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bench.adapters.base import CustomerChanges, LeadInput, RunPlan, Status
+from bench.adapters.base import CustomerChanges, GeneratorSettings, LeadInput, RunPlan, Status
 from bench.adapters.saas import wecom
 from bench.adapters.saas.ec import ECAdapter
 from bench.adapters.saas.ec import WeComAdapter as ReExported
@@ -168,6 +168,18 @@ def test_the_client_limiter_stops_each_api_below_its_quota(
     assert len(fake.requests) == sent + 8
     clock.now += 61
     assert adapter.get_customer(1) is Status.ok
+
+
+def test_each_generator_process_takes_its_share_of_the_limiter(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wecom, "PER_MINUTE", 20)
+    fake = _contacts()
+    adapter = make_wecom(fake, clock=Clock())
+    adapter.prepare_generator(GeneratorSettings(concurrency=4, processes=2))
+    adapter.open()
+    statuses = [adapter.get_customer(1) for _ in range(10)]
+    # Two processes share 80 % of 20 a minute: 8 for this one.
+    assert statuses == [Status.ok] * 8 + [Status.rate_limited] * 2
 
 
 def test_the_limiter_keeps_the_hourly_quota_too(monkeypatch: pytest.MonkeyPatch) -> None:
