@@ -248,6 +248,10 @@ class FxiaokeAdapter(VendorAdapter):
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _share(self, calls: int) -> int:
+        """This process's share of a quota of ``calls`` (at least one call)."""
+        return max(calls // max(self.processes, 1), 1)
+
     def _new_client(self, limiter: SlidingWindow, sleep: Sleep) -> VendorClient:
         client = VendorClient("Fxiaoke", transport=self.transport, throttled=throttled,
                               sleep=sleep, pool_size=self.pool_size, limiter=limiter)
@@ -263,14 +267,16 @@ class FxiaokeAdapter(VendorAdapter):
             raise TargetUnreachable(f"no credentials: {creds.hint()}")
         self._creds = creds
         sleep = self._sleep_fn()
-        # A safety net below the rate plan: per process, per interface (limit_key).
+        # A safety net below the rate plan: per interface (limit_key), each load-generator
+        # process taking its share of the quota.
         self._http = self._new_client(
-            SlidingWindow(self.calls_per_window, WINDOW_S, clock=self.clock, sleep=sleep),
-            sleep)
+            SlidingWindow(self._share(self.calls_per_window), WINDOW_S, clock=self.clock,
+                          sleep=sleep), sleep)
         # The token endpoint has its own limit (10 a minute, none concurrent): its own
         # limiter, and one TokenBox that never fetches twice at once.
         self._token_http = self._new_client(
-            SlidingWindow(TOKEN_CALLS_PER_MINUTE, 60.0, clock=self.clock, sleep=sleep), sleep)
+            SlidingWindow(self._share(TOKEN_CALLS_PER_MINUTE), 60.0, clock=self.clock,
+                          sleep=sleep), sleep)
         self._token = TokenBox(self._fetch_token, clock=self.clock, margin_s=TOKEN_MARGIN_S)
         try:
             self._token.get()

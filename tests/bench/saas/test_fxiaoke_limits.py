@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bench.adapters.base import Keyspace, RunPlan, Status
+from bench.adapters.base import GeneratorSettings, Keyspace, RunPlan, Status
 from bench.adapters.saas.fxiaoke import FxiaokeAdapter
 from bench.adapters.saas.quota import Quota
 from bench.scenarios.config import load_scenario
@@ -100,6 +100,26 @@ def test_the_token_endpoint_has_its_own_limit_of_ten_calls_a_minute() -> None:
     assert len(token_waits) == 1 and token_waits[0] == pytest.approx(60.0)
     # The CRM interfaces keep their own count: 30 queries went out without waiting.
     assert len(clock.slept) == 1 and len(fake.bodies(QUERY)) == 30
+
+
+def test_each_load_generator_process_limits_itself_to_its_share() -> None:
+    fake = FakeFxiaoke()
+    clock = FakeClock()
+    started(fake, clock, customers=2)
+    worker = make(fake, clock, run_id=RUN)
+    worker.prepare_generator(GeneratorSettings(concurrency=10, processes=4))
+    worker.open()
+    worker.keyspace()
+    clock.now += 20.0
+    # A quarter of 100 calls per 20 s per interface, sent; the rest refused unsent.
+    sent = len(fake.bodies(GET))
+    statuses = [worker.get_customer(1) for _ in range(30)]
+    assert statuses == [Status.ok] * 25 + [Status.rate_limited] * 5
+    assert len(fake.bodies(GET)) == sent + 25
+    # Each interface counts apart; a new window takes calls again.
+    assert worker.list_leads(1) is Status.ok
+    clock.now += 20.0
+    assert worker.get_customer(1) is Status.ok
 
 
 # ------------------------------------------------------------------ rate plan
