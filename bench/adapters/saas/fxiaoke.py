@@ -282,7 +282,10 @@ class FxiaokeAdapter(VendorAdapter):
             self._token.get()
             if self._adopt_run_id() is not None:
                 self._load_maps()
-                self._plans[LEADS] = self._describe(LEADS)
+                leads = self._describe(LEADS)
+                if leads.missing:
+                    raise UserError(refusal(LEADS, leads.missing))
+                self._plans[LEADS] = leads
         except BaseException:
             self.close()
             raise

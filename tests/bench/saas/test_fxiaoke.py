@@ -263,6 +263,11 @@ def test_a_load_generator_reads_the_lead_description_when_it_opens() -> None:
     assert [worker.create_lead(lead) for _ in range(3)] == [Status.ok] * 3
     assert len(fake.bodies(DESCRIBE)) == described
     assert fake.bodies(DESCRIBE)[-1]["data"]["apiName"] == "LeadsObj"
+    # A field made required since preflight stops the process's setup, not its calls.
+    fake.describes["LeadsObj"]["tel"] = fx_field("tel", "phone_number", "电话",
+                                                 required=True)
+    with pytest.raises(UserError, match="tel \\(phone_number"):
+        make(fake, run_id=RUN).open()
 
 
 def test_preflight_refuses_required_fields_it_cannot_fill_before_writing() -> None:
