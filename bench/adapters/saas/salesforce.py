@@ -5,12 +5,11 @@ stand for login.salesforce.com and test.salesforce.com. Query parameters: ``cust
 (how many accounts to seed, default 200, scaled down to fit the org's storage),
 ``api_version`` (default 62.0) and ``run_id``.
 
-Authentication is the OAuth 2.0 client credentials flow of a connected app / external
-client app (POST /services/oauth2/token, grant_type=client_credentials; Salesforce Help,
-"OAuth 2.0 Client Credentials Flow for Server-to-Server Integration"). The token carries
-no expiry; a 401 (INVALID_SESSION_ID) fetches a new one once and repeats the call. The JWT
-bearer flow is documented by Salesforce but not implemented here (it needs an RS256
-signature, i.e. PyJWT and cryptography).
+Authentication (``salesforce_auth``) is the OAuth 2.0 client credentials flow of a
+connected app / external client app, which needs the org's My Domain host, or the JWT
+bearer flow (an RS256-signed assertion), which also accepts ``salesforce://login`` and
+``salesforce://test``. The token carries no expiry; a 401 (INVALID_SESSION_ID) fetches a
+new one once and repeats a setup call.
 
 Records: preflight seeds ``customers`` Accounts, each with one Opportunity, through sObject
 Collections (200 records per request). Every record a run writes starts its name field
@@ -26,7 +25,9 @@ import datetime as dt
 import logging
 import math
 import re
-from collections.abc import Mapping
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import httpx
@@ -60,19 +61,16 @@ from bench.adapters.saas.common import (
     seed_tier,
 )
 from bench.adapters.saas.http import (
-    Credentials,
     LimitUsage,
     Secret,
     TokenBox,
     VendorClient,
     redact,
 )
-from bench.errors import TargetUnreachable, UserError
+from bench.adapters.saas.salesforce_auth import ENV, LOGIN_HOSTS, TokenSource
+from bench.errors import UserError
 
 API_VERSION = "62.0"
-LOGIN_HOSTS = {"login": "login.salesforce.com", "test": "test.salesforce.com"}
-ENV = {"client_id": "SALESFORCE_CLIENT_ID", "client_secret": "SALESFORCE_CLIENT_SECRET"}
-JWT_ENV = ("SALESFORCE_USERNAME", "SALESFORCE_PRIVATE_KEY_FILE")
 # sObject Collections take at most 200 records (or ids) per request.
 CHUNK = 200
 # A query returns at most 2,000 records per batch before nextRecordsUrl.
@@ -99,6 +97,19 @@ _ACCOUNT_FIELDS = "Id,Name,Site,Industry,NumberOfEmployees,OwnerId"
 log = logging.getLogger("crmbench.vendor.salesforce")
 
 _NOT_PROBED = "not probed by this adapter"
+
+# Refusals whose reason a status alone would hide: errorCode -> what it means.
+REFUSALS: dict[str, str] = {
+    "DUPLICATES_DETECTED": (
+        "a duplicate rule of the org blocks the record (its action is Block, which "
+        "Sforce-Duplicate-Rule-Header allowSave=true cannot bypass); deactivate the rule or "
+        "set it to Allow with an alert for the run"
+    ),
+    "STORAGE_LIMIT_EXCEEDED": (
+        "the org's data storage is full, so the records the run creates are refused; free "
+        "storage (crmbench cleanup removes earlier runs' records) or run shorter"
+    ),
+}
 
 
 def soql_str(value: str) -> str:
@@ -143,6 +154,14 @@ def error_text(resp: httpx.Response) -> str:
     return redact(text)[:300]
 
 
+def error_message(resp: httpx.Response) -> str:
+    """The message of a REST error body ``[{"message", "errorCode"}]``, or ''."""
+    body = json_or_empty(resp)
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        return str(body[0].get("message") or "")
+    return ""
+
+
 def sf_status(resp: httpx.Response) -> Status:
     """Status of a REST response; REQUEST_LIMIT_EXCEEDED (HTTP 403) is rate limiting."""
     if resp.status_code in (400, 403) and error_code(resp) == "REQUEST_LIMIT_EXCEEDED":
@@ -150,8 +169,17 @@ def sf_status(resp: httpx.Response) -> Status:
     return status_for_http(resp.status_code)
 
 
-def _throttled(resp: httpx.Response) -> bool:
-    return resp.status_code == 403 and error_code(resp) == "REQUEST_LIMIT_EXCEEDED"
+def concurrent_limit(resp: httpx.Response) -> bool:
+    """REQUEST_LIMIT_EXCEEDED for too many concurrent long-running requests.
+
+    Salesforce answers REQUEST_LIMIT_EXCEEDED both when the org's rolling 24-hour
+    allocation is used up ("TotalRequests Limit exceeded.") and when too many requests of
+    20 s or more run at once ("ConcurrentRequests (Concurrent API Requests) Limit
+    exceeded"; API Request Limits and Allocations, Salesforce Developer Limits Quick
+    Reference). Only the second clears within seconds and is worth a backoff.
+    """
+    return (resp.status_code in (400, 403) and error_code(resp) == "REQUEST_LIMIT_EXCEEDED"
+            and "concurrent" in error_message(resp).lower())
 
 
 class SalesforceAdapter(VendorAdapter):
@@ -211,11 +239,13 @@ class SalesforceAdapter(VendorAdapter):
         super().__init__(host, **kw)
         self.api_version = api_version
         self.usage = LimitUsage()
-        self._creds: Credentials | None = None
+        self._auth: TokenSource | None = None
         self._token: TokenBox | None = None
         self._instance: str | None = None
         self._org: dict[str, Any] | None = None
         self._maps: dict[str, IdMap] = {}
+        self.wall_clock: Callable[[], float] = time.time
+        self.refusals: Counter[str] = Counter()
 
     @classmethod
     def from_url(
@@ -246,20 +276,9 @@ class SalesforceAdapter(VendorAdapter):
         """Fetch a token, read the Organization record, load the run's id maps if tagged."""
         if self._http is not None:
             return
-        creds = self.read_credentials()
-        if not creds.complete:
-            env = self._env()
-            if all(env.get(var, "").strip() for var in JWT_ENV):
-                raise UserError(
-                    "Salesforce's JWT bearer flow (grant_type=urn:ietf:params:oauth:grant-type:"
-                    "jwt-bearer, an RS256-signed assertion) is documented but not implemented "
-                    "by this adapter: signing needs PyJWT and cryptography. Use the client "
-                    "credentials flow: " + creds.hint()
-                )
-            raise TargetUnreachable(f"no credentials: {creds.hint()}")
-        self._creds = creds
+        self._auth = TokenSource(self.host, self.read_credentials(), wall_clock=self.wall_clock)
         self._http = VendorClient(
-            "Salesforce", transport=self.transport, throttled=_throttled,
+            "Salesforce", transport=self.transport, throttled=concurrent_limit,
             sleep=self._sleep_fn(), pool_size=self.pool_size,
         )
         self._token = TokenBox(self._fetch_token, clock=self.clock)
@@ -302,45 +321,42 @@ class SalesforceAdapter(VendorAdapter):
     # ------------------------------------------------------------------ HTTP
 
     def _fetch_token(self) -> tuple[Secret, float | None]:
-        creds = self._creds
-        if creds is None:
+        if self._auth is None:
             raise RuntimeError("credentials not loaded")
-        resp = self._client().setup(
-            "POST", f"https://{self.host}/services/oauth2/token",
-            data={"grant_type": "client_credentials",
-                  "client_id": creds["client_id"].reveal(),
-                  "client_secret": creds["client_secret"].reveal()},
-        )
-        body = json_or_empty(resp)
-        if resp.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
-            raise UserError(
-                f"Salesforce at {self.host} refused the client credentials flow "
-                f"({error_text(resp)}); check that the connected app enables it and has a "
-                "run-as user, and check SALESFORCE_CLIENT_ID / SALESFORCE_CLIENT_SECRET"
-            )
-        token = Secret(str(body["access_token"]))
-        instance = str(body.get("instance_url") or f"https://{self.host}").rstrip("/")
-        if not instance.startswith("https://"):
-            raise UserError(f"Salesforce returned an instance URL that is not https: {instance}")
-        self._instance = instance
-        return token, None
+        grant = self._auth.fetch(self._client())
+        self._instance = grant.instance
+        return grant.token, None
 
-    def _api(self, method: str, path: str, *, setup: bool, **kw: Any) -> httpx.Response:
+    def _api(self, method: str, path: str, *, setup: bool,
+             headers: Mapping[str, str] | None = None, **kw: Any) -> httpx.Response:
         """One REST call with the cached token; a 401 refreshes the token once."""
         if self._token is None or self._instance is None:
             raise RuntimeError("SalesforceAdapter used before open()")
         url = path if path.startswith("https://") else self._instance + path
         client = self._client()
         call = client.setup if setup else client.send
+        extra = dict(headers or {})
         token = self._token.get()
-        resp = call(method, url, headers={"Authorization": f"Bearer {token.reveal()}"}, **kw)
+        resp = call(method, url, headers={**extra, "Authorization": f"Bearer {token.reveal()}"},
+                    **kw)
         self._note_usage(resp)
         if resp.status_code == 401:
             log.debug("Salesforce session rejected (%s); fetching a new token", error_code(resp))
             token = self._token.refresh(token)
-            resp = call(method, url, headers={"Authorization": f"Bearer {token.reveal()}"}, **kw)
+            resp = call(method, url,
+                        headers={**extra, "Authorization": f"Bearer {token.reveal()}"}, **kw)
             self._note_usage(resp)
         return resp
+
+    def _refused(self, resp: httpx.Response) -> Status:
+        """Status of a timed write; a refusal whose reason matters is logged once."""
+        status = sf_status(resp)
+        code = error_code(resp) if status is Status.rejected else None
+        if code in REFUSALS:
+            self.refusals[code] += 1
+            if self.refusals[code] == 1:
+                log.warning("Salesforce refused a record (%s): %s", code, REFUSALS[code])
+        return status
 
     def _note_usage(self, resp: httpx.Response) -> None:
         match = _LIMIT_INFO.search(resp.headers.get("Sforce-Limit-Info", ""))
@@ -351,10 +367,17 @@ class SalesforceAdapter(VendorAdapter):
         """The JSON body of a successful setup call; otherwise a clear error."""
         if 200 <= resp.status_code < 300:
             return resp.json() if resp.content else None
+        if concurrent_limit(resp):
+            raise UserError(
+                f"Salesforce {what}: too many long-running requests run at once in the org "
+                f"({error_text(resp)}), even after backing off; retry when other "
+                "integrations are quieter"
+            )
         if error_code(resp) == "REQUEST_LIMIT_EXCEEDED":
             raise UserError(
-                f"Salesforce {what}: the org's API request limit is exhausted "
-                f"({error_text(resp)}); wait for the 24-hour window to free allocation"
+                f"Salesforce {what}: the org's daily API request allocation is used up "
+                f"({error_text(resp)}); it is counted over a rolling 24 hours, so wait for "
+                "allocation to free up (see DailyApiRequests in crmbench doctor)"
             )
         raise UserError(f"Salesforce {what} failed: HTTP {resp.status_code} {error_text(resp)}")
 
@@ -473,8 +496,12 @@ class SalesforceAdapter(VendorAdapter):
             }
             if lead.email:
                 body["Email"] = lead.email
-            return sf_status(self._api("POST", f"{self._data}/sobjects/Lead", setup=False,
-                                       json=body))
+            # Duplicate rules with an alert refuse API inserts unless allowSave is true
+            # (REST API Developer Guide, Duplicate Rule Header, API 52.0 and later).
+            return self._refused(self._api(
+                "POST", f"{self._data}/sobjects/Lead", setup=False, json=body,
+                headers={"Sforce-Duplicate-Rule-Header": "allowSave=true"},
+            ))
         return self._verb(call)
 
     def log_activity(self, activity: ActivityInput) -> Status:
@@ -489,8 +516,8 @@ class SalesforceAdapter(VendorAdapter):
                 "Priority": "Normal",
                 "ActivityDate": dt.date.today().isoformat(),
             }
-            return sf_status(self._api("POST", f"{self._data}/sobjects/Task", setup=False,
-                                       json=body))
+            return self._refused(self._api("POST", f"{self._data}/sobjects/Task", setup=False,
+                                           json=body))
         return self._verb(call)
 
     def update_opportunity_stage(self, opportunity_id: Key, stage: Stage) -> Status:
