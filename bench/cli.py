@@ -231,6 +231,21 @@ class Profile(StrEnum):
     full = "full"
 
 
+class OverQuota(StrEnum):
+    scale = "scale"
+    refuse = "refuse"
+
+
+AllowProductionOption = Annotated[
+    bool, typer.Option(help="Allow a run against a production org of a live vendor.")
+]
+OverQuotaOption = Annotated[
+    OverQuota,
+    typer.Option(help="When a vendor's documented quotas allow less than the scenario's rate: "
+                 "scale the run to what they allow (said in the result) or refuse it."),
+]
+
+
 @app.command()
 def run(
     target: Annotated[
@@ -261,9 +276,8 @@ def run(
     calibrate: Annotated[
         bool, typer.Option(help="Measure the harness overhead against a no-op target first.")
     ] = True,
-    allow_production: Annotated[
-        bool, typer.Option(help="Allow a run against a production org of a live vendor.")
-    ] = False,
+    allow_production: AllowProductionOption = False,
+    over_quota: OverQuotaOption = OverQuota.scale,
     remote_workers: Annotated[
         int,
         typer.Option(help="Also wait for this many workers started on other hosts with "
@@ -299,7 +313,8 @@ def run(
                          fixtures=fixtures or DEFAULT_FIXTURES, fixtures_given=bool(fixtures),
                          load_state=load_state, calibrate=calibrate,
                          allow_production=allow_production, remote_workers=remote_workers,
-                         master_bind=master_bind, master_port=master_port, label=label)
+                         master_bind=master_bind, master_port=master_port, label=label,
+                         over_quota=over_quota.value)
     with RunProgress(err, resolved) as progress:
         report = run_scenario(request, say=progress.say, on_interval=progress.update)
     _print_run(report.path, report.result)

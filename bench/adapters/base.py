@@ -531,6 +531,13 @@ class RunPlan:
     scenario: str
     estimated_calls: int
     allow_production: bool = False
+    # The workload the run intends to send: vendors plan it against their quotas.
+    rate: float = 0.0
+    duration_s: float = 0.0
+    users: int = 0
+    mix: Mapping[str, float] = field(default_factory=dict)
+    # What to do when the quotas allow less than ``rate``: "scale" the run, or "refuse".
+    over_quota: str = "scale"
 
 
 @runtime_checkable
@@ -546,7 +553,10 @@ class Guarded(Protocol):
     run_id: str | None
 
     def preflight(self, plan: RunPlan) -> dict[str, Any]:
-        """Check the run is safe; return facts for the result (remaining allocation...)."""
+        """Check the run is safe; return facts for the result (remaining allocation...).
+
+        Never writes to the platform (``crmbench doctor`` calls it before any write). A
+        ``rate_plan`` fact (``RatePlan.to_json()``) makes the run go at its allowed rate."""
 
     def cleanup(self, run_id: str) -> int:
         """Delete every record tagged with ``run_id``; return how many were deleted."""

@@ -10,11 +10,10 @@ prints the fixture format. Tables go to stderr, ``--json`` output to stdout.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -29,6 +28,7 @@ from rich.progress import (
 from rich.table import Table
 
 from bench.adapters.base import Adapter, Guarded
+from bench.adapters.doctor import diagnose, print_doctor
 from bench.adapters.load import (
     DEFAULT_BATCH,
     DEFAULT_STATE_DIR,
@@ -40,14 +40,12 @@ from bench.adapters.load import (
 from bench.adapters.registry import (
     create_adapter,
     describe_adapters,
-    load_adapter,
     redact_url,
     scheme_of,
 )
 from bench.adapters.saas.common import check_run_id
-from bench.adapters.saas.http import redact
 from bench.datagen import DEFAULT_FIXTURES
-from bench.errors import CrmBenchError, TargetUnreachable, UserError
+from bench.errors import UserError
 from reference_impl.fixtures import manifest_hash
 
 SUPPORT_ORDER = ("supported", "unsupported", "not-measurable", "unknown")
@@ -62,88 +60,24 @@ TargetOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the report on stdout as JSON.")]
 
 
-def diagnose(target: str) -> dict[str, Any]:
-    """Everything ``doctor`` reports about ``target``; ``exit_code`` says how it went."""
-    scheme = scheme_of(target)
-    cls = load_adapter(scheme)
-    adapter = create_adapter(target)
-    report: dict[str, Any] = {
-        "target": redact_url(target),
-        "adapter": f"{cls.__module__}:{cls.__qualname__}",
-        "platform": cls.platform,
-        "guarded": isinstance(adapter, Guarded),
-        "capabilities": dict(Counter(c.support for c in cls.capabilities.values())),
-        "credentials": [],
-        "credentials_file": None,
-        "status": "ok",
-        "message": "",
-        "version": None,
-        "facts": {},
-        "exit_code": 0,
-    }
-    try:
-        creds = adapter.credential_report()
-    except UserError as exc:
-        report.update(status="credentials-refused", message=str(exc), exit_code=exc.exit_code)
-        return report
-    if creds is not None:
-        report["credentials"] = [dataclasses.asdict(f) for f in creds.fields]
-        report["credentials_file"] = creds.file
-    try:
-        adapter.open()
-    except TargetUnreachable as exc:
-        message = str(exc)
-        status = ("no-credentials" if message.startswith("no credentials") else
-                  "not-measurable" if message.startswith("not measurable") else "unreachable")
-        report.update(status=status, message=redact(message), exit_code=exc.exit_code)
-        return report
-    except CrmBenchError as exc:
-        report.update(status="refused", message=redact(str(exc)), exit_code=exc.exit_code)
-        return report
-    try:
-        report["version"] = adapter.platform_version()
-        try:
-            report["facts"] = adapter.target_facts()
-        except CrmBenchError as exc:
-            report["facts"] = {"error": redact(str(exc))}
-    finally:
-        adapter.close()
-    report["message"] = "the target answers and the credentials are accepted"
-    return report
+def doctor_cmd(
+    target: TargetOption,
+    scenario: Annotated[str, typer.Option(help="Scenario whose rate is planned against the "
+                                          "platform's quotas.")] = "mixed",
+    profile: Annotated[str | None, typer.Option(help="Profile of that scenario.")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Check that a target can be measured: adapter, credentials, connection, allocation,
+    what will be measured, at which rate and under which quotas, and what blocks the rest.
+    Nothing is written to the target."""
+    from bench.scenarios.config import load_scenario
 
-
-def _print_doctor(report: dict[str, Any]) -> None:
-    table = Table(title=f"crmbench doctor: {report['target']}", show_header=False)
-    table.add_column("item", style="bold")
-    table.add_column("value")
-    table.add_row("adapter", f"{report['adapter']} (platform {report['platform']})")
-    for cred in report["credentials"]:
-        state = (f"[green]set[/] ({cred['source']})" if cred["set"] else "[red]missing[/]")
-        table.add_row(f"credential {cred['field']}", f"{cred['env']}: {state}")
-    if report["credentials_file"]:
-        table.add_row("credentials file", report["credentials_file"])
-    colour = "green" if report["exit_code"] == 0 else "red"
-    table.add_row("status", f"[{colour}]{report['status']}[/]")
-    if report["message"]:
-        table.add_row("message", report["message"])
-    if report["version"]:
-        table.add_row("version", str(report["version"]))
-    for key, value in report["facts"].items():
-        table.add_row(key, str(value))
-    table.add_row("capabilities", ", ".join(f"{n} {k}" for k, n in
-                                            sorted(report["capabilities"].items())))
-    table.add_row("guarded", "yes: preflight checks, tagged records, cleanup"
-                  if report["guarded"] else "no")
-    err.print(table)
-
-
-def doctor_cmd(target: TargetOption, json_out: JsonOption = False) -> None:
-    """Check that a target can be measured: adapter, credentials, connection, allocation."""
-    report = diagnose(target)
+    found = load_scenario(scenario, profile=profile)
+    report = diagnose(target, found)
     if json_out:
         typer.echo(json.dumps(report, indent=2, default=str))
     else:
-        _print_doctor(report)
+        print_doctor(report, err)
     raise typer.Exit(report["exit_code"])
 
 

@@ -298,6 +298,7 @@ def _prepare(config: dict[str, Any], worker_index: int, users_here: int) -> None
         workload=MixedWorkload(
             adapter, keyspace, config["mix"], seed=config["seed"] + worker_index,
             distribution=config["key_distribution"], exponent=config["zipf_exponent"],
+            namespace=f"{config.get('run_id', 'run')}-w{worker_index}",
         ),
     )
 

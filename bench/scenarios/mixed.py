@@ -143,8 +143,13 @@ class MixedWorkload:
         seed: int,
         distribution: str = "zipfian",
         exponent: float = 0.99,
+        namespace: str = "",
     ) -> None:
         self.adapter = adapter
+        # Names the leads of one run and one generator process apart from every other's:
+        # platforms with duplicate rules (Salesforce's standard lead rule matches name and
+        # email) would refuse a second process's "lead 1".
+        self._namespace = f"{namespace}-" if namespace else ""
         self.keyspace = keyspace
         self._rng = random.Random(seed)
         self._ops = list(mix)
@@ -205,7 +210,7 @@ class MixedWorkload:
 
     def _lead(self) -> Call:
         self._serial += 1
-        n = self._serial
+        n = f"{self._namespace}{self._serial}"
         # Drawn in the order of earlier versions, so a seed gives the same requests.
         region = self._pick(self._regions)
         source = self._rng.choice(_SOURCES)
@@ -214,7 +219,7 @@ class MixedWorkload:
         products = [p for _ in range(count) if (p := self._pick(self._products)) is not None]
         lead = LeadInput(
             company_name=f"Bench Prospect {n}", contact_name=f"Contact {n}", region_id=region,
-            email=f"lead{n}@bench.example", source=source, customer_id=customer,
+            email=f"lead-{n}@bench.example", source=source, customer_id=customer,
             product_interest=products,
         )
         return "create_lead", self.adapter.create_lead, (lead,)

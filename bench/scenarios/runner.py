@@ -15,7 +15,7 @@ import socket
 import uuid
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from bench.adapters.base import RunPlan
 from bench.adapters.embedded import EMBEDDED_URL, parse_embedded
 from bench.adapters.load import DEFAULT_STATE_DIR as DEFAULT_LOAD_STATE
 from bench.adapters.registry import redact_url, scheme_of
+from bench.adapters.saas.quota import RatePlan
 from bench.errors import CrmBenchError, TargetUnreachable, UserError, stop_reason
 from bench.measure.noise import SystemSampler, listening_pids
 from bench.measure.provenance import commit_info, machine_info
@@ -112,6 +113,8 @@ class RunRequest:
     master_bind: str = "127.0.0.1"
     master_port: int | None = None
     label: str | None = None
+    # A vendor whose quotas allow less than the scenario's rate: "scale" or "refuse".
+    over_quota: str = "scale"
 
 
 @dataclass
@@ -191,6 +194,9 @@ def _preflight(session: TargetSession, record: RunRecord, req: RunRequest) -> Pr
         # Every scheduled request, the probes and cleanup, with a margin for retries.
         estimated_calls=int(scenario.rate * scenario.phases.total_s * 1.1) + 100,
         allow_production=req.allow_production,
+        rate=scenario.rate if scenario.workload else 0.0,
+        duration_s=scenario.phases.total_s, users=scenario.users, mix=dict(scenario.mix),
+        over_quota=req.over_quota,
     )
     found = session.preflight(plan, [p for p, _ in record.probes if p.run is None],
                               req.fixtures, req.load_state,
@@ -204,6 +210,21 @@ def _preflight(session: TargetSession, record: RunRecord, req: RunRequest) -> Pr
                                if fixtures else "the target does not report which fixture "
                                "profile it holds")
     return found
+
+
+def _planned(req: RunRequest, record: RunRecord, found: Preflight, say: Say) -> RunRequest:
+    """The run at the rate and users the platform's quotas allow (a vendor's rate plan)."""
+    raw = (found.facts or {}).get("rate_plan")
+    if not isinstance(raw, dict):
+        return req
+    plan = RatePlan.from_json(raw)
+    say(f"rate plan: {plan.summary()}")
+    if plan.action != "scaled":
+        return req
+    scenario = replace(req.scenario, rate=round(plan.allowed, 6),
+                       users=max(min(plan.users, req.scenario.users), 1))
+    record.scenario = scenario
+    return replace(req, scenario=scenario)
 
 
 def _generator_config(req: RunRequest, record: RunRecord, found: Preflight,
@@ -351,6 +372,7 @@ def _run_target(req: RunRequest, record: RunRecord, path: Path, say: Say,
             current[0] = Outcome(Accumulator(_phases(scenario)), abort_reason=str(exc),
                                  exit_code=exc.exit_code)
             return
+        req = _planned(req, record, found, say)
         current[0] = outcome = _load(req, record, found, resolved, path, say, on_interval)
         if outcome.done and not outcome.interrupted:
             _probe(session, record, outcome)

@@ -27,6 +27,7 @@ from bench.adapters.base import (
     GeneratorSettings,
     Key,
     Keyspace,
+    RunPlan,
     Status,
     Support,
 )
@@ -35,9 +36,11 @@ from bench.adapters.saas.http import (
     Clock,
     Credentials,
     Sleep,
+    TokenUnavailable,
     VendorClient,
     load_credentials,
 )
+from bench.adapters.saas.quota import Concurrency, Quota, RatePlan, plan_rate
 from bench.errors import UserError
 from reference_impl.schema import TIERS
 
@@ -68,11 +71,26 @@ def run_tag(run_id: str) -> str:
     return TAG_PREFIX + check_run_id(run_id)
 
 
+# What follows the run tag in every name: ``crmbench:a`` alone would also match run ``ab``.
+TAG_SEPARATOR = " "
+
+
+def tag_prefix(run_id: str) -> str:
+    """The prefix to search for one run's records: its tag and the separator."""
+    return run_tag(run_id) + TAG_SEPARATOR
+
+
+def is_tagged(name: object, run_id: str) -> bool:
+    """Whether a record name belongs to run ``run_id`` (and not to a run whose id merely
+    starts the same)."""
+    return isinstance(name, str) and name.startswith(tag_prefix(run_id))
+
+
 def seed_name(tag: str, i: int) -> str:
     """Name of the i-th seeded customer; its first two letters vary like the searches do."""
     letter = NAME_LETTERS[i % len(NAME_LETTERS)]
     vowel = NAME_VOWELS[(i // len(NAME_LETTERS)) % len(NAME_VOWELS)]
-    return f"{tag} {letter}{vowel}lto Customer {i}"
+    return f"{tag}{TAG_SEPARATOR}{letter}{vowel}lto Customer {i}"
 
 
 def seed_region(i: int) -> int:
@@ -228,6 +246,27 @@ class VendorAdapter(BaseAdapter):
     def prepare_generator(self, settings: GeneratorSettings) -> None:
         self.pool_size = max(settings.concurrency, 1)
 
+    def quotas(self) -> list[Quota]:
+        """The platform's documented call quotas (with what is left, once known)."""
+        return []
+
+    def concurrency(self) -> list[Concurrency]:
+        """The platform's documented caps on calls in flight."""
+        return []
+
+    def rate_plan(self, plan: RunPlan) -> RatePlan:
+        """The rate this run may use under the quotas; UserError with the numbers when the
+        plan is refused."""
+        found = plan_rate(self.quotas(), plan, concurrency=self.concurrency())
+        if found.action == "refused":
+            what = ("lower --rate or --users, shorten the run, or let the harness scale it "
+                    "(--over-quota scale)") if plan.over_quota == "refuse" else (
+                    "less than one call a minute is left; wait for the allocation to reset "
+                    "or shorten the run")
+            raise UserError(f"{self.label}: {found.summary()}; {what}. Quotas: "
+                            + "; ".join(found.lines))
+        return found
+
     def _env(self) -> Mapping[str, str]:
         return os.environ if self.environ is None else self.environ
 
@@ -269,6 +308,10 @@ class VendorAdapter(BaseAdapter):
             return call()
         except ClientThrottled:
             return Status.rate_limited
+        except TokenUnavailable:
+            # Not sent: the access token expired and its background refresh has not
+            # finished (timed calls never fetch a token themselves).
+            return Status.error
         except httpx.TimeoutException:
             return Status.timeout
         except httpx.TransportError:

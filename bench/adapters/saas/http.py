@@ -5,7 +5,8 @@
     load_credentials  environment first, then a TOML file outside every git work tree
     RetryPolicy     exponential backoff with full jitter (429, 503, vendor throttle codes)
     SlidingWindow   client-side limiter: at most N calls per W seconds per key
-    TokenBox        one cached access token shared by all greenlets, refreshed once
+    TokenBox        one cached access token shared by all greenlets, refreshed once;
+                    timed verbs ``peek`` it and never fetch on their own path
     VendorClient    httpx.Client with an injectable transport; ``setup`` retries and raises
                     TargetUnreachable, ``send`` makes one attempt for timed verbs
 
@@ -322,8 +323,18 @@ class SlidingWindow:
             waited += wait
 
 
+class TokenUnavailable(Exception):
+    """A timed call found no valid access token; nothing was sent."""
+
+
 class TokenBox:
-    """One access token for all callers: fetched once, refreshed once per expiry or rejection."""
+    """One access token for all callers: fetched once, refreshed once per expiry or rejection.
+
+    Setup code uses ``get`` and ``refresh``, which fetch on the caller's path. Timed verbs
+    use ``peek`` and ``refresh_later``: a token fetch inside a timed call would be counted
+    as the platform's latency, so the refresh runs in the background (a thread; a greenlet
+    in the load generator) before the token expires, and a call that finds none is not sent.
+    """
 
     def __init__(
         self, fetch: Callable[[], tuple[Secret, float | None]], *, clock: Clock = time.monotonic,
@@ -333,21 +344,32 @@ class TokenBox:
         self._clock = clock
         self._margin_s = margin_s
         self._token: Secret | None = None
+        # When the token stops being served (its expiry) and when a refresh is due.
         self._expires: float | None = None
+        self._renew_at: float | None = None
         self._lock = threading.Lock()
+        self._background: threading.Thread | None = None
         self.fetches = 0
+        self.background_failures = 0
 
     def _load(self) -> Secret:
-        token, ttl_s = self._fetch()
+        return self._store(*self._fetch())
+
+    def _store(self, token: Secret, ttl_s: float | None) -> Secret:
         self.fetches += 1
         self._token = token
-        self._expires = None if ttl_s is None else self._clock() + max(ttl_s - self._margin_s, 0)
+        now = self._clock()
+        if ttl_s is None:
+            self._expires = self._renew_at = None
+        else:
+            self._expires = now + max(ttl_s, 0)
+            self._renew_at = now + max(ttl_s - self._margin_s, 0)
         return token
 
     def get(self) -> Secret:
         with self._lock:
             if self._token is None or (
-                self._expires is not None and self._clock() >= self._expires
+                self._renew_at is not None and self._clock() >= self._renew_at
             ):
                 return self._load()
             return self._token
@@ -358,6 +380,53 @@ class TokenBox:
             if self._token is None or self._token == stale:
                 return self._load()
             return self._token
+
+    def peek(self) -> Secret:
+        """The token for a timed call, never fetched here: TokenUnavailable without one."""
+        with self._lock:
+            token, now = self._token, self._clock()
+            if token is None or (self._expires is not None and now >= self._expires):
+                self._start_refresh(None)
+                raise TokenUnavailable("no valid access token; a refresh is under way")
+            if self._renew_at is not None and now >= self._renew_at:
+                self._start_refresh(token)
+            return token
+
+    def refresh_later(self, stale: Secret) -> None:
+        """The platform refused ``stale``: replace it in the background, once."""
+        with self._lock:
+            if self._token == stale:
+                # Not served again: later calls wait for the new token instead.
+                self._expires = self._clock()
+            self._start_refresh(stale)
+
+    def _start_refresh(self, stale: Secret | None) -> None:
+        if self._background is not None and self._background.is_alive():
+            return
+        self._background = threading.Thread(
+            target=self._refresh_in_background, args=(stale,), name="crmbench-token",
+            daemon=True)
+        self._background.start()
+
+    def _refresh_in_background(self, stale: Secret | None) -> None:
+        # The fetch runs outside the lock: timed calls keep peeking the current token.
+        with self._lock:
+            if stale is not None and self._token is not None and self._token != stale:
+                return
+        try:
+            fetched = self._fetch()
+        except Exception as exc:  # reported; the next peek tries again
+            self.background_failures += 1
+            log.warning("access token refresh failed: %s", redact(str(exc)))
+            return
+        with self._lock:
+            self._store(*fetched)
+
+    def wait_refreshed(self, timeout_s: float = 30.0) -> None:
+        """Block until a background refresh under way has finished (tests, shutdown)."""
+        thread = self._background
+        if thread is not None:
+            thread.join(timeout_s)
 
 
 # ------------------------------------------------------------------ the client

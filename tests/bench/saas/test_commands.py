@@ -67,6 +67,7 @@ def _fake_salesforce(
         adapter.sleep = lambda s: None
         return adapter
 
+    monkeypatch.setattr("bench.adapters.doctor.create_adapter", create)
     monkeypatch.setattr("bench.adapters.commands.create_adapter", create)
     return fake, create
 
