@@ -92,6 +92,13 @@ def no_credentials_hint(creds: Credentials) -> str:
     )
 
 
+def flow_fields(creds: Credentials) -> tuple[str, ...]:
+    """The credential fields of the flow the set fields point to (for ``doctor``)."""
+    if _has(creds, "username") or _has(creds, "private_key_file"):
+        return ("client_id", "username", "private_key_file")
+    return ("client_id", "client_secret")
+
+
 def choose_flow(creds: Credentials, host: str) -> str:
     """The grant type the credentials allow on ``host``; a clear error when none fits."""
     jwt_fields = [n for n in ("username", "private_key_file") if _has(creds, n)]
@@ -185,6 +192,12 @@ class TokenSource:
         self._key: RSAPrivateKey | None = None
         if self.flow == JWT_BEARER:
             self._key = load_private_key(creds["private_key_file"].reveal())
+
+    def user(self) -> str:
+        """Who the calls act as, for messages (no credential value)."""
+        if self.flow == JWT_BEARER:
+            return f"named by {ENV['username']}"
+        return "the connected app runs as (client credentials flow)"
 
     def _form(self) -> dict[str, str]:
         client_id = self.creds["client_id"].reveal()

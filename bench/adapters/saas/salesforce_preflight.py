@@ -1,4 +1,4 @@
-"""What Salesforce preflight checks before any write: field access and data storage.
+"""What Salesforce preflight checks before any write: field access, data storage, API quotas.
 
 Field access: the sObject Describe resource (``GET /services/data/vXX.X/sobjects/<Object>/
 describe``, REST API Developer Guide) lists the fields the calling user can see; a field
@@ -11,6 +11,13 @@ A run whose user lacks one of the fields the workload reads or writes would only
 Data storage: most records count 2 KB of data storage (Salesforce Help, "Data and File
 Storage Allocations"); a Developer Edition org has 5 MB. Preflight budgets the seeded
 customers (an Account and an Opportunity each) and the Leads and Tasks the run creates.
+
+API quotas (Salesforce Developer Limits and Allocations Quick Reference, "API Request
+Limits and Allocations"): every REST call counts against the org's allocation of API
+requests over a rolling 24 hours, which the Limits resource reports as
+``DailyApiRequests`` (``Max``, ``Remaining``); and at most 25 requests lasting 20 seconds
+or more may run at once in production orgs and sandboxes, 5 in Developer Edition and
+trial orgs (shorter requests are not capped).
 """
 
 from __future__ import annotations
@@ -20,9 +27,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bench.adapters.saas.quota import Concurrency, Quota
 from bench.errors import UserError
 
 Access = Literal["read", "create", "update", "delete"]
+
+# sObject Collections take at most 200 records (or ids) per request.
+CHUNK = 200
+# A query returns at most 2,000 records per batch before nextRecordsUrl.
+QUERY_BATCH = 2000
+# Objects cleanup queries and deletes, and id maps query (Account, Opportunity).
+TAGGED_OBJECTS = 4
+MAPPED_OBJECTS = 2
 
 # Most records count 2 KB of data storage.
 KB_PER_RECORD = 2.0
@@ -198,3 +214,80 @@ def plan_storage(
         f"remain, at most {STORAGE_SHARE:.0%} of it is used, the run's {run_records} leads "
         f"and tasks take {run_kb:g} KB and each seeded customer {KB_PER_CUSTOMER:g} KB"
     ))
+
+
+@dataclass(frozen=True)
+class ApiBudget:
+    """API calls a run takes from the daily allocation, by purpose."""
+
+    scenario: int
+    seed: int
+    cleanup: int
+    id_maps: int
+    checks: int
+
+    @property
+    def setup(self) -> int:
+        """Every call but the scenario's."""
+        return self.seed + self.cleanup + self.id_maps + self.checks
+
+    @property
+    def needed(self) -> int:
+        return self.scenario + self.setup
+
+    def to_json(self) -> dict[str, int]:
+        return {"needed": self.needed, "scenario": self.scenario, "seed": self.seed,
+                "cleanup": self.cleanup, "id_maps": self.id_maps, "checks": self.checks}
+
+
+def api_budget(
+    *, scenario_calls: int, seed_customers: int, customers: int, run_records: int, checks: int
+) -> ApiBudget:
+    """The calls of a run: the scenario's, seeding (two Collections inserts per 200
+    customers), id maps (generator processes each query Accounts and Opportunities),
+    cleanup (a query per object and batch, a Collections delete per 200 records) and the
+    preflight checks."""
+    created = 2 * customers + run_records
+    return ApiBudget(
+        scenario=scenario_calls,
+        seed=2 * math.ceil(seed_customers / CHUNK),
+        cleanup=(TAGGED_OBJECTS * (1 + math.ceil(created / QUERY_BATCH))
+                 + math.ceil(created / CHUNK)),
+        id_maps=2 * MAPPED_OBJECTS * (1 + math.ceil(customers / QUERY_BATCH)),
+        checks=checks,
+    )
+
+
+_LIMITS_SOURCE = ("Salesforce Developer Limits and Allocations Quick Reference, API Request "
+                  "Limits and Allocations; REST API Developer Guide, Limits resource")
+DAILY_QUOTA = "API requests per org over a rolling 24 hours (DailyApiRequests)"
+# The smallest allocation of the org types a run may use (Developer Edition: 15,000 calls).
+DEVELOPER_EDITION_DAILY = 15_000
+
+
+def daily_quota(limits: Mapping[str, Any] | None, reserved: int = 0) -> Quota:
+    """The org's daily API allocation from the Limits resource, ``reserved`` calls (setup,
+    cleanup) taken off what is left; before it is read, Developer Edition's allocation."""
+    daily = (limits or {}).get("DailyApiRequests") or {}
+    top, left = daily.get("Max"), daily.get("Remaining")
+    if isinstance(top, int) and top > 0:
+        remaining = max(left - reserved, 0) if isinstance(left, int) else None
+        return Quota(DAILY_QUOTA, top, 86_400, remaining=remaining, source=_LIMITS_SOURCE)
+    # Each org's allocation depends on its edition and licences; until /limits is read the
+    # smallest one is assumed.
+    return Quota(DAILY_QUOTA + ", not read yet: Developer Edition's", DEVELOPER_EDITION_DAILY,
+                 86_400, source=_LIMITS_SOURCE, assumed=True)
+
+
+CONCURRENCY = "concurrent API requests lasting 20 s or longer (shorter ones are not capped)"
+
+
+def concurrency_cap(org: Mapping[str, Any] | None) -> Concurrency:
+    """25 long-running requests at once in production orgs and sandboxes, 5 in Developer
+    Edition and trial orgs; before the org is read, the smaller."""
+    if org is None:
+        return Concurrency(CONCURRENCY + ", org type not read yet", 5, _LIMITS_SOURCE,
+                           assumed=True)
+    small = org.get("OrganizationType") == "Developer Edition" or bool(
+        org.get("TrialExpirationDate"))
+    return Concurrency(CONCURRENCY, 5 if small else 25, _LIMITS_SOURCE)
