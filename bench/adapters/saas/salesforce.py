@@ -419,11 +419,12 @@ class SalesforceAdapter(SalesforceClient):
         # Setup and cleanup come out of the allocation before the scenario's calls.
         self._reserved = self._budget(plan, plan.rate, existing, self.customers, checks).setup
         rate_plan = self.rate_plan(plan)
-        storage = plan_storage(self.customers, existing,
-                               self._run_records(plan, rate_plan.allowed),
+        # An "ok" plan's allowed rate is the most the quotas allow; the run keeps its own.
+        rate = min(plan.rate, rate_plan.allowed)
+        storage = plan_storage(self.customers, existing, self._run_records(plan, rate),
                                (limits.get("DataStorageMB") or {}).get("Remaining"),
                                repr(org["name"]))
-        budget = self._budget(plan, rate_plan.allowed, existing, storage.customers, checks)
+        budget = self._budget(plan, rate, existing, storage.customers, checks)
         self._check_allocation(budget, limits, org["name"])
         if not existing:
             self._seed(storage.customers)

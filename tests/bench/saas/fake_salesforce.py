@@ -59,6 +59,8 @@ class FakeSalesforce:
     api_max: int = 15_000
     api_used: int = 100
     storage_remaining_mb: float = 5.0
+    # What the Limits resource reports, when it lags behind the storage really used.
+    limits_storage_mb: float | None = None
     page_size: int = 2000
     # The standard lead duplicate rule: "alert" (API saves refused unless allowSave=true),
     # "block" (always refused) or None (no active rule).
@@ -69,6 +71,9 @@ class FakeSalesforce:
     # Objects the user cannot see at all, and object-level flags turned off.
     hidden_objects: set[str] = field(default_factory=set)
     object_flags: dict[str, dict[str, bool]] = field(default_factory=dict)
+    # Hosts that are the org's My Domain (None: any but login and test.salesforce.com);
+    # the client credentials flow is refused elsewhere.
+    my_domain_hosts: set[str] | None = None
     # The JWT bearer flow: the certificate's public key and the pre-authorized user.
     jwt_public_key: RSAPublicKey | None = None
     jwt_username: str = SF_USERNAME
@@ -135,7 +140,9 @@ class FakeSalesforce:
             return self._json(200, {
                 "DailyApiRequests": {"Max": self.api_max,
                                      "Remaining": self.api_max - self.api_used},
-                "DataStorageMB": {"Max": 5, "Remaining": self.storage_left_mb},
+                "DataStorageMB": {"Max": 5, "Remaining": self.storage_left_mb
+                                  if self.limits_storage_mb is None
+                                  else self.limits_storage_mb},
             })
         if path == f"{V}/composite/sobjects":
             return self._collections(request)
@@ -164,7 +171,10 @@ class FakeSalesforce:
         form = parse_qs(request.content.decode())
         if form.get("grant_type") == [JWT_GRANT]:
             return self._jwt_bearer(form.get("assertion", [""])[0])
-        if request.url.host in ("login.salesforce.com", "test.salesforce.com"):
+        host = request.url.host
+        if host in ("login.salesforce.com", "test.salesforce.com") or (
+            self.my_domain_hosts is not None and host not in self.my_domain_hosts
+        ):
             return httpx.Response(400, json={"error": "invalid_grant",
                                              "error_description": "request not supported on "
                                              "this domain"})
