@@ -9,14 +9,20 @@ Authentication (``salesforce_auth``) is the OAuth 2.0 client credentials flow of
 connected app / external client app, which needs the org's My Domain host, or the JWT
 bearer flow (an RS256-signed assertion), which also accepts ``salesforce://login`` and
 ``salesforce://test``. The token carries no expiry; a 401 (INVALID_SESSION_ID) fetches a
-new one once and repeats a setup call.
+new one once and repeats a setup call, while a timed call keeps its status and the token is
+replaced in the background.
 
-Records: preflight seeds ``customers`` Accounts, each with one Opportunity, through sObject
-Collections (200 records per request). Every record a run writes starts its name field
-with ``crmbench:<run_id>`` (Account.Name, Opportunity.Name, Lead.LastName, Task.Subject);
-these standard text fields can be filtered in SOQL, unlike Description (a long text area).
-Harness ids 1..n are the run's Accounts and Opportunities ordered by Id; ``cleanup``
-finds them with SOQL and deletes them in chunks of 200 (sObject Collections DELETE).
+Preflight (``salesforce_preflight``) checks before any write: the org is not production
+(unless allowed), the user has the field access the scenario's operations need, the run's
+calls fit the daily API allocation (the rate is planned under it) and the fixture and the
+records the run creates fit the data storage. It then seeds ``customers`` Accounts, each
+with one Opportunity, through sObject Collections (200 records per request).
+
+Records: every record a run writes starts its name field with ``crmbench:<run_id>`` and a
+space (Account.Name, Opportunity.Name, Lead.LastName, Task.Subject); these standard text
+fields can be filtered in SOQL, unlike Description (a long text area). Harness ids 1..n
+are the run's Accounts and Opportunities ordered by Id; ``cleanup`` finds them with SOQL
+and deletes them in chunks of 200 (sObject Collections DELETE).
 """
 
 from __future__ import annotations
@@ -120,6 +126,13 @@ class SalesforceAdapter(SalesforceClient):
             "crud.mixed": ("supported",
                            "REST API sObject rows, SOQL query with nextRecordsUrl paging and "
                            "sObject Collections (Salesforce REST API Developer Guide); measured "
+                           "at the rate the org's daily API allocation allows (Developer Limits "
+                           "and Allocations Quick Reference: the allocation depends on edition "
+                           "and licences and is read from the Limits resource, so before that "
+                           "Developer Edition's 15,000 calls are assumed; the cap of 25 "
+                           "concurrent requests, 5 on Developer Edition and trial orgs, binds "
+                           "only requests of 20 s or more, so capping the users by it is a "
+                           "safe reading, not a documented need) and "
                            "on a seeded fixture scaled to the org's data storage"),
             "agent.latency": ("not-measurable",
                               "agents need a separately licensed Agentforce/Einstein add-on "

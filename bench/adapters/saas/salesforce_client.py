@@ -305,8 +305,10 @@ class SalesforceClient(VendorAdapter):
         }
 
     def _run(self) -> str:
-        self._tag()
-        assert self.run_id is not None
+        """The run id; records are written and mapped only for a run."""
+        if self.run_id is None:
+            raise RuntimeError("SalesforceAdapter writes and maps only the records of a run; "
+                               "set run_id")
         return self.run_id
 
     def _prefix(self) -> str:
