@@ -21,6 +21,7 @@ from tests.bench.saas.fake_salesforce import (
     SF_INSTANCE,
     SF_LOGIN_HOST,
     FakeSalesforce,
+    V,
     sf_error,
 )
 
@@ -28,7 +29,7 @@ Handler = Callable[[httpx.Request], httpx.Response]
 
 __all__ = [
     "FX_APP_ID", "FX_APP_SECRET", "FX_OPEN_USER_ID", "FX_PERMANENT_CODE", "SF_CLIENT_ID",
-    "SF_CLIENT_SECRET", "SF_INSTANCE", "SF_LOGIN_HOST", "FakeFxiaoke", "FakeSalesforce",
+    "SF_CLIENT_SECRET", "SF_INSTANCE", "SF_LOGIN_HOST", "FakeFxiaoke", "FakeSalesforce", "V",
     "sf_error",
 ]
 
