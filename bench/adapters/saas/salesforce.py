@@ -5,31 +5,33 @@ stand for login.salesforce.com and test.salesforce.com. Query parameters: ``cust
 (how many accounts to seed, default 200, scaled down to fit the org's storage),
 ``api_version`` (default 62.0) and ``run_id``.
 
-Authentication is the OAuth 2.0 client credentials flow of a connected app / external
-client app (POST /services/oauth2/token, grant_type=client_credentials; Salesforce Help,
-"OAuth 2.0 Client Credentials Flow for Server-to-Server Integration"). The token carries
-no expiry; a 401 (INVALID_SESSION_ID) fetches a new one once and repeats the call. The JWT
-bearer flow is documented by Salesforce but not implemented here (it needs an RS256
-signature, i.e. PyJWT and cryptography).
+Authentication (``salesforce_auth``) is the OAuth 2.0 client credentials flow of a
+connected app / external client app, which needs the org's My Domain host, or the JWT
+bearer flow (an RS256-signed assertion), which also accepts ``salesforce://login`` and
+``salesforce://test``. The token carries no expiry; a 401 (INVALID_SESSION_ID) fetches a
+new one once and repeats a setup call, while a timed call keeps its status and the token is
+replaced in the background.
 
-Records: preflight seeds ``customers`` Accounts, each with one Opportunity, through sObject
-Collections (200 records per request). Every record a run writes starts its name field
-with ``crmbench:<run_id>`` (Account.Name, Opportunity.Name, Lead.LastName, Task.Subject);
-these standard text fields can be filtered in SOQL, unlike Description (a long text area).
-Harness ids 1..n are the run's Accounts and Opportunities ordered by Id; ``cleanup``
-finds them with SOQL and deletes them in chunks of 200 (sObject Collections DELETE).
+Preflight (``salesforce_preflight``) checks before any write: the org is not production
+(unless allowed), the user has the field access the scenario's operations need, the run's
+calls fit the daily API allocation (the rate is planned under it) and the fixture and the
+records the run creates fit the data storage. It then seeds ``customers`` Accounts, each
+with one Opportunity, through sObject Collections (200 records per request).
+
+Records: every record a run writes starts its name field with ``crmbench:<run_id>`` and a
+space (Account.Name, Opportunity.Name, Lead.LastName, Task.Subject); these standard text
+fields can be filtered in SOQL, unlike Description (a long text area). Harness ids 1..n
+are the run's Accounts and Opportunities ordered by Id; ``cleanup`` finds them with SOQL
+and deletes them in chunks of 200 (sObject Collections DELETE).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import math
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
-
-import httpx
 
 from bench.adapters.base import (
     ActivityInput,
@@ -42,16 +44,12 @@ from bench.adapters.base import (
     SearchQuery,
     Stage,
     Status,
-    status_for_http,
 )
 from bench.adapters.saas.common import (
     DEFAULT_CUSTOMERS,
     IdMap,
-    VendorAdapter,
     capability_table,
     check_run_id,
-    fit_to_storage,
-    json_or_empty,
     parse_target,
     positive_int,
     run_tag,
@@ -59,26 +57,42 @@ from bench.adapters.saas.common import (
     seed_region,
     seed_tier,
 )
-from bench.adapters.saas.http import (
-    Credentials,
-    LimitUsage,
-    Secret,
-    TokenBox,
-    VendorClient,
-    redact,
+from bench.adapters.saas.http import redact
+from bench.adapters.saas.quota import Concurrency, Quota
+from bench.adapters.saas.salesforce_auth import ENV, LOGIN_HOSTS
+from bench.adapters.saas.salesforce_client import (
+    API_VERSION,
+    REFUSALS,
+    SalesforceClient,
+    concurrent_limit,
+    error_code,
+    error_text,
+    sf_status,
+    soql_prefix,
+    soql_str,
+    soql_suffix,
 )
-from bench.errors import TargetUnreachable, UserError
+from bench.adapters.saas.salesforce_preflight import (
+    ApiBudget,
+    StoragePlan,
+    access_error,
+    api_budget,
+    concurrency_cap,
+    daily_quota,
+    missing_access,
+    plan_storage,
+    required,
+    writes_per_second,
+)
+from bench.errors import UserError
 
-API_VERSION = "62.0"
-LOGIN_HOSTS = {"login": "login.salesforce.com", "test": "test.salesforce.com"}
-ENV = {"client_id": "SALESFORCE_CLIENT_ID", "client_secret": "SALESFORCE_CLIENT_SECRET"}
-JWT_ENV = ("SALESFORCE_USERNAME", "SALESFORCE_PRIVATE_KEY_FILE")
+__all__ = [
+    "API_VERSION", "REFUSALS", "SalesforceAdapter", "concurrent_limit", "error_code",
+    "error_text", "sf_status", "soql_prefix", "soql_str", "soql_suffix",
+]
+
 # sObject Collections take at most 200 records (or ids) per request.
 CHUNK = 200
-# A query returns at most 2,000 records per batch before nextRecordsUrl.
-QUERY_BATCH = 2000
-# Most records count 2 KB of data storage; a seeded customer is an Account and an Opportunity.
-KB_PER_CUSTOMER = 4.0
 # The workload's stage vocabulary on Salesforce's default sales process.
 STAGES: dict[str, str] = {
     "open": "Prospecting",
@@ -92,70 +106,15 @@ STAGES: dict[str, str] = {
 TAGGED = (("Task", "Subject"), ("Lead", "LastName"), ("Opportunity", "Name"),
           ("Account", "Name"))
 _ALLOWED = ("customers", "api_version", "run_id")
-_LIMIT_INFO = re.compile(r"api-usage=(\d+)/(\d+)")
 _API_VERSION = re.compile(r"\d{2,3}\.0")
 _ACCOUNT_FIELDS = "Id,Name,Site,Industry,NumberOfEmployees,OwnerId"
-
-log = logging.getLogger("crmbench.vendor.salesforce")
 
 _NOT_PROBED = "not probed by this adapter"
 
 
-def soql_str(value: str) -> str:
-    """A quoted SOQL string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _like_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("'", "\\'").replace("%", "\\%").replace("_", "\\_")
-
-
-def soql_prefix(value: str) -> str:
-    """A LIKE pattern (quoted) matching strings that start with ``value``."""
-    return "'" + _like_escape(value) + "%'"
-
-
-def soql_suffix(value: str) -> str:
-    """A LIKE pattern (quoted) matching strings that end with ``value``."""
-    return "'%" + _like_escape(value) + "'"
-
-
-def error_code(resp: httpx.Response) -> str | None:
-    """The errorCode of a REST error body ``[{"message", "errorCode"}]`` (or OAuth ``error``)."""
-    body = json_or_empty(resp)
-    if isinstance(body, list) and body and isinstance(body[0], dict):
-        code = body[0].get("errorCode")
-        return str(code) if code is not None else None
-    if isinstance(body, dict) and "error" in body:
-        return str(body["error"])
-    return None
-
-
-def error_text(resp: httpx.Response) -> str:
-    """errorCode and message of an error response, secrets removed."""
-    body = json_or_empty(resp)
-    if isinstance(body, list) and body and isinstance(body[0], dict):
-        text = f"{body[0].get('errorCode')}: {body[0].get('message')}"
-    elif isinstance(body, dict):
-        text = f"{body.get('error')}: {body.get('error_description', body.get('message'))}"
-    else:
-        text = f"HTTP {resp.status_code}"
-    return redact(text)[:300]
-
-
-def sf_status(resp: httpx.Response) -> Status:
-    """Status of a REST response; REQUEST_LIMIT_EXCEEDED (HTTP 403) is rate limiting."""
-    if resp.status_code in (400, 403) and error_code(resp) == "REQUEST_LIMIT_EXCEEDED":
-        return Status.rate_limited
-    return status_for_http(resp.status_code)
-
-
-def _throttled(resp: httpx.Response) -> bool:
-    return resp.status_code == 403 and error_code(resp) == "REQUEST_LIMIT_EXCEEDED"
-
-
-class SalesforceAdapter(VendorAdapter):
-    """Adapter of ``salesforce://<host>``: Salesforce REST API, client credentials flow."""
+class SalesforceAdapter(SalesforceClient):
+    """Adapter of ``salesforce://<host>``: Salesforce REST API, client credentials or JWT
+    bearer flow."""
 
     name: ClassVar[str] = "salesforce"
     platform: ClassVar[str] = "salesforce"
@@ -167,6 +126,13 @@ class SalesforceAdapter(VendorAdapter):
             "crud.mixed": ("supported",
                            "REST API sObject rows, SOQL query with nextRecordsUrl paging and "
                            "sObject Collections (Salesforce REST API Developer Guide); measured "
+                           "at the rate the org's daily API allocation allows (Developer Limits "
+                           "and Allocations Quick Reference: the allocation depends on edition "
+                           "and licences and is read from the Limits resource, so before that "
+                           "Developer Edition's 15,000 calls are assumed; the cap of 25 "
+                           "concurrent requests, 5 on Developer Edition and trial orgs, binds "
+                           "only requests of 20 s or more, so capping the users by it is a "
+                           "safe reading, not a documented need) and "
                            "on a seeded fixture scaled to the org's data storage"),
             "agent.latency": ("not-measurable",
                               "agents need a separately licensed Agentforce/Einstein add-on "
@@ -207,16 +173,6 @@ class SalesforceAdapter(VendorAdapter):
         rest=("unknown", "not checked against Salesforce documentation; " + _NOT_PROBED),
     )
 
-    def __init__(self, host: str, *, api_version: str = API_VERSION, **kw: Any) -> None:
-        super().__init__(host, **kw)
-        self.api_version = api_version
-        self.usage = LimitUsage()
-        self._creds: Credentials | None = None
-        self._token: TokenBox | None = None
-        self._instance: str | None = None
-        self._org: dict[str, Any] | None = None
-        self._maps: dict[str, IdMap] = {}
-
     @classmethod
     def from_url(
         cls, url: str, *, env: Mapping[str, str] | None = None, run_id: str | None = None
@@ -236,53 +192,6 @@ class SalesforceAdapter(VendorAdapter):
         return cls(host, api_version=version, customers=customers,
                    run_id=run_id or params.get("run_id"), environ=env)
 
-    @property
-    def _data(self) -> str:
-        return f"/services/data/v{self.api_version}"
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def open(self) -> None:
-        """Fetch a token, read the Organization record, load the run's id maps if tagged."""
-        if self._http is not None:
-            return
-        creds = self.read_credentials()
-        if not creds.complete:
-            env = self._env()
-            if all(env.get(var, "").strip() for var in JWT_ENV):
-                raise UserError(
-                    "Salesforce's JWT bearer flow (grant_type=urn:ietf:params:oauth:grant-type:"
-                    "jwt-bearer, an RS256-signed assertion) is documented but not implemented "
-                    "by this adapter: signing needs PyJWT and cryptography. Use the client "
-                    "credentials flow: " + creds.hint()
-                )
-            raise TargetUnreachable(f"no credentials: {creds.hint()}")
-        self._creds = creds
-        self._http = VendorClient(
-            "Salesforce", transport=self.transport, throttled=_throttled,
-            sleep=self._sleep_fn(), pool_size=self.pool_size,
-        )
-        self._token = TokenBox(self._fetch_token, clock=self.clock)
-        try:
-            self._token.get()
-            self._org = self._organization()
-            if self._adopt_run_id() is not None:
-                self._load_maps()
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        super().close()
-        self._token = None
-
-    def platform_version(self) -> str | None:
-        if self._org is None:
-            return None
-        kind = str(self._org.get("OrganizationType") or "unknown edition")
-        sandbox = " sandbox" if self._org.get("IsSandbox") else ""
-        return f"Salesforce {kind}{sandbox}, REST API v{self.api_version}"
-
     def keyspace(self) -> Keyspace:
         if not self._maps:
             if self._adopt_run_id() is None:
@@ -298,102 +207,6 @@ class SalesforceAdapter(VendorAdapter):
                 "in preflight (crmbench run)"
             )
         return self.keyspace_of(accounts, len(self._maps.get("Opportunity", IdMap([]))))
-
-    # ------------------------------------------------------------------ HTTP
-
-    def _fetch_token(self) -> tuple[Secret, float | None]:
-        creds = self._creds
-        if creds is None:
-            raise RuntimeError("credentials not loaded")
-        resp = self._client().setup(
-            "POST", f"https://{self.host}/services/oauth2/token",
-            data={"grant_type": "client_credentials",
-                  "client_id": creds["client_id"].reveal(),
-                  "client_secret": creds["client_secret"].reveal()},
-        )
-        body = json_or_empty(resp)
-        if resp.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
-            raise UserError(
-                f"Salesforce at {self.host} refused the client credentials flow "
-                f"({error_text(resp)}); check that the connected app enables it and has a "
-                "run-as user, and check SALESFORCE_CLIENT_ID / SALESFORCE_CLIENT_SECRET"
-            )
-        token = Secret(str(body["access_token"]))
-        instance = str(body.get("instance_url") or f"https://{self.host}").rstrip("/")
-        if not instance.startswith("https://"):
-            raise UserError(f"Salesforce returned an instance URL that is not https: {instance}")
-        self._instance = instance
-        return token, None
-
-    def _api(self, method: str, path: str, *, setup: bool, **kw: Any) -> httpx.Response:
-        """One REST call with the cached token; a 401 refreshes the token once."""
-        if self._token is None or self._instance is None:
-            raise RuntimeError("SalesforceAdapter used before open()")
-        url = path if path.startswith("https://") else self._instance + path
-        client = self._client()
-        call = client.setup if setup else client.send
-        token = self._token.get()
-        resp = call(method, url, headers={"Authorization": f"Bearer {token.reveal()}"}, **kw)
-        self._note_usage(resp)
-        if resp.status_code == 401:
-            log.debug("Salesforce session rejected (%s); fetching a new token", error_code(resp))
-            token = self._token.refresh(token)
-            resp = call(method, url, headers={"Authorization": f"Bearer {token.reveal()}"}, **kw)
-            self._note_usage(resp)
-        return resp
-
-    def _note_usage(self, resp: httpx.Response) -> None:
-        match = _LIMIT_INFO.search(resp.headers.get("Sforce-Limit-Info", ""))
-        if match:
-            self.usage.note(int(match.group(1)), int(match.group(2)))
-
-    def _expect(self, resp: httpx.Response, what: str) -> Any:
-        """The JSON body of a successful setup call; otherwise a clear error."""
-        if 200 <= resp.status_code < 300:
-            return resp.json() if resp.content else None
-        if error_code(resp) == "REQUEST_LIMIT_EXCEEDED":
-            raise UserError(
-                f"Salesforce {what}: the org's API request limit is exhausted "
-                f"({error_text(resp)}); wait for the 24-hour window to free allocation"
-            )
-        raise UserError(f"Salesforce {what} failed: HTTP {resp.status_code} {error_text(resp)}")
-
-    def _query_all(self, soql: str) -> list[dict[str, Any]]:
-        """Every record of a SOQL query, following nextRecordsUrl."""
-        resp = self._api("GET", f"{self._data}/query", setup=True, params={"q": soql})
-        records: list[dict[str, Any]] = []
-        while True:
-            body = self._expect(resp, "query")
-            records.extend(body.get("records", []))
-            next_url = body.get("nextRecordsUrl")
-            if body.get("done", True) or not next_url:
-                return records
-            resp = self._api("GET", str(next_url), setup=True)
-
-    def _organization(self) -> dict[str, Any]:
-        rows = self._query_all(
-            "SELECT Id, Name, IsSandbox, OrganizationType, InstanceName, TrialExpirationDate "
-            "FROM Organization LIMIT 1"
-        )
-        if not rows:
-            raise UserError(f"Salesforce at {self.host} returned no Organization record")
-        return rows[0]
-
-    def _tagged_ids(self, sobject: str, field: str, tag: str) -> list[str]:
-        return [str(r["Id"]) for r in self._query_all(
-            f"SELECT Id FROM {sobject} WHERE {field} LIKE {soql_prefix(tag)} ORDER BY Id"
-        )]
-
-    def _load_maps(self) -> None:
-        tag = self._tag()
-        self._maps = {
-            "Account": IdMap(self._tagged_ids("Account", "Name", tag)),
-            "Opportunity": IdMap(self._tagged_ids("Opportunity", "Name", tag)),
-        }
-
-    def _id(self, sobject: str, harness_id: Key) -> str | None:
-        id_map = self._maps.get(sobject)
-        return id_map.get(harness_id) if id_map is not None else None
 
     # ------------------------------------------------------------------ verbs
 
@@ -435,9 +248,7 @@ class SalesforceAdapter(VendorAdapter):
             return Status.unsupported
 
         def call() -> Status:
-            tag = self._tag()
-            name = f"{tag} {query.name_prefix}" if query.name_prefix else tag
-            conditions = [f"Name LIKE {soql_prefix(name)}"]
+            conditions = [f"Name LIKE {soql_prefix(self._prefix() + (query.name_prefix or ''))}"]
             if query.region_id is not None and query.tier is not None:
                 site = f"region-{query.region_id} tier-{query.tier}"
                 conditions.append(f"Site = {soql_str(site)}")
@@ -457,7 +268,7 @@ class SalesforceAdapter(VendorAdapter):
         def call() -> Status:
             return self._soql_status(
                 f"SELECT Id, Company, Status FROM Lead WHERE LastName LIKE "
-                f"{soql_prefix(self._tag())} AND IsConverted = false "
+                f"{soql_prefix(self._prefix())} AND IsConverted = false "
                 f"ORDER BY CreatedDate DESC LIMIT {min(max(limit, 1), 200)}"
             )
         return self._verb(call)
@@ -465,7 +276,7 @@ class SalesforceAdapter(VendorAdapter):
     def create_lead(self, lead: LeadInput) -> Status:
         def call() -> Status:
             body: dict[str, Any] = {
-                "LastName": f"{self._tag()} {lead.contact_name}"[:80],
+                "LastName": f"{self._prefix()}{lead.contact_name}"[:80],
                 "Company": lead.company_name[:255],
                 "LeadSource": "Web" if lead.source == "web" else "Other",
                 "Description": (f"crmbench lead; region {lead.region_id}; source {lead.source};"
@@ -473,8 +284,12 @@ class SalesforceAdapter(VendorAdapter):
             }
             if lead.email:
                 body["Email"] = lead.email
-            return sf_status(self._api("POST", f"{self._data}/sobjects/Lead", setup=False,
-                                       json=body))
+            # Duplicate rules with an alert refuse API inserts unless allowSave is true
+            # (REST API Developer Guide, Duplicate Rule Header, API 52.0 and later).
+            return self._refused(self._api(
+                "POST", f"{self._data}/sobjects/Lead", setup=False, json=body,
+                headers={"Sforce-Duplicate-Rule-Header": "allowSave=true"},
+            ))
         return self._verb(call)
 
     def log_activity(self, activity: ActivityInput) -> Status:
@@ -483,14 +298,14 @@ class SalesforceAdapter(VendorAdapter):
             if rid is None:
                 return Status.not_found
             body = {
-                "Subject": f"{self._tag()} {activity.type}: {activity.subject}"[:255],
+                "Subject": f"{self._prefix()}{activity.type}: {activity.subject}"[:255],
                 "WhatId": rid,
                 "Status": "Completed",
                 "Priority": "Normal",
                 "ActivityDate": dt.date.today().isoformat(),
             }
-            return sf_status(self._api("POST", f"{self._data}/sobjects/Task", setup=False,
-                                       json=body))
+            return self._refused(self._api("POST", f"{self._data}/sobjects/Task", setup=False,
+                                           json=body))
         return self._verb(call)
 
     def update_opportunity_stage(self, opportunity_id: Key, stage: Stage) -> Status:
@@ -524,9 +339,23 @@ class SalesforceAdapter(VendorAdapter):
 
     # ------------------------------------------------------------------ guarded
 
+    # What the Limits resource said last, and the calls a planned run needs besides the
+    # scenario's (seeding, id maps, cleanup, checks): both shape the daily quota.
+    _limits_seen: dict[str, Any] | None = None
+    _reserved: int = 0
+
     def _limits(self) -> dict[str, Any]:
         body = self._expect(self._api("GET", f"{self._data}/limits", setup=True), "limits")
-        return body if isinstance(body, dict) else {}
+        self._limits_seen = body if isinstance(body, dict) else {}
+        return self._limits_seen
+
+    def quotas(self) -> list[Quota]:
+        """The org's daily API allocation (what is left once the Limits resource is read)."""
+        return [daily_quota(self._limits_seen, self._reserved)]
+
+    def concurrency(self) -> list[Concurrency]:
+        """The cap on concurrent long-running requests of the org's type."""
+        return [concurrency_cap(self._org)]
 
     def target_facts(self) -> dict[str, Any]:
         """Org and allocation facts for ``crmbench doctor`` (one API call)."""
@@ -543,10 +372,7 @@ class SalesforceAdapter(VendorAdapter):
                                  if self.usage.used is not None else None),
         }
 
-    def preflight(self, plan: RunPlan) -> dict[str, Any]:
-        """Refuse production orgs and too little allocation; seed the run's fixture."""
-        self.run_id = check_run_id(plan.run_id)
-        self.open()
+    def _check_org(self, plan: RunPlan) -> dict[str, Any]:
         org = self._org or {}
         sandbox = bool(org.get("IsSandbox"))
         org_type = str(org.get("OrganizationType") or "unknown")
@@ -557,56 +383,101 @@ class SalesforceAdapter(VendorAdapter):
                 f"({org_type}, IsSandbox false); a run creates, changes and deletes records. "
                 "Use a sandbox or a Developer Edition org, or allow production explicitly"
             )
-        limits = self._limits()
-        daily = limits.get("DailyApiRequests") or {}
-        storage = limits.get("DataStorageMB") or {}
-        tag = run_tag(plan.run_id)
-        existing = len(self._tagged_ids("Account", "Name", tag))
-        if existing:
-            customers, scaled = existing, None
+        return {"name": org.get("Name"), "type": org_type, "sandbox": sandbox,
+                "instance": org.get("InstanceName"), "production": production}
+
+    def _check_access(self, plan: RunPlan) -> list[str]:
+        """Describe every sObject the run reads or writes; UserError naming what is missing."""
+        operations = [op for op, weight in plan.mix.items() if weight > 0]
+        missing = {}
+        needs = required(operations)
+        for sobject, wanted in needs.items():
+            resp = self._api("GET", f"{self._data}/sobjects/{sobject}/describe", setup=True)
+            # 404/403: the object itself is not visible to the user.
+            body = None if resp.status_code in (403, 404) else self._expect(resp, "describe")
+            gaps = missing_access(body, wanted)
+            if gaps:
+                missing[sobject] = gaps
+        if missing:
+            raise access_error(missing, self._auth.user() if self._auth else "in use")
+        return sorted(needs)
+
+    def _run_records(self, plan: RunPlan, rate: float) -> int:
+        """Leads and Tasks the run creates at ``rate``."""
+        if plan.rate <= 0 or not plan.mix:
+            return 0
+        return math.ceil(writes_per_second(rate, plan.mix) * plan.duration_s)
+
+    def _budget(self, plan: RunPlan, rate: float, existing: int, customers: int,
+                checks: int) -> ApiBudget:
+        if plan.rate > 0 and plan.mix:
+            scenario = min(plan.estimated_calls, math.ceil(rate * plan.duration_s * 1.1) + 100)
+            created = self._run_records(plan, rate)
         else:
-            customers, scaled = fit_to_storage(
-                self.customers, storage.get("Remaining"), KB_PER_CUSTOMER
-            )
-        if customers < 1:
-            raise UserError(
-                f"Salesforce org {org.get('Name')!r} has too little data storage left "
-                f"({storage.get('Remaining')} MB) to seed a fixture"
-            )
-        seed_calls = 0 if existing else 2 * math.ceil(customers / CHUNK)
-        # Upper bound: every call of the run creates a record that must be deleted.
-        created = 2 * customers + plan.estimated_calls
-        cleanup_calls = len(TAGGED) * (1 + math.ceil(created / QUERY_BATCH)) + math.ceil(
-            created / CHUNK
-        )
-        map_calls = 4 * (1 + math.ceil(customers / QUERY_BATCH))
-        needed = plan.estimated_calls + seed_calls + cleanup_calls + map_calls
-        remaining = daily.get("Remaining")
-        if isinstance(remaining, int) and needed > remaining:
-            raise UserError(
-                f"Salesforce org {org.get('Name')!r} has {remaining} of {daily.get('Max')} "
-                f"daily API requests left, but this run needs about {needed} "
-                f"({plan.estimated_calls} for the scenario, {seed_calls} to seed, "
-                f"{cleanup_calls} to clean up, {map_calls} to map ids); lower the rate or "
-                "the duration, or wait for the 24-hour window to free allocation"
-            )
+            # Upper bound: every call of the run creates a record that must be deleted.
+            scenario = created = plan.estimated_calls
+        return api_budget(scenario_calls=scenario, seed_customers=0 if existing else customers,
+                          customers=customers, run_records=created, checks=checks)
+
+    def preflight(self, plan: RunPlan) -> dict[str, Any]:
+        """Check before any write (production org, field access, API allocation, data
+        storage), plan the rate under the daily allocation, then seed the run's fixture."""
+        self.run_id = check_run_id(plan.run_id)
+        self.open()
+        org = self._check_org(plan)
+        limits = self._limits()
+        checked = self._check_access(plan)
+        existing = len(self._tagged_ids("Account", "Name", plan.run_id))
+        checks = 2 + len(checked)
+        # Setup and cleanup come out of the allocation before the scenario's calls.
+        self._reserved = self._budget(plan, plan.rate, existing, self.customers, checks).setup
+        rate_plan = self.rate_plan(plan)
+        # An "ok" plan's allowed rate is the most the quotas allow; the run keeps its own.
+        rate = min(plan.rate, rate_plan.allowed)
+        storage = plan_storage(self.customers, existing, self._run_records(plan, rate),
+                               (limits.get("DataStorageMB") or {}).get("Remaining"),
+                               repr(org["name"]))
+        budget = self._budget(plan, rate, existing, storage.customers, checks)
+        self._check_allocation(budget, limits, org["name"])
         if not existing:
-            self._seed(customers)
+            self._seed(storage.customers)
         self._load_maps()
+        return self._facts(plan, org, limits, budget, storage, rate_plan.to_json(), existing,
+                           checked)
+
+    def _check_allocation(self, budget: ApiBudget, limits: Mapping[str, Any], org: Any
+                          ) -> None:
+        daily = limits.get("DailyApiRequests") or {}
+        remaining = daily.get("Remaining")
+        if isinstance(remaining, int) and budget.needed > remaining:
+            raise UserError(
+                f"Salesforce org {org!r} has {remaining} of {daily.get('Max')} daily API "
+                f"requests left, but this run needs about {budget.needed} "
+                f"({budget.scenario} for the scenario, {budget.seed} to seed, "
+                f"{budget.cleanup} to clean up, {budget.id_maps} to map ids, {budget.checks} "
+                "to check); lower the rate or the duration, or wait for the rolling 24-hour "
+                "window to free allocation"
+            )
+
+    def _facts(self, plan: RunPlan, org: dict[str, Any], limits: Mapping[str, Any],
+               budget: ApiBudget, storage: StoragePlan, rate_plan: dict[str, Any],
+               existing: int, checked: list[str]) -> dict[str, Any]:
+        daily = limits.get("DailyApiRequests") or {}
+        data = limits.get("DataStorageMB") or {}
         return {
-            "org": {"name": org.get("Name"), "type": org_type, "sandbox": sandbox,
-                    "instance": org.get("InstanceName"), "production": production},
-            "api": {"daily_max": daily.get("Max"), "daily_remaining": remaining,
-                    "needed": needed, "scenario": plan.estimated_calls, "seed": seed_calls,
-                    "cleanup": cleanup_calls, "id_maps": map_calls,
+            "org": org,
+            "api": {"daily_max": daily.get("Max"), "daily_remaining": daily.get("Remaining"),
+                    **budget.to_json(),
                     "usage_header": (f"{self.usage.used}/{self.usage.max}"
                                      if self.usage.used is not None else None)},
-            "data_storage_mb": {"max": storage.get("Max"),
-                                "remaining": storage.get("Remaining")},
+            "rate_plan": rate_plan,
+            "data_storage_mb": {"max": data.get("Max"), "remaining": data.get("Remaining")},
+            "storage": storage.to_json(),
+            "access": {"described": checked},
             "fixture": {"customers": len(self._maps["Account"]),
                         "opportunities": len(self._maps["Opportunity"]),
                         "requested": self.customers, "reused": bool(existing),
-                        "scaled": scaled, "tag": tag},
+                        "scaled": storage.scaled, "tag": run_tag(plan.run_id)},
         }
 
     def _collection(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -616,42 +487,53 @@ class SalesforceAdapter(VendorAdapter):
         return results if isinstance(results, list) else []
 
     def _seed(self, customers: int) -> None:
-        tag = self._tag()
+        prefix = self._prefix()
         account_ids: list[str] = []
-        failures: list[str] = []
+        failures: list[Any] = []
         for start in range(1, customers + 1, CHUNK):
             batch = range(start, min(customers, start + CHUNK - 1) + 1)
             results = self._collection([
-                {"attributes": {"type": "Account"}, "Name": seed_name(tag, i),
+                {"attributes": {"type": "Account"}, "Name": seed_name(self._tag(), i),
                  "Site": f"region-{seed_region(i)} tier-{seed_tier(i)}",
                  "NumberOfEmployees": 10 + i % 990}
                 for i in batch
             ])
             account_ids += [str(r["id"]) for r in results if r.get("success")]
-            failures += [str(r.get("errors")) for r in results if not r.get("success")]
+            failures += [r.get("errors") for r in results if not r.get("success")]
         close = (dt.date.today() + dt.timedelta(days=90)).isoformat()
         for start in range(0, len(account_ids), CHUNK):
             results = self._collection([
-                {"attributes": {"type": "Opportunity"}, "Name": f"{tag} Opportunity {n + 1}",
+                {"attributes": {"type": "Opportunity"}, "Name": f"{prefix}Opportunity {n + 1}",
                  "AccountId": aid, "StageName": "Prospecting", "CloseDate": close}
                 for n, aid in enumerate(account_ids[start:start + CHUNK], start)
             ])
-            failures += [str(r.get("errors")) for r in results if not r.get("success")]
+            failures += [r.get("errors") for r in results if not r.get("success")]
         if failures:
-            raise UserError(
-                f"Salesforce refused {len(failures)} seeded records (first: "
-                f"{redact(failures[0])[:300]}); the others are tagged {tag}: remove them with "
-                f"crmbench cleanup"
-            )
+            raise self._seed_error(failures)
+
+    def _seed_error(self, failures: list[Any]) -> UserError:
+        codes = {str(e.get("statusCode")) for errors in failures if isinstance(errors, list)
+                 for e in errors if isinstance(e, dict)}
+        why = (f"STORAGE_LIMIT_EXCEEDED: {REFUSALS['STORAGE_LIMIT_EXCEEDED']}"
+               if "STORAGE_LIMIT_EXCEEDED" in codes else
+               f"first: {redact(str(failures[0]))[:300]}")
+        return UserError(
+            f"Salesforce refused {len(failures)} seeded records ({why}); the others are "
+            f"tagged {self._tag()}: remove them with crmbench cleanup"
+        )
 
     def cleanup(self, run_id: str) -> int:
-        """Delete every record tagged with ``run_id``, children first, 200 per request."""
+        """Delete every record of run ``run_id``, children first, 200 per request.
+
+        Records are found by the run's tag and separator (``tag_prefix``) and each name is
+        checked again (``is_tagged``), so run ``a`` never deletes the records of run ``ab``.
+        """
         tag = run_tag(run_id)
         self.open()
         deleted = 0
         failures: list[str] = []
         for sobject, field in TAGGED:
-            ids = self._tagged_ids(sobject, field, tag)
+            ids = self._tagged_ids(sobject, field, run_id)
             for start in range(0, len(ids), CHUNK):
                 resp = self._api(
                     "DELETE", f"{self._data}/composite/sobjects", setup=True,

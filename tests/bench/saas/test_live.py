@@ -44,6 +44,12 @@ def test_salesforce_live() -> None:
     _smoke(LIVE["CRMBENCH_LIVE_SALESFORCE"])
 
 
+@_skip_unless("SALESFORCE_CLIENT_ID", "SALESFORCE_USERNAME", "SALESFORCE_PRIVATE_KEY_FILE",
+              "CRMBENCH_LIVE_SALESFORCE_JWT")
+def test_salesforce_jwt_live() -> None:
+    _smoke(LIVE["CRMBENCH_LIVE_SALESFORCE_JWT"])
+
+
 @_skip_unless("FXIAOKE_APP_ID", "FXIAOKE_APP_SECRET", "FXIAOKE_PERMANENT_CODE",
               "FXIAOKE_OPEN_USER_ID")
 def test_fxiaoke_live() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from typing import Any
 
 import httpx
@@ -23,7 +24,7 @@ from bench.adapters.base import (
 from bench.adapters.registry import create_adapter
 from bench.adapters.saas.salesforce import SalesforceAdapter, soql_prefix, soql_str
 from bench.errors import TargetUnreachable, UserError
-from tests.bench.saas.fakes import (
+from tests.bench.saas.fake_salesforce import (
     SF_CLIENT_ID,
     SF_CLIENT_SECRET,
     SF_INSTANCE,
@@ -45,9 +46,10 @@ def make(fake: FakeSalesforce, run_id: str | None = None, **kw: Any) -> Salesfor
     return adapter
 
 
-def plan(calls: int = 1000, allow_production: bool = False) -> RunPlan:
-    return RunPlan(run_id=RUN, scenario="mixed", estimated_calls=calls,
-                   allow_production=allow_production)
+def plan(calls: int = 1000, allow_production: bool = False, run_id: str = RUN,
+         **kw: Any) -> RunPlan:
+    return RunPlan(run_id=run_id, scenario="mixed", estimated_calls=calls,
+                   allow_production=allow_production, **kw)
 
 
 @pytest.fixture()
@@ -121,13 +123,6 @@ def test_open_without_credentials_names_the_variables() -> None:
     assert "SALESFORCE_CLIENT_ID" in message and "SALESFORCE_CLIENT_SECRET" in message
 
 
-def test_jwt_variables_alone_explain_the_flow_is_not_implemented() -> None:
-    adapter = SalesforceAdapter(SF_LOGIN_HOST, environ={
-        "SALESFORCE_USERNAME": "bench@acme.test", "SALESFORCE_PRIVATE_KEY_FILE": "/k.pem"})
-    with pytest.raises(UserError, match=r"JWT bearer flow .* not implemented"):
-        adapter.open()
-
-
 def test_client_credentials_flow_then_calls_go_to_the_instance(fake: FakeSalesforce) -> None:
     adapter = make(fake)
     adapter.open()
@@ -149,13 +144,55 @@ def test_rejected_client_credentials_are_a_user_error(fake: FakeSalesforce) -> N
     assert "wrong-secret-000" not in str(info.value)
 
 
-def test_an_expired_session_refreshes_the_token_once(seeded: SalesforceAdapter,
-                                                     fake: FakeSalesforce) -> None:
+def test_an_expired_session_in_setup_refreshes_the_token_once(seeded: SalesforceAdapter,
+                                                              fake: FakeSalesforce) -> None:
     fetched = len(fake.tokens)
     fake.expire_tokens()
-    assert seeded.get_customer(1) is Status.ok
-    assert seeded.get_customer(2) is Status.ok
+    assert seeded.target_facts()["api_daily_remaining"] > 0
+    assert seeded.cleanup("other-run") == 0
     assert len(fake.tokens) == fetched + 1
+
+
+def test_an_expired_session_in_a_timed_call_keeps_its_status(
+    seeded: SalesforceAdapter, fake: FakeSalesforce
+) -> None:
+    fetched = len(fake.tokens)
+    fake.expire_tokens()
+    before = len(fake.api_requests("/sobjects/Account/"))
+    # Sent once, refused, not repeated: the refusal is the call's outcome.
+    assert seeded.get_customer(1) is Status.rejected
+    assert len(fake.api_requests("/sobjects/Account/")) == before + 1
+    # The new token is fetched in the background, once, and the next calls use it.
+    assert seeded._token is not None
+    seeded._token.wait_refreshed()
+    assert len(fake.tokens) == fetched + 1
+    assert seeded.get_customer(2) is Status.ok
+    assert seeded.customer_360(2) is Status.ok
+    assert len(fake.tokens) == fetched + 1
+
+
+def test_timed_calls_never_fetch_a_token_themselves(fake: FakeSalesforce) -> None:
+    fetching: list[str] = []
+    handle = fake.handle
+
+    def watch(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/services/oauth2/token":
+            fetching.append(threading.current_thread().name)
+        return handle(request)
+
+    adapter = SalesforceAdapter(SF_LOGIN_HOST, environ=ENV, run_id=RUN, customers=3,
+                                transport=httpx.MockTransport(watch), sleep=lambda s: None)
+    adapter.open()
+    adapter.preflight(plan())
+    setup_fetches = list(fetching)
+    fake.expire_tokens()
+    for key in (1, 2, 3, 1, 2):
+        adapter.get_customer(key)
+    assert adapter._token is not None
+    adapter._token.wait_refreshed()
+    caller = threading.current_thread().name
+    assert setup_fetches == [caller]
+    assert fetching[1:] and caller not in fetching[1:]
 
 
 def test_network_failure_on_open_names_the_host() -> None:
@@ -296,6 +333,69 @@ def test_error_responses_map_to_statuses(seeded: SalesforceAdapter, fake: FakeSa
     assert seeded.get_customer(1) is status
 
 
+def test_leads_are_saved_past_the_duplicate_rules_alert(
+    seeded: SalesforceAdapter, fake: FakeSalesforce
+) -> None:
+    # The org's standard lead rule alerts on duplicates: API saves are refused unless the
+    # request allows them (Duplicate Rule Header).
+    assert fake.duplicate_rule == "alert"
+    assert seeded.create_lead(LEAD) is Status.ok
+    assert seeded.create_lead(LEAD) is Status.ok
+    posts = fake.api_requests("/sobjects/Lead", "POST")
+    assert [r.headers["Sforce-Duplicate-Rule-Header"] for r in posts] == ["allowSave=true"] * 2
+    assert len(fake.records["Lead"]) == 2
+
+
+def test_a_blocking_duplicate_rule_is_a_refusal_with_its_reason(
+    seeded: SalesforceAdapter, fake: FakeSalesforce, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.duplicate_rule = "block"
+    assert seeded.create_lead(LEAD) is Status.ok
+    assert seeded.create_lead(LEAD) is Status.rejected
+    assert seeded.create_lead(LEAD) is Status.rejected
+    assert seeded.refusals["DUPLICATES_DETECTED"] == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "DUPLICATES_DETECTED" in warnings[0] and "Block" in warnings[0]
+
+
+def test_full_storage_during_the_run_is_a_refusal_with_its_reason(
+    seeded: SalesforceAdapter, fake: FakeSalesforce, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.storage_remaining_mb = fake.stored_kb / 1024
+    assert seeded.log_activity(ActivityInput(1, "call", "follow-up", 1)) is Status.rejected
+    assert seeded.create_lead(LEAD) is Status.rejected
+    assert seeded.refusals["STORAGE_LIMIT_EXCEEDED"] == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "STORAGE_LIMIT_EXCEEDED" in warnings[0]
+    assert "data storage is full" in warnings[0]
+
+
+def test_the_daily_limit_is_not_retried_in_setup() -> None:
+    slept: list[float] = []
+    fake = FakeSalesforce()
+    adapter = SalesforceAdapter(SF_LOGIN_HOST, environ=ENV, transport=fake.transport(),
+                                sleep=slept.append)
+    adapter.open()
+    fake.script.extend([sf_error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit "
+                                 "exceeded.")] * 5)
+    with pytest.raises(UserError, match=r"daily API request allocation is used up"):
+        adapter.target_facts()
+    assert slept == [] and len(fake.api_requests("/limits")) == 1
+
+
+def test_the_concurrent_request_limit_is_retried_in_setup() -> None:
+    slept: list[float] = []
+    fake = FakeSalesforce()
+    adapter = SalesforceAdapter(SF_LOGIN_HOST, environ=ENV, transport=fake.transport(),
+                                sleep=slept.append)
+    adapter.open()
+    fake.script.append(sf_error(403, "REQUEST_LIMIT_EXCEEDED",
+                                "ConcurrentRequests (Concurrent API Requests) Limit exceeded"))
+    assert adapter.target_facts()["api_daily_max"] == fake.api_max
+    assert len(slept) == 1 and len(fake.api_requests("/limits")) == 2
+
+
 def test_a_dropped_connection_is_a_transport_error_status(seeded: SalesforceAdapter) -> None:
     def drop(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadError("connection reset")
@@ -335,6 +435,29 @@ def test_cleanup_after_an_interrupted_run_deletes_tagged_records_in_chunks() -> 
     assert later.cleanup(RUN) == 0
 
 
+def test_cleanup_of_run_a_never_touches_runs_ab_or_upper_case_a() -> None:
+    fake = FakeSalesforce()
+    adapters = {}
+    for run_id in ("a", "ab", "A"):
+        adapter = make(fake, customers=3)
+        adapter.open()
+        adapter.preflight(plan(run_id=run_id))
+        lead = LeadInput(company_name=f"Co {run_id}", contact_name=f"Jo {run_id}",
+                         region_id=1)
+        assert adapter.create_lead(lead) is Status.ok
+        assert adapter.log_activity(ActivityInput(1, "call", "follow-up", 1)) is Status.ok
+        adapters[run_id] = adapter
+    # The records of "a" alone: its keyspace and its cleanup.
+    assert adapters["a"].keyspace().customers == 3
+    assert make(fake).cleanup("a") == 3 + 3 + 1 + 1
+    names = [r.get("Name") or r.get("LastName") or r.get("Subject")
+             for table in fake.records.values() for r in table.values()]
+    assert len(names) == 2 * 8
+    assert all(n.startswith(("crmbench:ab ", "crmbench:A ")) for n in names)
+    assert adapters["ab"].keyspace().customers == 3
+    assert make(fake).cleanup("ab") == 8 and make(fake).cleanup("A") == 8
+
+
 # ------------------------------------------------------------------ secrets
 
 
@@ -347,6 +470,8 @@ def test_secrets_never_reach_logs_reprs_or_messages(
     adapter.preflight(plan())
     fake.expire_tokens()
     adapter.get_customer(1)
+    assert adapter._token is not None
+    adapter._token.wait_refreshed()
     fake.script.append(sf_error(403, "REQUEST_LIMIT_EXCEEDED"))
     adapter.get_customer(1)
     facts = adapter.target_facts()
