@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bench.adapters.base import Guarded, RunPlan
@@ -127,14 +128,14 @@ def print_doctor(report: dict[str, Any], console: Console) -> None:
         table.add_row(key, str(value))
     plan = report.get("rate_plan")
     if plan:
-        table.add_row("rate plan", f"{plan['scenario']}: {plan['summary']}")
+        table.add_row("rate plan", escape(f"{plan['scenario']}: {plan['summary']}"))
         for line in plan["quotas"]:
-            table.add_row("quota", line)
+            table.add_row("quota", escape(line))
     table.add_row("capabilities", ", ".join(f"{n} {k}" for k, n in
                                             sorted(report["capabilities"].items())))
     table.add_row("measurable (declared)", ", ".join(report["measured"]) or "nothing")
     for cid, why in report["blocked"].items():
-        table.add_row(f"not measured: {cid}", why)
+        table.add_row(f"not measured: {cid}", escape(why))
     table.add_row("guarded", "yes: preflight checks, tagged records, cleanup"
                   if report["guarded"] else "no")
     console.print(table)

@@ -16,6 +16,7 @@ import numpy as np
 from bench.adapters.base import (
     ActivityInput,
     Adapter,
+    BaseAdapter,
     CustomerChanges,
     Key,
     Keyspace,
@@ -92,6 +93,19 @@ class KeyChooser:
 
 
 Call = tuple[str, Callable[..., Status], tuple[Any, ...]]
+
+
+def unimplemented(adapter: object, op: str) -> bool:
+    """Whether ``adapter`` leaves verb ``op`` to BaseAdapter, which answers unsupported."""
+    verb = getattr(type(adapter), op, None)
+    return isinstance(adapter, BaseAdapter) and verb is getattr(BaseAdapter, op, None)
+
+
+def _unsupported_call(op: str) -> Callable[[], Call]:
+    def unsupported() -> Status:
+        return Status.unsupported
+
+    return lambda: (op, unsupported, ())
 # One call in this many of the checked operations has its answer read back and compared.
 CHECK_EVERY = 100
 _CHECKED = frozenset({"get_customer", "customer_360", "update_customer"})
@@ -155,7 +169,8 @@ class MixedWorkload:
         self._ops = list(mix)
         self._weights = [mix[o] for o in self._ops]
         empty = sorted({f"{op} needs {kind}" for op, kind in _NEEDS.items()
-                        if op in mix and mix[op] > 0 and not getattr(keyspace, kind)})
+                        if op in mix and mix[op] > 0 and not getattr(keyspace, kind)
+                        and not unimplemented(adapter, op)})
         if empty:
             raise ValueError(f"the target's keyspace is empty where the mix draws: "
                              f"{'; '.join(empty)} (load the fixtures: crmbench load)")
@@ -184,6 +199,11 @@ class MixedWorkload:
         unknown = set(self._ops) - set(self._builders)
         if unknown:
             raise ValueError(f"unknown operations in mix: {sorted(unknown)}")
+        for op in self._ops:
+            if unimplemented(adapter, op):
+                # Answered "unsupported" by the adapter's base whatever the key: no key is
+                # drawn, so a platform without opportunities can still run the mix.
+                self._builders[op] = _unsupported_call(op)
 
     def _pick(self, keys: Sequence[Key]) -> Key | None:
         """A uniform draw (the same random stream as drawing 1..n); None from no keys."""

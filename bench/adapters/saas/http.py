@@ -368,8 +368,9 @@ class TokenBox:
 
     def get(self) -> Secret:
         with self._lock:
-            if self._token is None or (
-                self._renew_at is not None and self._clock() >= self._renew_at
+            now = self._clock()
+            if self._token is None or any(
+                t is not None and now >= t for t in (self._renew_at, self._expires)
             ):
                 return self._load()
             return self._token

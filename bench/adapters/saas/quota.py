@@ -68,17 +68,24 @@ class Quota:
 
 @dataclass(frozen=True)
 class Concurrency:
-    """At most ``limit`` calls in flight at once."""
+    """At most ``limit`` calls in flight at once (only calls that last longer than
+    ``over_s`` seconds, when set: then it caps nothing a healthy run sends)."""
 
     name: str
     limit: int
     source: str = ""
     assumed: bool = False
+    over_s: float | None = None
+
+    @property
+    def caps_users(self) -> bool:
+        return self.over_s is None
 
     def describe(self) -> str:
         flag = " (assumed: the documentation is not definite)" if self.assumed else ""
         src = f" [{self.source}]" if self.source else ""
-        return f"{self.name}: at most {self.limit:,} calls in flight{flag}{src}"
+        which = f" lasting over {self.over_s:g} s" if self.over_s is not None else ""
+        return f"{self.name}: at most {self.limit:,} calls{which} in flight{flag}{src}"
 
 
 @dataclass(frozen=True)
@@ -143,7 +150,7 @@ def plan_rate(
         if rate < allowed:
             allowed, binding = rate, quota.name
     users = plan.users
-    cap = min((c for c in concurrency), key=lambda c: c.limit, default=None)
+    cap = min((c for c in concurrency if c.caps_users), key=lambda c: c.limit, default=None)
     if cap is not None and cap.limit < users:
         users = max(cap.limit, 1)
     lines = tuple(q.describe() for q in quotas) + tuple(c.describe() for c in concurrency)

@@ -171,11 +171,34 @@ def test_cleanup_prefix_never_matches_a_run_whose_id_starts_the_same() -> None:
 
 def test_each_generator_process_names_its_leads_apart() -> None:
     ks = Keyspace(customers=10, opportunities=10, reps=2, regions=3, products=2)
+    class _Leads(_Quoted):
+        def create_lead(self, lead: Any) -> Status:
+            return Status.ok
+
     names = set()
     for worker in ("run1-w0", "run1-w1"):
-        wl = MixedWorkload(_Quoted("x"), ks, {"create_lead": 1.0}, seed=1, namespace=worker)
+        wl = MixedWorkload(_Leads("x"), ks, {"create_lead": 1.0}, seed=1, namespace=worker)
         for _ in range(3):
             _op, _fn, (lead,) = wl.next()
             names.add((lead.company_name, lead.email))
     assert len(names) == 6
     assert ("Bench Prospect run1-w1-2", "lead-run1-w1-2@bench.example") in names
+
+
+def test_a_mix_runs_on_a_platform_without_the_keys_of_verbs_it_lacks() -> None:
+    # No opportunities, and the adapter leaves the stage verb to the base: that operation
+    # is answered unsupported without a key, the rest of the mix runs.
+    ks = Keyspace(customers=10, opportunities=0, reps=2, regions=3, products=0)
+    wl = MixedWorkload(_Quoted("x"), ks, {"update_opportunity_stage": 1.0, "get_customer": 1.0},
+                       seed=3)
+    seen = {wl.next()[0] for _ in range(40)}
+    assert seen == {"update_opportunity_stage", "get_customer"}
+    _op, fn, args = next(c for c in iter(wl.next, None) if c[0] == "update_opportunity_stage")
+    assert fn(*args) is Status.unsupported
+
+    class _Stages(_Quoted):
+        def update_opportunity_stage(self, opportunity_id: Any, stage: Any) -> Status:
+            return Status.ok
+
+    with pytest.raises(ValueError, match="update_opportunity_stage needs opportunities"):
+        MixedWorkload(_Stages("x"), ks, {"update_opportunity_stage": 1.0}, seed=3)

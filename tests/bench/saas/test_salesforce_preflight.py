@@ -135,7 +135,8 @@ def test_quotas_come_from_the_limits_resource() -> None:
     assert daily.calls == 15_000 and daily.remaining == 15_000 - fake.api_used
     assert "API Request Limits and Allocations" in daily.source
     (cap,) = adapter.concurrency()
-    assert (cap.limit, cap.assumed) == (5, False) and "20 s or longer" in cap.name
+    assert (cap.limit, cap.assumed, cap.over_s) == (5, False, 20.0)
+    assert not cap.caps_users and "lasting over 20 s" in cap.describe()
 
 
 def test_production_orgs_and_sandboxes_allow_25_long_requests() -> None:
@@ -152,7 +153,10 @@ def test_preflight_plans_the_rate_under_the_daily_allocation() -> None:
     assert plan["action"] == "scaled" and plan["binding"] == DAILY_QUOTA
     # 80 % of what is left after setup and cleanup, spread over the run.
     assert 30 < plan["allowed_rate"] < 0.8 * 10_000 / 190
-    assert plan["users"] == 5
+    # The org's cap on concurrent requests counts only those lasting 20 s or more: the
+    # users are not cut to it.
+    assert plan["users"] == 500
+    assert any("lasting over 20 s" in line for line in plan["quotas"])
     # The planned run, its setup and its cleanup fit in what the org has left.
     assert facts["api"]["needed"] <= facts["api"]["daily_remaining"]
     assert facts["api"]["scenario"] < 1000 * 190
