@@ -1,0 +1,82 @@
+"""What the Salesforce probe mixins share: the adapter's REST plumbing they call, and the
+declarations that depend on the org rather than on the platform.
+
+The Salesforce adapter (``bench.adapters.saas.salesforce``) implements the methods declared
+here; the mixins (``salesforce_realtime``, ``salesforce_engines``) only call them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from bench.adapters.base import Capability, Key
+from bench.adapters.saas.common import VendorAdapter
+from bench.adapters.saas.http import Secret, TokenBox
+from bench.errors import UserError
+
+
+class SalesforceCore(VendorAdapter):
+    """The adapter's REST plumbing as the probe mixins see it (implemented by the adapter)."""
+
+    api_version: str
+    _instance: str | None
+    _org: dict[str, Any] | None
+    _token: TokenBox | None
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        table = dict(type(self).capabilities)
+        self._declare(table)
+        # Declarations that depend on this org's configuration shadow the class table.
+        vars(self)["capabilities"] = table
+
+    def _declare(self, table: dict[str, Capability]) -> None:
+        """Adjust the capability table for this org (each mixin adds its own)."""
+
+    @property
+    def _data(self) -> str:
+        raise NotImplementedError
+
+    def _api(self, method: str, path: str, *, setup: bool, **kw: Any) -> httpx.Response:
+        raise NotImplementedError
+
+    def _expect(self, resp: httpx.Response, what: str) -> Any:
+        raise NotImplementedError
+
+    def _query_all(self, soql: str) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _id(self, sobject: str, harness_id: Key) -> str | None:
+        raise NotImplementedError
+
+    def _account_ids(self) -> list[str]:
+        """The run's Accounts, harness id n at position n - 1."""
+        maps = getattr(self, "_maps", {})
+        found = maps.get("Account") if isinstance(maps, Mapping) else None
+        return found.ids() if found is not None else []
+
+    # ------------------------------------------------------------------ shared helpers
+
+    @property
+    def _tooling(self) -> str:
+        return f"{self._data}/tooling"
+
+    def _bearer(self, *, timed: bool) -> Secret:
+        """The access token: a timed call only peeks (never fetches on its own path)."""
+        if self._token is None:
+            raise RuntimeError(f"{type(self).__name__} used before open()")
+        return self._token.peek() if timed else self._token.get()
+
+    def _tooling_query(self, soql: str) -> list[dict[str, Any]]:
+        resp = self._api("GET", f"{self._tooling}/query", setup=True, params={"q": soql})
+        body = self._expect(resp, "Tooling API query")
+        return list((body or {}).get("records") or [])
+
+    def _org_id(self) -> str:
+        org_id = (self._org or {}).get("Id")
+        if not org_id:
+            raise UserError("Salesforce returned no organization id; open() must run first")
+        return str(org_id)
