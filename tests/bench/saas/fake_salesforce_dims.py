@@ -147,7 +147,8 @@ class FakeSalesforceOrg(FakeSalesforce):
 
     def _agent(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path.removeprefix("/einstein/ai-agent/v1")
-        if request.headers.get("Authorization", "").removeprefix("Bearer ") not in self.valid_tokens:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if token not in self.valid_tokens:
             return httpx.Response(401, json={"message": "invalid token"})
         start = re.fullmatch(r"/agents/(\w+)/sessions", path)
         if start and request.method == "POST":
