@@ -3,6 +3,9 @@ and a fake org replaying the Tooling, Metadata, Agent and REST APIs' documented 
 
 from __future__ import annotations
 
+import select
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -379,3 +382,62 @@ def test_other_adapters_keep_the_generic_probes() -> None:
     assert entry is not None and "Engines" in entry["reason"]
     assert run_probe(CDP_PROBE, Plain(), ctx(), NoOptions())[1]["cdp.realtime"].status \
         == "not-measured"
+
+
+GEVENT_CHILD = """
+from gevent import monkey
+monkey.patch_all()
+import sys
+import gevent
+from bench.adapters.saas.salesforce_pubsub import PubSubAuth, PubSubClient, Secret
+
+client = PubSubClient(sys.argv[1], lambda: PubSubAuth(Secret("tok"), sys.argv[2], "00Dfake"),
+                      secure=False)
+ticks, got = [0], []
+
+def ticker():
+    while True:
+        ticks[0] += 1
+        gevent.sleep(0.01)
+
+def listen():
+    for event in client.subscribe("/data/AccountChangeEvent"):
+        got.append(event.payload["Description"])
+        if len(got) == 3:
+            return
+
+gevent.spawn(ticker)
+listener = gevent.spawn(listen)
+gevent.sleep(0.5)
+print("ready", flush=True)
+start = ticks[0]
+listener.join(timeout=10)
+print(len(got), ticks[0] - start, flush=True)
+"""
+
+
+def test_a_subscription_waits_cooperatively_in_a_gevent_process(
+        org: FakeSalesforceOrg) -> None:
+    """In the gevent-patched load generator, waiting for events must not block the hub."""
+    assert org.pubsub is not None
+    org.valid_tokens.add("tok")
+    child = subprocess.Popen([sys.executable, "-c", GEVENT_CHILD, org.pubsub.endpoint,
+                              SF_INSTANCE], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        readable, _, _ = select.select([child.stdout], [], [], 15)
+        ready = child.stdout.readline() if readable else ""
+        assert ready.strip() == "ready", "the hub was blocked before the events were sent"
+        assert org.pubsub.subscribed.wait(5)
+        for i in range(3):
+            time.sleep(0.1)
+            org.pubsub.publish("/data/AccountChangeEvent",
+                               account_change("001", {"Description": f"d{i}"}, 1))
+        out, _ = child.communicate(timeout=20)
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    received, ticks = (int(x) for x in out.split())
+    assert received == 3 and ticks >= 10
