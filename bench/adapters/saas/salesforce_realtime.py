@@ -42,6 +42,7 @@ from bench.adapters.saas.salesforce_pubsub import (
     PubSubClient,
     PubSubError,
 )
+from bench.errors import UserError
 
 log = logging.getLogger("crmbench.vendor.salesforce")
 
@@ -210,8 +211,13 @@ class SalesforceRealtime(SalesforceCore):
 
     def _change_events(self, after: int | None) -> Iterator[StreamMessage]:
         if not self._capture_checked:
-            self.ensure_change_capture()
+            # Once per process: a subscriber that reconnects must not spend API calls on it.
             self._capture_checked = True
+            try:
+                self.ensure_change_capture()
+            except UserError as exc:
+                log.warning("Salesforce: Account's Change Data Capture selection could not "
+                            "be checked or made (%s); subscribing anyway", exc)
         replay = self._replays.get(after) if after is not None else None
         harness_ids = {rid: n for n, rid in enumerate(self._account_ids(), 1)}
         try:

@@ -43,6 +43,8 @@ class FakeSalesforceOrg(FakeSalesforce):
 
     pubsub: FakePubSub | None = None
     cdc_selected: bool = False
+    # The run-as user may not read channel members (no "View Setup and Configuration").
+    members_refused: bool = False
     agent_ids: set[str] = field(default_factory=lambda: {"0XxFAKEAGENT001"})
     agent_reply: list[dict[str, Any]] = field(default_factory=lambda: [
         {"type": "Inform", "id": "m1", "message": "The lead is qualified and routed."}])
@@ -205,6 +207,9 @@ class FakeSalesforceOrg(FakeSalesforce):
         return self._json(404, [{"errorCode": "NOT_FOUND", "message": path}])
 
     def _tooling_query(self, soql: str) -> httpx.Response:
+        if "FROM PlatformEventChannelMember" in soql and self.members_refused:
+            return self._json(403, [{"errorCode": "INSUFFICIENT_ACCESS_OR_READONLY",
+                                     "message": "insufficient access rights"}])
         if "FROM PlatformEventChannelMember" in soql:
             rows = [{"Id": "0v8FAKE", "DeveloperName": "ChangeEvents_AccountChangeEvent",
                      "SelectedEntity": "AccountChangeEvent"}] if self.cdc_selected else []

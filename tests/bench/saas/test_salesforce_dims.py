@@ -189,6 +189,21 @@ def test_event_writes_reach_the_harness_as_change_events(
     assert len(patches) == 1
 
 
+def test_a_refused_channel_check_is_tried_once_and_events_still_flow(
+        org: FakeSalesforceOrg, seeded: SalesforceAdapter) -> None:
+    org.cdc_selected, org.members_refused = True, True
+    for key in ("w1-1", "w1-2"):  # two subscriptions, as after a reconnect
+        got: list[StreamMessage] = []
+        thread = collect(seeded.subscribe(["profile.updated"]), got, 1)
+        assert org.pubsub is not None and org.pubsub.subscribed.wait(5)
+        time.sleep(0.05)
+        seeded.send_events([EventInput(1, "page_view", key, "2026-01-01T00:00:00Z")])
+        thread.join(5)
+        assert [m.payload["idempotency_key"] for m in got] == [key]
+        org.pubsub.subscribed.clear()
+    assert len(org.api_requests("/tooling/query")) == 1
+
+
 def test_events_for_unknown_customers_are_not_sent(
         org: FakeSalesforceOrg, seeded: SalesforceAdapter) -> None:
     before = len(org.requests)
