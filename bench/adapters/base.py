@@ -232,6 +232,8 @@ class GeneratorSettings:
     concurrency: int
     # The generator's precise alarm: wait until this perf_counter_ns stamp.
     sleep_until: Callable[[int], None] | None = None
+    # Load-generator processes of the run: a client-side limiter takes its share of a quota.
+    processes: int = 1
 
 
 @dataclass(frozen=True)
@@ -555,8 +557,9 @@ class Guarded(Protocol):
     def preflight(self, plan: RunPlan) -> dict[str, Any]:
         """Check the run is safe; return facts for the result (remaining allocation...).
 
-        Never writes to the platform (``crmbench doctor`` calls it before any write). A
-        ``rate_plan`` fact (``RatePlan.to_json()``) makes the run go at its allowed rate."""
+        It may seed the run's tagged records; ``crmbench doctor`` never calls it. A
+        ``rate_plan`` fact (``RatePlan.to_json()``) makes the run go at its allowed rate,
+        so plan it before any write: a refused plan then leaves nothing behind."""
 
     def cleanup(self, run_id: str) -> int:
         """Delete every record tagged with ``run_id``; return how many were deleted."""

@@ -261,7 +261,7 @@ def _prepare(config: dict[str, Any], worker_index: int, users_here: int) -> None
     alarm: GeventAlarm = STATE.get("alarm") or GeventAlarm()
     adapter.prepare_generator(GeneratorSettings(
         concurrency=max(users_here, 1) + (60 if probe_cfg else 0),
-        sleep_until=alarm.sleep_until,
+        sleep_until=alarm.sleep_until, processes=max(int(config["workers"]), 1),
     ))
     adapter.open()
     ks = config["keyspace"]

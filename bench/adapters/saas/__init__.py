@@ -4,7 +4,8 @@
     common      run tags, harness-id to vendor-id maps, URL parameters, capability tables
     salesforce  salesforce://   Salesforce REST API (OAuth 2.0 client credentials)
     fxiaoke     fxiaoke://      Fxiaoke (ShareCRM) open API
-    ec          ec://, wecom:// EC (WorkEC) open API v2, and the WeCom side of EC
+    ec          ec://           EC (WorkEC) open API v2
+    wecom       wecom://        WeCom external contacts, the WeCom side of EC
     dabei       dabei://        Dabeicloud: no public API, so nothing is measured
 
 Every module imports only httpx and the standard library, so registering the entry points

@@ -221,6 +221,8 @@ class VendorAdapter(BaseAdapter):
         self.environ = environ
         self.credentials_file = credentials_file
         self.pool_size = 64
+        # Load-generator processes sharing the platform's quotas (limiters take a share).
+        self.processes = 1
         self._http: VendorClient | None = None
 
     @property
@@ -245,6 +247,7 @@ class VendorAdapter(BaseAdapter):
 
     def prepare_generator(self, settings: GeneratorSettings) -> None:
         self.pool_size = max(settings.concurrency, 1)
+        self.processes = max(settings.processes, 1)
 
     def quotas(self) -> list[Quota]:
         """The platform's documented call quotas (with what is left, once known)."""

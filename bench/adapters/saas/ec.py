@@ -1,26 +1,36 @@
-"""Adapters of EC (WorkEC, ``ec://open.workec.com``) and of its WeCom side (``wecom://``).
+"""Adapter of EC (WorkEC, ``ec://open.workec.com``); its WeCom side is in :mod:`.wecom`.
 
 EC open API v2 signs every request instead of using a token: headers ``X-Ec-Cid`` (the
 corp id), ``X-Ec-TimeStamp`` (milliseconds) and ``X-Ec-Sign``, the upper-case hex MD5 of
 ``appId=<appId>&appSecret=<appSecret>&timeStamp=<timeStamp>``. EC's own documentation
 (open.workec.com/newdoc) could not be read here; the scheme is the one public clients
-implement identically (zhoufuyang/ec-open-api SignUtil; several integration scripts), and
-the v1 token endpoint /auth/accesstoken is not needed for v2. Answers are
-``{"code": 200, "msg", "data"}``; EC's throttling code is not documented in that material,
-so only HTTP 429/503 count as rate limiting.
+implement identically (zhoufuyang/ec-open-api SignUtil, oiuv/workec, the Go SDK
+guangzhou-meta/workec-sdk-go), and the v1 token endpoint /auth/accesstoken is not needed
+for v2. Answers are ``{"code": 200, "msg", "data"}``; EC's throttling code and rate limits
+are not documented in that material, so only HTTP 429/503 count as rate limiting and no
+quota is declared.
 
 Measured on EC: customer read (/v2/customer/queryList by crmIds), customer 360 (queryList
 and /v2/contactbook/list), name search, lead creation (/v2/customer/addCustomer; EC keeps
-leads as customers) and customer update (/v2/customer/updateCustomer, written to the memo
-field: EC has no employee-count or consent field). No deletion endpoint was found (only
-/v2/customer/change/abandon to the public pool), so ``cleanup`` cannot remove what a run
+leads as customers), customer update (/v2/customer/updateCustomer, written to the memo
+field: EC has no employee-count or consent field), stage changes (/v2/step/update: EC's
+sales stage is an attribute of the customer, so the run's customers are its
+opportunities) and activities (follow-up records, trajectory/saveUserTrajectory). No
+deletion endpoint was found (only /v2/customer/change/abandon to the public pool;
+customer/delcrms lists deleted customers), so ``cleanup`` cannot remove what a run
 created and says so; preflight therefore requires explicit permission.
 
-WeCom (``wecom://qyapi.weixin.qq.com``): GET /cgi-bin/gettoken?corpid&corpsecret returns
-access_token (expires_in 7200); errcode 42001 (expired) or 40014 (invalid) fetch a new
-token once. The adapter reads external contacts (the customers of WeCom CRM) and writes
-nothing: contacts are added by WeChat users, not by the API, and remark edits would change
-real customer relationships that cannot be tagged for cleanup.
+Where the public clients disagree, the adapter is safe either way:
+
+* The trajectory API lives under /v2 in oiuv/workec and the Go SDK, at the root in
+  zhoufuyang/ec-open-api. ``open`` asks its read-only sibling (findUserTrajectory) at both
+  places and writes follow-ups where it answered; if neither does, activities are
+  unsupported and the facts say why.
+* The layout of /v2/config/getStages is not shown in any of them: stage ids are read from a
+  list under ``data`` (or under ``data.list``/``data.stages``) with the usual key names; a
+  corp whose answer cannot be read gets unsupported stage changes instead of guessed ids.
+* EC's name search may match loosely and may trim the query: every found record is checked
+  to start with the run's tag and its separator.
 """
 
 from __future__ import annotations
@@ -29,11 +39,14 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 
 import httpx
 
 from bench.adapters.base import (
+    STAGES,
+    ActivityInput,
     Capability,
     CustomerChanges,
     Key,
@@ -41,6 +54,7 @@ from bench.adapters.base import (
     LeadInput,
     RunPlan,
     SearchQuery,
+    Stage,
     Status,
     status_for_http,
 )
@@ -51,20 +65,19 @@ from bench.adapters.saas.common import (
     capability_table,
     check_run_id,
     int_field,
+    is_tagged,
     json_or_empty,
     parse_target,
     positive_int,
     run_tag,
     seed_name,
+    tag_prefix,
 )
-from bench.adapters.saas.http import (
-    Credentials,
-    Secret,
-    TokenBox,
-    VendorClient,
-    redact,
-)
+from bench.adapters.saas.http import Credentials, VendorClient, redact
+from bench.adapters.saas.wecom import WeComAdapter
 from bench.errors import TargetUnreachable, UserError
+
+__all__ = ["ECAdapter", "WeComAdapter", "ec_sign"]
 
 EC_ENV = {
     "corp_id": "EC_CORP_ID",
@@ -72,27 +85,34 @@ EC_ENV = {
     "app_secret": "EC_APP_SECRET",
     "user_id": "EC_USER_ID",
 }
-WECOM_ENV = {"corp_id": "WECOM_CORP_ID", "secret": "WECOM_SECRET"}
 QUERY_LIST = "/v2/customer/queryList"
 ADD = "/v2/customer/addCustomer"
 UPDATE = "/v2/customer/updateCustomer"
 CONTACTS = "/v2/contactbook/list"
-STAGES = "/v2/config/getStages"
+STAGES_PATH = "/v2/config/getStages"
+STEP_UPDATE = "/v2/step/update"
+# Where the trajectory (follow-up record) API may live, most clients first.
+TRAJECTORY_PREFIXES = ("/v2", "")
+SAVE_TRAJECTORY = "/trajectory/saveUserTrajectory"
+FIND_TRAJECTORY = "/trajectory/findUserTrajectory"
 # queryList: pageSize at most 200, pageNo at most 50, so at most 10,000 records.
 PAGE = 200
 MAX_PAGES = 50
-# The batch size of addCustomer is not documented in the material found; stay small.
+# addCustomer takes at most 50 customers a request (oiuv/workec: "不超过50条").
 ADD_BATCH = 50
 # Public notes on queryList mention about 10 s before changes become visible.
 VISIBILITY_POLLS = 6
 VISIBILITY_WAIT_S = 5.0
+# EC's dates (contactTime, findUserTrajectory's days) are China Standard Time.
+CHINA = timezone(timedelta(hours=8))
 _EC_ALLOWED = ("customers", "run_id")
-_WECOM_ALLOWED = ("customers",)
+_STAGE_ID_KEYS = ("stageId", "stepId", "step", "id", "value")
+_STAGE_LISTS = ("list", "stages", "stageList", "steps")
 
 log = logging.getLogger("crmbench.vendor.ec")
 
-_EC_SOURCE = ("EC open API v2 as used by public clients (zhoufuyang/ec-open-api); EC's own "
-              "documentation was not readable here")
+_EC_SOURCE = ("EC open API v2 as used by public clients (zhoufuyang/ec-open-api, oiuv/workec, "
+              "guangzhou-meta/workec-sdk-go); EC's own documentation was not readable here")
 _WECOM_SOURCE = "WeCom server API documentation (developer.work.weixin.qq.com)"
 
 
@@ -121,6 +141,34 @@ def customers_of(body: Any) -> list[dict[str, Any]]:
     return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
 
+def stage_ids(body: Any) -> list[int]:
+    """The corp's stage ids from /v2/config/getStages, in the order it lists them.
+
+    The answer's layout is not shown in the material consulted: a list under ``data``, or
+    under ``data.list``/``data.stages``, whose entries carry the id under one of the usual
+    key names. Entries without a readable id are left out."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if isinstance(data, dict):
+        data = next((data[k] for k in _STAGE_LISTS if isinstance(data.get(k), list)), None)
+    if not isinstance(data, list):
+        return []
+    ids: list[int] = []
+    for item in data:
+        raw = next((item[k] for k in _STAGE_ID_KEYS if k in item), None) \
+            if isinstance(item, dict) else None
+        if (isinstance(raw, int) and not isinstance(raw, bool)) or (
+                isinstance(raw, str) and raw.strip().isdigit()):
+            ids.append(int(raw))
+    return ids
+
+
+def _failures(resp: httpx.Response) -> bool:
+    """Whether an accepted batch answer still lists failed items."""
+    data = json_or_empty(resp)
+    data = data.get("data") if isinstance(data, dict) else None
+    return isinstance(data, dict) and bool(data.get("failureList"))
+
+
 class ECAdapter(VendorAdapter):
     """Adapter of ``ec://open.workec.com``: EC open API v2 with signed headers."""
 
@@ -132,9 +180,18 @@ class ECAdapter(VendorAdapter):
     capabilities: ClassVar[dict[str, Capability]] = capability_table(
         {
             "crud.mixed": ("supported",
-                           "customer APIs /v2/customer/{queryList,addCustomer,updateCustomer} "
-                           f"and /v2/contactbook/list ({_EC_SOURCE}); lead lists, activities "
-                           "and opportunity stages return unsupported (no matching API found)"),
+                           "customer APIs /v2/customer/{queryList,addCustomer,updateCustomer}, "
+                           "/v2/contactbook/list, stage changes (/v2/step/update, stage ids "
+                           "from /v2/config/getStages mapped by position onto the corp's "
+                           "stages; EC keeps the stage on the customer) and follow-up records "
+                           f"(trajectory/saveUserTrajectory) ({_EC_SOURCE}); lead lists return "
+                           "unsupported (no matching API found). Uncertain facts are handled "
+                           "safely: the trajectory API is looked for under /v2 and at the root "
+                           "(the clients disagree) with a read-only call, and activities are "
+                           "unsupported when neither answers; stage changes are unsupported "
+                           "when getStages' answer (layout not documented) holds no readable "
+                           "id; EC documents no rate limit in that material, so no quota is "
+                           "declared and only HTTP 429/503 count as throttling"),
             "cdp.event_delay": ("not-measurable",
                                 "EC depends on WeChat-side callbacks (vendor claims file); WeCom "
                                 "pushes change_external_contact events only to a registered "
@@ -160,6 +217,10 @@ class ECAdapter(VendorAdapter):
         self.wall_clock = wall_clock
         self._creds: Credentials | None = None
         self._maps: dict[str, IdMap] = {}
+        self._stages: list[int] = []
+        # The path prefix of the trajectory API, once found; why not, when it was not.
+        self._trajectory: str | None = None
+        self._trajectory_note = "not looked for yet"
 
     @classmethod
     def from_url(
@@ -173,7 +234,8 @@ class ECAdapter(VendorAdapter):
     # ------------------------------------------------------------------ lifecycle
 
     def open(self) -> None:
-        """Check that a signed request is accepted; load the run's id map if tagged."""
+        """Check that a signed request is accepted, read the corp's stages and find the
+        trajectory API (reads only); load the run's id map if tagged."""
         if self._http is not None:
             return
         creds = self.read_credentials()
@@ -183,7 +245,8 @@ class ECAdapter(VendorAdapter):
         self._http = VendorClient("EC", transport=self.transport, sleep=self._sleep_fn(),
                                   pool_size=self.pool_size)
         try:
-            self._expect("GET", STAGES)
+            self._stages = stage_ids(self._expect("GET", STAGES_PATH))
+            self._trajectory = self._find_trajectory()
             if self._adopt_run_id() is not None:
                 self._load_maps()
         except BaseException:
@@ -207,7 +270,8 @@ class ECAdapter(VendorAdapter):
                 f"no EC customers are named {self._tag()}...; the harness seeds them in "
                 "preflight (crmbench run)"
             )
-        return self.keyspace_of(customers, 0)
+        # EC keeps the sales stage on the customer: the run's customers are its opportunities.
+        return self.keyspace_of(customers, customers)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -228,6 +292,9 @@ class ECAdapter(VendorAdapter):
         raw = self._creds["user_id"].reveal()
         return int(raw) if raw.isdigit() else raw
 
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.wall_clock(), CHINA)
+
     def _call(self, method: str, path: str, *, setup: bool, **kw: Any) -> httpx.Response:
         client = self._client()
         send = client.setup if setup else client.send
@@ -245,26 +312,54 @@ class ECAdapter(VendorAdapter):
             )
         return body
 
-    def _tagged_ids(self, tag: str) -> list[str]:
+    def _find_trajectory(self) -> str | None:
+        """Where the trajectory API answers: its read-only findUserTrajectory is asked for
+        yesterday (it cannot query today) under each candidate prefix."""
+        day = (self._now() - timedelta(days=1)).strftime("%Y-%m-%d")
+        tried = []
+        for prefix in TRAJECTORY_PREFIXES:
+            resp = self._call("POST", prefix + FIND_TRAJECTORY, setup=True, json={
+                "startDate": day, "endDate": day, "userIds": str(self._user()), "pageNo": 1})
+            if ec_status(resp) is Status.ok:
+                self._trajectory_note = f"found at {prefix + FIND_TRAJECTORY}"
+                return prefix
+            tried.append(f"{prefix + FIND_TRAJECTORY}: HTTP {resp.status_code}, code "
+                         f"{ec_code(json_or_empty(resp))}")
+        self._trajectory_note = ("activities unsupported: the trajectory API answered at "
+                                 "neither place (" + "; ".join(tried) + ")")
+        return None
+
+    def _tagged_ids(self, run_id: str) -> list[str]:
+        """Ids of the customers of run ``run_id``: named with its tag and the separator."""
         ids: set[str] = set()
         for page in range(1, MAX_PAGES + 1):
             body = self._expect("POST", QUERY_LIST,
-                                json={"name": tag, "pageNo": page, "pageSize": PAGE})
+                                json={"name": tag_prefix(run_id), "pageNo": page,
+                                      "pageSize": PAGE})
             rows = customers_of(body)
-            # The name match may be fuzzy: keep only names that start with the tag.
+            # The name match may be fuzzy (and may drop the trailing separator): keep only
+            # the names of this run, not those of a run whose id merely starts the same.
             ids |= {str(r["crmId"]) for r in rows
-                    if str(r.get("name", "")).startswith(tag) and "crmId" in r}
+                    if is_tagged(r.get("name"), run_id) and "crmId" in r}
             info = (body.get("data") or {}).get("pageInfo") or {}
             if len(rows) < PAGE or page >= int(info.get("maxPageNo") or page):
                 break
         return sorted(ids, key=lambda s: (len(s), s))
 
     def _load_maps(self) -> None:
-        self._maps = {"customer": IdMap(self._tagged_ids(self._tag()))}
+        if self.run_id is None:
+            raise RuntimeError("ECAdapter maps the customers of a run; set run_id")
+        self._maps = {"customer": IdMap(self._tagged_ids(self.run_id))}
 
     def _crm_id(self, customer_id: Key) -> int | None:
         rid = self._maps.get("customer", IdMap([])).get(customer_id)
         return int(rid) if rid is not None and rid.isdigit() else None
+
+    def _step(self, stage: Stage) -> int | None:
+        """The corp's stage id for a harness stage: by position, the last for the rest."""
+        if not self._stages:
+            return None
+        return self._stages[min(STAGES.index(stage), len(self._stages) - 1)]
 
     # ------------------------------------------------------------------ verbs
 
@@ -305,7 +400,6 @@ class ECAdapter(VendorAdapter):
                 "pageSize": min(max(query.limit, 1), PAGE)}))
         return self._verb(call)
 
-
     def create_lead(self, lead: LeadInput) -> Status:
         def call() -> Status:
             resp = self._call("POST", ADD, setup=False, json={
@@ -316,13 +410,46 @@ class ECAdapter(VendorAdapter):
                                   f"{lead.region_id}"}],
             })
             status = ec_status(resp)
-            data = resp.json().get("data") if status is Status.ok else None
-            if isinstance(data, dict) and data.get("failureList"):
+            return Status.rejected if status is Status.ok and _failures(resp) else status
+        return self._verb(call)
+
+    def log_activity(self, activity: ActivityInput) -> Status:
+        """A follow-up record on the customer (trajectory/saveUserTrajectory)."""
+        prefix = self._trajectory
+        if prefix is None:
+            return Status.unsupported
+
+        def call() -> Status:
+            crm_id = self._crm_id(activity.customer_id)
+            if crm_id is None:
+                return Status.not_found
+            resp = self._call("POST", prefix + SAVE_TRAJECTORY, setup=False, json={"list": [{
+                "crmId": crm_id, "userId": str(self._user()),
+                "contactTime": self._now().strftime("%Y-%m-%d %H:%M:%S"),
+                "content": f"{self._tag()} {activity.type}: {activity.subject}"[:500]}]})
+            status = ec_status(resp)
+            return Status.rejected if status is Status.ok and _failures(resp) else status
+        return self._verb(call)
+
+    def update_opportunity_stage(self, opportunity_id: Key, stage: Stage) -> Status:
+        """Move a run customer to the corp's stage at the harness stage's position."""
+        step = self._step(stage)
+        if step is None:
+            return Status.unsupported
+
+        def call() -> Status:
+            crm_id = self._crm_id(opportunity_id)
+            if crm_id is None:
+                return Status.not_found
+            resp = self._call("POST", STEP_UPDATE, setup=False, json={
+                "optUserId": self._user(), "crmIds": str(crm_id), "step": step})
+            status = ec_status(resp)
+            body = json_or_empty(resp)
+            # The answer's data is a boolean: false means nothing was changed.
+            if status is Status.ok and isinstance(body, dict) and body.get("data") is False:
                 return Status.rejected
             return status
         return self._verb(call)
-
-
 
     def update_customer(self, customer_id: Key, changes: CustomerChanges) -> Status:
         def call() -> Status:
@@ -338,7 +465,10 @@ class ECAdapter(VendorAdapter):
     # ------------------------------------------------------------------ guarded
 
     def target_facts(self) -> dict[str, Any]:
-        return {"signed_request": "accepted (/v2/config/getStages)",
+        return {"signed_request": f"accepted ({STAGES_PATH})",
+                "stages": len(self._stages) or "none readable: stage changes unsupported",
+                "trajectory_api": self._trajectory_note,
+                "rate_limits": "none documented in the material found",
                 "deletion": "no customer deletion API found; run records stay"}
 
     def preflight(self, plan: RunPlan) -> dict[str, Any]:
@@ -348,11 +478,13 @@ class ECAdapter(VendorAdapter):
         if not plan.allow_production:
             raise UserError(
                 "EC exposes no test-corp flag and no customer deletion through its open API: "
-                f"a run adds customers named {tag}... that must be deleted by hand in the EC "
+                f"a run adds customers named {tag_prefix(plan.run_id)}... (with their stage "
+                "changes and follow-up records) that must be deleted by hand in the EC "
                 "console afterwards. Allow production explicitly to run against this corp"
             )
+        rate_plan = self.rate_plan(plan)
         self.open()
-        existing = len(self._tagged_ids(tag))
+        existing = len(self._tagged_ids(plan.run_id))
         to_seed = 0 if existing else self.customers
         for start in range(1, to_seed + 1, ADD_BATCH):
             batch = range(start, min(to_seed, start + ADD_BATCH - 1) + 1)
@@ -371,232 +503,29 @@ class ECAdapter(VendorAdapter):
             self._sleep_fn()(VISIBILITY_WAIT_S)
             self._load_maps()
         return {
-            "fixture": {"customers": len(self._maps["customer"]), "opportunities": 0,
+            "fixture": {"customers": len(self._maps["customer"]),
+                        # The stage is kept on the customer: its customers are its opportunities.
+                        "opportunities": len(self._maps["customer"]),
                         "requested": self.customers, "reused": bool(existing), "tag": tag},
             "api": {"scenario": plan.estimated_calls,
                     "seed": -(-to_seed // ADD_BATCH),
                     "daily_quota": "not documented in the material found"},
+            "stages": self.target_facts()["stages"],
+            "trajectory_api": self._trajectory_note,
+            "rate_plan": rate_plan.to_json(),
             "cleanup": "not possible through the open API: delete customers named "
-                       f"{tag}... in the EC console",
+                       f"{tag_prefix(plan.run_id)}... in the EC console",
         }
 
     def cleanup(self, run_id: str) -> int:
         """EC documents no deletion: report what remains instead of pretending."""
-        tag = run_tag(run_id)
+        check_run_id(run_id)
         self.open()
-        remaining = len(self._tagged_ids(tag))
+        remaining = len(self._tagged_ids(run_id))
         if remaining:
             raise UserError(
                 f"EC's open API documents no customer deletion (only abandoning to the public "
-                f"pool); {remaining} customers named {tag}... remain: delete them in the EC "
-                "console"
+                f"pool); {remaining} customers named {tag_prefix(run_id)}... remain: delete "
+                "them in the EC console"
             )
-        return 0
-
-
-# ------------------------------------------------------------------ WeCom
-
-WECOM_TOKEN_EXPIRED = frozenset({42001, 40014})
-WECOM_THROTTLED = frozenset({45009})
-WECOM_BUSY = frozenset({-1})
-# batch/get_by_user: at most 100 member ids and 100 contacts per request.
-WECOM_BATCH = 100
-
-
-def wecom_code(body: Any) -> int | None:
-    return int_field(body, "errcode")
-
-
-def wecom_status(resp: httpx.Response) -> Status:
-    if resp.status_code != 200:
-        return status_for_http(resp.status_code)
-    code = wecom_code(json_or_empty(resp))
-    if code == 0:
-        return Status.ok
-    if code in WECOM_THROTTLED:
-        return Status.rate_limited
-    if code is None or code in WECOM_BUSY:
-        return Status.error
-    return Status.rejected
-
-
-def _wecom_throttled(resp: httpx.Response) -> bool:
-    code = wecom_code(json_or_empty(resp))
-    return code in WECOM_THROTTLED or code in WECOM_BUSY
-
-
-class WeComAdapter(VendorAdapter):
-    """Adapter of ``wecom://qyapi.weixin.qq.com``: WeCom external contacts, read only."""
-
-    name: ClassVar[str] = "wecom"
-    platform: ClassVar[str] = "ec"
-    label: ClassVar[str] = "WeCom"
-    credential_section: ClassVar[str] = "wecom"
-    credential_env: ClassVar[dict[str, str]] = WECOM_ENV
-    capabilities: ClassVar[dict[str, Capability]] = capability_table(
-        {
-            "crud.mixed": ("supported",
-                           "read only: /cgi-bin/externalcontact/get and batch/get_by_user "
-                           f"({_WECOM_SOURCE}); external contacts are added by WeChat users, "
-                           "not through the API, and remark edits would change real customer "
-                           "relationships, so writes return unsupported"),
-            "cdp.event_delay": ("not-measurable",
-                                "change_external_contact events go to a registered public "
-                                f"callback URL, for edits made by members ({_WECOM_SOURCE}, "
-                                "document 92277); API edits are not documented to raise them "
-                                "and the harness runs no callback endpoint"),
-            "workflow.max_nodes": ("not-measurable",
-                                   "approval flows are configured in the admin console; no "
-                                   "API deploys them"),
-        },
-        rest=("unknown", f"not part of the external-contact API ({_WECOM_SOURCE})"),
-    )
-
-    def __init__(self, host: str, **kw: Any) -> None:
-        super().__init__(host, **kw)
-        self._creds: Credentials | None = None
-        self._token: TokenBox | None = None
-        self._maps: dict[str, IdMap] = {}
-
-    @classmethod
-    def from_url(
-        cls, url: str, *, env: Mapping[str, str] | None = None, run_id: str | None = None
-    ) -> WeComAdapter:
-        host, params = parse_target(url, "wecom", _WECOM_ALLOWED)
-        customers = (positive_int("customers", params["customers"], "wecom")
-                     if "customers" in params else 1000)
-        return cls(host, customers=customers, run_id=run_id, environ=env)
-
-    def open(self) -> None:
-        """Fetch an access token and map harness ids onto existing external contacts."""
-        if self._http is not None:
-            return
-        creds = self.read_credentials()
-        if not creds.complete:
-            raise TargetUnreachable(f"no credentials: {creds.hint()}")
-        self._creds = creds
-        self._http = VendorClient("WeCom", transport=self.transport, throttled=_wecom_throttled,
-                                  sleep=self._sleep_fn(), pool_size=self.pool_size)
-        self._token = TokenBox(self._fetch_token, clock=self.clock)
-        try:
-            self._token.get()
-            self._maps = {"contact": IdMap(self._contact_ids())}
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        super().close()
-        self._token = None
-
-    def platform_version(self) -> str | None:
-        return "WeCom server API (external contacts)" if self._token is not None else None
-
-    def keyspace(self) -> Keyspace:
-        contacts = len(self._maps.get("contact", IdMap([])))
-        if contacts == 0:
-            raise UserError("the WeCom corp has no external contacts visible to this app")
-        return self.keyspace_of(contacts, 0)
-
-    def _fetch_token(self) -> tuple[Secret, float | None]:
-        creds = self._creds
-        if creds is None:
-            raise RuntimeError("credentials not loaded")
-        resp = self._client().setup(
-            "GET", f"https://{self.host}/cgi-bin/gettoken",
-            params={"corpid": creds["corp_id"].reveal(), "corpsecret": creds["secret"].reveal()},
-        )
-        body = json_or_empty(resp)
-        if wecom_code(body) != 0 or not isinstance(body, dict) or not body.get("access_token"):
-            message = body.get("errmsg") if isinstance(body, dict) else f"HTTP {resp.status_code}"
-            raise UserError(
-                f"WeCom at {self.host} refused gettoken (errcode {wecom_code(body)}: "
-                f"{redact(str(message))[:200]}); check WECOM_CORP_ID and WECOM_SECRET (the "
-                "secret of an app allowed to call the customer-contact API)"
-            )
-        return Secret(str(body["access_token"])), float(body.get("expires_in") or 7200)
-
-    def _call(self, method: str, path: str, *, setup: bool, **kw: Any) -> httpx.Response:
-        """One call with access_token; errcode 42001/40014 fetches a new token once."""
-        if self._token is None:
-            raise RuntimeError("WeComAdapter used before open()")
-        client = self._client()
-        send = client.setup if setup else client.send
-        params = dict(kw.pop("params", {}))
-        token = self._token.get()
-        for attempt in (0, 1):
-            params["access_token"] = token.reveal()
-            resp = send(method, f"https://{self.host}{path}", params=params, **kw)
-            if attempt == 0 and wecom_code(json_or_empty(resp)) in WECOM_TOKEN_EXPIRED:
-                token = self._token.refresh(token)
-                continue
-            return resp
-        return resp
-
-    def _expect(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
-        resp = self._call(method, path, setup=True, **kw)
-        body = json_or_empty(resp)
-        if wecom_status(resp) is not Status.ok or not isinstance(body, dict):
-            message = body.get("errmsg") if isinstance(body, dict) else None
-            raise UserError(
-                f"WeCom {path} failed: errcode {wecom_code(body)}: "
-                f"{redact(str(message))[:200]}"
-            )
-        return body
-
-    def _contact_ids(self) -> list[str]:
-        """External user ids of the follow users' contacts, at most ``customers``."""
-        users = [str(u) for u in self._expect(
-            "GET", "/cgi-bin/externalcontact/get_follow_user_list").get("follow_user", [])]
-        ids: set[str] = set()
-        for start in range(0, len(users), WECOM_BATCH):
-            cursor = ""
-            while len(ids) < self.customers:
-                body = self._expect("POST", "/cgi-bin/externalcontact/batch/get_by_user", json={
-                    "userid_list": users[start:start + WECOM_BATCH], "cursor": cursor,
-                    "limit": WECOM_BATCH})
-                for item in body.get("external_contact_list", []):
-                    contact = item.get("external_contact", {}) if isinstance(item, dict) else {}
-                    if contact.get("external_userid"):
-                        ids.add(str(contact["external_userid"]))
-                cursor = str(body.get("next_cursor") or "")
-                if not cursor:
-                    break
-        return sorted(ids)[: self.customers]
-
-    def _read(self, customer_id: Key) -> Status:
-        rid = self._maps.get("contact", IdMap([])).get(customer_id)
-        if rid is None:
-            return Status.not_found
-        return wecom_status(self._call("GET", "/cgi-bin/externalcontact/get", setup=False,
-                                       params={"external_userid": rid}))
-
-    def get_customer(self, customer_id: Key) -> Status:
-        return self._verb(lambda: self._read(customer_id))
-
-    def customer_360(self, customer_id: Key) -> Status:
-        # externalcontact/get already carries follow users, their tags and remarks.
-        return self._verb(lambda: self._read(customer_id))
-
-
-
-
-
-
-
-    def target_facts(self) -> dict[str, Any]:
-        return {"token": "obtained", "external_contacts_mapped": len(
-            self._maps.get("contact", IdMap([])))}
-
-    def preflight(self, plan: RunPlan) -> dict[str, Any]:
-        """Nothing is written, so nothing is refused; report what the run reads."""
-        self.run_id = check_run_id(plan.run_id)
-        self.open()
-        return {"fixture": {"customers": len(self._maps.get("contact", IdMap([]))),
-                            "source": "existing external contacts (read only)"},
-                "writes": "none"}
-
-    def cleanup(self, run_id: str) -> int:
-        """The WeCom adapter creates nothing."""
-        check_run_id(run_id)
         return 0
