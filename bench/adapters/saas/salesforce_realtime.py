@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import logging
 import queue
+import re
 import threading
 import time
 import uuid
@@ -57,6 +58,7 @@ COLLECTION = 200
 AGENT_API = "https://api.salesforce.com/einstein/ai-agent/v1"
 AGENT_ENV = "SALESFORCE_AGENT_ID"
 AGENT_TYPES = ("agent.completed", "agent.escalated", "agent.failed")
+_AGENT_ID = re.compile(r"0Xx[A-Za-z0-9]{12}(?:[A-Za-z0-9]{3})?")
 # Messages of the stream kept for subscribers that resume with ``after``.
 KEEP = 10_000
 NO_AGENT = (f"no Agentforce agent to run: {AGENT_ENV} is not set (the agent's id, Agent API "
@@ -126,8 +128,13 @@ class SalesforceRealtime(SalesforceCore):
 
     def _declare(self, table: dict[str, Capability]) -> None:
         super()._declare(table)
-        if not self._agent_id():
+        agent = self._agent_id()
+        if not agent:
             table["agent.latency"] = Capability("unsupported", NO_AGENT)
+        elif not _AGENT_ID.fullmatch(agent):
+            table["agent.latency"] = Capability("unsupported", (
+                f"{AGENT_ENV} is not an agent id: expected 0Xx followed by 12 or 15 letters "
+                "and digits (an Agentforce agent's BotDefinition id)"))
 
     def close(self) -> None:
         if self._pubsub is not None:
@@ -261,7 +268,7 @@ class SalesforceRealtime(SalesforceCore):
                         ) -> tuple[Status, str | None]:
         """Start one conversation about the lead in the background; its id at once."""
         agent = self._agent_id()
-        if not agent:
+        if self.capabilities["agent.latency"].support == "unsupported":
             return Status.unsupported, None
         if self._instance is None:
             return Status.error, None

@@ -265,6 +265,10 @@ def test_without_an_agent_id_no_run_starts(org: FakeSalesforceOrg) -> None:
     adapter = make(org)
     adapter.open()
     assert adapter.start_agent_run(1) == (Status.unsupported, None)
+    wrong = make(org, {"SALESFORCE_AGENT_ID": "my-agent"})
+    wrong.open()
+    assert wrong.start_agent_run(1) == (Status.unsupported, None)
+    assert "0Xx" in wrong.capabilities["agent.latency"].note
     assert not org.api_requests("/einstein/")
 
 
