@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import msgspec
 
@@ -177,7 +177,13 @@ def _split(probe: Probe[Any], found: dict[str, Verdict]) -> Findings:
 
 def run_probe(probe: Probe[OptionsT], adapter: Any, ctx: ProbeContext,
               options: OptionsT) -> Findings:
-    """A harness-side probe's findings: those of the gate, else what it observed."""
+    """A harness-side probe's findings: the adapter's own measurement of the probe's ids
+    (``adapter.own_probe(probe, ctx, options)``, for platforms whose means cannot take the
+    probe's documents), else those of the gate, else what the probe observed."""
+    own = getattr(adapter, "own_probe", None)
+    found = own(probe, ctx, options) if callable(own) else None
+    if found is not None:
+        return cast(Findings, found)
     gated = gate(probe, adapter)
     if gated is not None:
         return gated

@@ -63,7 +63,6 @@ from bench.adapters.saas.salesforce_auth import ENV, LOGIN_HOSTS
 from bench.adapters.saas.salesforce_client import (
     API_VERSION,
     REFUSALS,
-    SalesforceClient,
     concurrent_limit,
     error_code,
     error_text,
@@ -72,6 +71,7 @@ from bench.adapters.saas.salesforce_client import (
     soql_str,
     soql_suffix,
 )
+from bench.adapters.saas.salesforce_engines import SalesforceEngines
 from bench.adapters.saas.salesforce_preflight import (
     ApiBudget,
     StoragePlan,
@@ -84,6 +84,7 @@ from bench.adapters.saas.salesforce_preflight import (
     required,
     writes_per_second,
 )
+from bench.adapters.saas.salesforce_realtime import SalesforceRealtime
 from bench.errors import UserError
 
 __all__ = [
@@ -110,9 +111,30 @@ _API_VERSION = re.compile(r"\d{2,3}\.0")
 _ACCOUNT_FIELDS = "Id,Name,Site,Industry,NumberOfEmployees,OwnerId"
 
 _NOT_PROBED = "not probed by this adapter"
+AGENT_STEPS = ("an Agentforce agent's plan and actions are the org's own configuration; the "
+               "probe's lead-intake data (products, stock, orders, thresholds) has no "
+               "counterpart the adapter can create, so it is not measured")
+NO_PROFILE = ("Sales Cloud keeps no profile computed from behavioural events (counters, "
+              "tags with formulas): that is Data Cloud, a separate product with its own "
+              "ingestion API, which this adapter does not drive")
+FLOWS = ("autolaunched flows of n chained elements created and activated through the Tooling "
+         "API (Flow), run through the REST flow action, executed when the last element's "
+         "write is read back; n doubles then bisects. Documented: no per-flow element cap, the "
+         "2,000 executed elements per interview removed from API 57.0, per-transaction Apex "
+         "limits (10,000 ms CPU, 150 DML) (Salesforce Help, Flow limits); the claimed 200 "
+         "is checked against the measured size")
+SLA_ON_CASES = ("Salesforce's SLA timers are entitlement milestones on Cases and Work "
+                "Orders; leads and opportunities have none without Flow or Apex; "
+                "not measured at this level")
+PACKAGES = ("no scenario pack to switch on: industry features are AppExchange managed "
+            "packages or licensed clouds (vendor claims file: about 14 person-days). A "
+            "managed package version named in SALESFORCE_PACKAGE_VERSION_ID is installed "
+            "through the Tooling API's PackageInstallRequest and timed until the org lists "
+            "it installed; without that variable nothing is installed and the time is not "
+            "measured")
 
 
-class SalesforceAdapter(SalesforceClient):
+class SalesforceAdapter(SalesforceRealtime, SalesforceEngines):
     """Adapter of ``salesforce://<host>``: Salesforce REST API, client credentials or JWT
     bearer flow."""
 
@@ -134,41 +156,67 @@ class SalesforceAdapter(SalesforceClient):
                            "only requests of 20 s or more, so capping the users by it is a "
                            "safe reading, not a documented need) and "
                            "on a seeded fixture scaled to the org's data storage"),
-            "agent.latency": ("not-measurable",
-                              "agents need a separately licensed Agentforce/Einstein add-on "
-                              "(vendor claims file); this adapter invokes no agent"),
-            "cdp.event_delay": ("not-measurable",
-                                "Change Data Capture events are delivered over Pub/Sub API, "
-                                "a gRPC/HTTP2 API with Avro payloads (Pub/Sub API Developer "
-                                "Guide); this adapter has no gRPC client, so the delay is "
-                                "not measured"),
-            "cdp.realtime": ("supported",
-                             "platform events and Change Data Capture through Pub/Sub API "
-                             "(Pub/Sub API Developer Guide); " + _NOT_PROBED),
-            "pack.enable_time": ("not-measurable",
-                                 "no 'scenario pack' resource in the REST API; industry "
-                                 "solutions are AppExchange packages installed outside it "
-                                 "(vendor claims file: about 14 person-days)"),
-            "workflow.max_nodes": ("not-measurable",
-                                   "Flow Builder: the per-interview limit of 2,000 executed "
-                                   "elements was removed in API 57.0 and per-transaction Apex "
-                                   "limits apply (Salesforce Help, Flow limits, as quoted by "
-                                   "third-party copies); no per-flow node cap was found, so "
-                                   "the claimed 200 is unconfirmed; deploying flows needs the "
-                                   "Metadata API, not implemented here. Composite Graph "
-                                   "(500 nodes per graph, REST API Composite Graph limits) "
-                                   "bounds API batches, not workflows"),
-            "sla.granularity": ("not-measurable",
-                                "entitlement processes and milestones (Service Cloud) run on "
-                                "Cases and Work Orders (Salesforce Help, How a Record Moves "
-                                "Through an Entitlement Process); leads and opportunities "
-                                "need Flow or Apex; not measured"),
-            "sla.action": ("unknown",
-                           "milestones such as first response exist for Cases and Work "
-                           "Orders only (Entitlement Management); " + _NOT_PROBED),
-            "sla.status": ("unknown",
-                           "milestone status/violation actions on Cases (Entitlement "
-                           "Management); " + _NOT_PROBED),
+            "cdp.event_delay": ("supported",
+                                "Change Data Capture over Pub/Sub API (gRPC, Avro payloads; "
+                                "Pub/Sub API Developer Guide): each event is an Account "
+                                "update carrying the event's key, timed to the "
+                                "AccountChangeEvent carrying it on the harness's own "
+                                "subscription; Account is selected for Change Data Capture "
+                                "(Tooling API PlatformEventChannelMember) when it is not"),
+            "agent.latency": ("supported",
+                              "Agent API (Agentforce Developer Guide): a session with the "
+                              "agent of SALESFORCE_AGENT_ID and one message about the lead; "
+                              "trigger to the agent's answer on the harness's clock. Needs "
+                              "an Agentforce licence and an agent reachable through the "
+                              "Agent API (unsupported when the variable is not set)"),
+            "agent.steps": ("not-measurable", AGENT_STEPS),
+            "agent.takeover": ("not-measurable", AGENT_STEPS),
+            "agent.explain": ("not-measurable", AGENT_STEPS),
+            "cdp.realtime": ("unsupported", NO_PROFILE),
+            "cdp.tags_explained": ("unsupported", NO_PROFILE),
+            "workflow.max_nodes": ("supported", FLOWS),
+            "workflow.dag": ("not-measurable",
+                             "flows are metadata deployed through the Tooling or Metadata "
+                             "API, validated by the platform; the probe's node/edge "
+                             "documents (parallel branches, joins) have no Flow "
+                             "counterpart, so refusals of cycles and dangling edges are not "
+                             "checked"),
+            "workflow.breaker": ("unsupported",
+                                 "a failing flow interview is rolled back and its error "
+                                 "e-mailed (Salesforce Help, Flow errors); flows are not "
+                                 "paused after repeated failures"),
+            "workflow.lineage": ("not-measurable",
+                                 "the Tooling API's MetadataComponentDependency lists what a "
+                                 "flow references (beta); not probed"),
+            "sla.granularity": ("supported",
+                                "entitlement processes with milestones on Cases (Salesforce "
+                                "Help, Entitlement Management; Metadata API "
+                                "EntitlementProcess): the shortest milestone accepted and its "
+                                "violation (CaseMilestone IsViolated) observed on the "
+                                "harness's clock; unsupported where the org has no "
+                                "Entitlement Management"),
+            "sla.field": ("not-measurable", SLA_ON_CASES),
+            "sla.process": ("not-measurable", SLA_ON_CASES),
+            "sla.action": ("not-measurable",
+                           "first-response milestones exist for Cases and Work Orders "
+                           "(Entitlement Management), not for leads; " + _NOT_PROBED),
+            "sla.status": ("not-measurable",
+                           "a CaseMilestone shows IsViolated and TimeRemainingInMins; "
+                           "warning (at-risk) actions are time-triggered actions of the "
+                           "process, which the probe does not define"),
+            "sla.escalation": ("not-measurable",
+                               "milestone violation actions (e-mail alert, field update, "
+                               "task) are configured per process; the probe defines none"),
+            "pack.enable_time": ("not-measurable", PACKAGES),
+            "pack.hotplug": ("not-measurable",
+                             "a managed package is installed or uninstalled "
+                             "(PackageInstallRequest, SubscriberPackageVersionUninstall"
+                             "Request), not switched off and on keeping its data; "
+                             + _NOT_PROBED),
+            "pack.manufacturing": ("not-measurable",
+                                   "Manufacturing Cloud is a licensed industry cloud (sales "
+                                   "agreements, account forecasts); no PPAP approval freeze "
+                                   "was found in its documentation; " + _NOT_PROBED),
         },
         rest=("unknown", "not checked against Salesforce documentation; " + _NOT_PROBED),
     )

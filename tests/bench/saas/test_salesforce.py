@@ -101,9 +101,9 @@ def test_every_capability_is_declared_with_a_source() -> None:
     assert set(caps) == set(CAPABILITY_IDS)
     assert all(c.note for c in caps.values())
     assert caps["crud.mixed"].support == "supported"
-    assert caps["cdp.event_delay"].support == "not-measurable"
-    assert "gRPC" in caps["cdp.event_delay"].note
-    assert "Composite Graph" in caps["workflow.max_nodes"].note
+    assert caps["cdp.event_delay"].support == "supported"
+    assert "Pub/Sub API (gRPC" in caps["cdp.event_delay"].note
+    assert "Tooling" in caps["workflow.max_nodes"].note
 
 
 def test_soql_literals_are_escaped() -> None:
