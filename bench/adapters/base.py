@@ -538,6 +538,9 @@ class RunPlan:
     duration_s: float = 0.0
     users: int = 0
     mix: Mapping[str, float] = field(default_factory=dict)
+    # Calls per second the in-run probes send beside the mix (agent runs, event batches);
+    # they are not scaled, so the mix gets what the quotas leave.
+    probe_rate: float = 0.0
     # What to do when the quotas allow less than ``rate``: "scale" the run, or "refuse".
     over_quota: str = "scale"
 

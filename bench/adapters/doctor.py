@@ -35,13 +35,14 @@ def _plan(scenario: Scenario) -> RunPlan:
         run_id=DOCTOR_RUN_ID, scenario=scenario.name,
         estimated_calls=int(scenario.rate * scenario.phases.total_s * 1.1) + 100,
         rate=scenario.rate if scenario.workload else 0.0, duration_s=scenario.phases.total_s,
-        users=scenario.users, mix=dict(scenario.mix),
+        users=scenario.users, mix=dict(scenario.mix), probe_rate=scenario.probe_rate,
     )
 
 
-def _capabilities(cls: Any) -> tuple[dict[str, int], list[str], dict[str, str]]:
-    """Counts by support, the ids that will be measured, and the reason for each other."""
-    caps = cls.capabilities
+def _capabilities(adapter: Any) -> tuple[dict[str, int], list[str], dict[str, str]]:
+    """Counts by support, the ids that will be measured, and the reason for each other
+    (the adapter's own declarations: some depend on its settings or on the org)."""
+    caps = adapter.capabilities
     measured = [cid for cid, c in caps.items() if c.support == "supported"]
     blocked = {cid: f"{c.support}: {c.note}" if c.note else c.support
                for cid, c in caps.items() if c.support != "supported"}
@@ -64,7 +65,7 @@ def diagnose(target: str, scenario: Scenario | None = None) -> dict[str, Any]:
     """Everything ``doctor`` reports about ``target``; ``exit_code`` says how it went."""
     cls = load_adapter(scheme_of(target))
     adapter = create_adapter(target)
-    counts, measured, blocked = _capabilities(cls)
+    counts, measured, blocked = _capabilities(adapter)
     report: dict[str, Any] = {
         "target": redact_url(target), "adapter": f"{cls.__module__}:{cls.__qualname__}",
         "platform": cls.platform, "guarded": isinstance(adapter, Guarded),
@@ -101,6 +102,7 @@ def diagnose(target: str, scenario: Scenario | None = None) -> dict[str, Any]:
             report["facts"] = {"error": redact(str(exc))}
         # Again, now with what the platform said is left of its allocations.
         report["rate_plan"] = _rate_plan(adapter, scenario)
+        report["capabilities"], report["measured"], report["blocked"] = _capabilities(adapter)
     finally:
         adapter.close()
     report["message"] = "the target answers and the credentials are accepted"

@@ -78,6 +78,11 @@ class Scenario:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def probe_rate(self) -> float:
+        """Calls per second the in-run probes send beside the workload (agent runs, events)."""
+        return sum(float(self.probes.get(k) or 0) for k in ("agent_rate", "event_rate"))
+
 
 def available() -> list[str]:
     """Names of the scenarios shipped with the package."""

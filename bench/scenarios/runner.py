@@ -196,6 +196,7 @@ def _preflight(session: TargetSession, record: RunRecord, req: RunRequest) -> Pr
         allow_production=req.allow_production,
         rate=scenario.rate if scenario.workload else 0.0,
         duration_s=scenario.phases.total_s, users=scenario.users, mix=dict(scenario.mix),
+        probe_rate=scenario.probe_rate,
         over_quota=req.over_quota,
     )
     found = session.preflight(plan, [p for p, _ in record.probes if p.run is None],

@@ -128,14 +128,18 @@ def _window(seconds: float) -> str:
 
 
 def quota_rate(quota: Quota, plan: RunPlan, headroom: float = HEADROOM) -> float:
-    """The highest rate (req/s) at which ``plan``'s mix stays inside ``quota``."""
+    """The highest rate (req/s) at which ``plan``'s mix stays inside ``quota``, beside the
+    in-run probes' calls (charged to quotas that count every call)."""
     per_request = quota.per_request(plan.mix) if plan.mix else 1.0
     if per_request <= 0:
         return math.inf
     if quota.window_s >= plan.duration_s > 0:
         budget = quota.calls if quota.remaining is None else min(quota.remaining, quota.calls)
-        return headroom * max(budget, 0) / (per_request * plan.duration_s)
-    return headroom * quota.calls / (per_request * quota.window_s)
+        calls_per_s = headroom * max(budget, 0) / plan.duration_s
+    else:
+        calls_per_s = headroom * quota.calls / quota.window_s
+    probes = plan.probe_rate if quota.costs is None else 0.0
+    return max(calls_per_s - probes, 0.0) / per_request
 
 
 def plan_rate(

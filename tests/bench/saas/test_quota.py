@@ -202,3 +202,12 @@ def test_a_mix_runs_on_a_platform_without_the_keys_of_verbs_it_lacks() -> None:
 
     with pytest.raises(ValueError, match="update_opportunity_stage needs opportunities"):
         MixedWorkload(_Stages("x"), ks, {"update_opportunity_stage": 1.0}, seed=3)
+
+
+def test_in_run_probe_calls_take_their_share_of_quotas_that_count_every_call() -> None:
+    minute = Quota("calls per minute", 600, 60)
+    # 8 calls/s allowed; the probes send 3 of them, the mix gets the other 5.
+    assert quota_rate(minute, _plan(probe_rate=3.0)) == pytest.approx(5.0)
+    per_api = Quota("360 API", 600, 60, costs={"customer_360": 1})
+    assert quota_rate(per_api, _plan(probe_rate=3.0)) == pytest.approx(8.0 / 0.25)
+    assert plan_rate([minute], _plan(probe_rate=9.0)).action == "refused"
