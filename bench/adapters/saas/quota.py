@@ -111,6 +111,9 @@ class RatePlan:
                    tuple(str(x) for x in data.get("quotas", ())))
 
     def summary(self) -> str:
+        if self.action == "ok" and not self.lines:
+            return (f"no quota is documented: {self.requested:g} req/s is sent as asked; "
+                    "throttling answers count as rate_limited")
         if self.action == "ok":
             return (f"{self.requested:g} req/s fits the documented quotas "
                     f"(at most {self.allowed:.4g} req/s)")
