@@ -196,16 +196,24 @@ def _search(series: _Series, good: int, bad: int | None, cap: int,
             f"{'ok' if a['executed'] else a.get('error')}")
         return bool(a["executed"])
 
+    return largest_passing(measured, cap, good, bad)
+
+
+def largest_passing(ok: Callable[[int], bool], cap: int, good: int = 0,
+                    bad: int | None = None) -> tuple[int, int | None]:
+    """The largest size up to ``cap`` that passes ``ok`` (each size tried once) and the
+    smallest that failed: doubling from ``good`` (0: from 1) until a size fails, then
+    bisection to within 1 % of the size."""
     if bad is None:
         n = 1 if good == 0 else min(good * 2, cap)
         while good < cap:
-            if not measured(n):
+            if not ok(n):
                 bad = n
                 break
             good, n = n, min(n * 2, cap)
     while bad is not None and bad - good > max(1, good // 100):
         mid = (good + bad) // 2
-        good, bad = (mid, bad) if measured(mid) else (good, mid)
+        good, bad = (mid, bad) if ok(mid) else (good, mid)
     return good, bad
 
 

@@ -36,12 +36,13 @@ from bench.adapters.saas.http import (
     Clock,
     Credentials,
     Sleep,
+    TokenBox,
     TokenUnavailable,
     VendorClient,
     load_credentials,
 )
 from bench.adapters.saas.quota import Concurrency, Quota, RatePlan, plan_rate
-from bench.errors import UserError
+from bench.errors import TargetUnreachable, UserError
 from reference_impl.schema import TIERS
 
 RUN_ID_ENV = "CRMBENCH_RUN_ID"
@@ -224,6 +225,8 @@ class VendorAdapter(BaseAdapter):
         # Load-generator processes sharing the platform's quotas (limiters take a share).
         self.processes = 1
         self._http: VendorClient | None = None
+        # The access token of platforms that issue one (set up in open()).
+        self._token: TokenBox | None = None
 
     @property
     def url(self) -> str:
@@ -236,6 +239,13 @@ class VendorAdapter(BaseAdapter):
         """This platform's credentials from the environment or the credentials file."""
         return load_credentials(self.credential_section, self.credential_env,
                                 environ=self.environ, path=self.credentials_file)
+
+    def complete_credentials(self) -> Credentials:
+        """The credentials, all set; TargetUnreachable naming what to set otherwise."""
+        creds = self.read_credentials()
+        if not creds.complete:
+            raise TargetUnreachable(f"no credentials: {creds.hint()}")
+        return creds
 
     def credential_report(self) -> CredentialReport:
         creds = self.read_credentials()
@@ -303,6 +313,7 @@ class VendorAdapter(BaseAdapter):
         if self._http is not None:
             self._http.close()
             self._http = None
+        self._token = None
 
     @staticmethod
     def _verb(call: Callable[[], Status]) -> Status:

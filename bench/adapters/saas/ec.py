@@ -75,7 +75,7 @@ from bench.adapters.saas.common import (
 )
 from bench.adapters.saas.http import Credentials, VendorClient, redact
 from bench.adapters.saas.wecom import WeComAdapter
-from bench.errors import TargetUnreachable, UserError
+from bench.errors import UserError
 
 __all__ = ["ECAdapter", "WeComAdapter", "ec_sign"]
 
@@ -238,10 +238,7 @@ class ECAdapter(VendorAdapter):
         trajectory API (reads only); load the run's id map if tagged."""
         if self._http is not None:
             return
-        creds = self.read_credentials()
-        if not creds.complete:
-            raise TargetUnreachable(f"no credentials: {creds.hint()}")
-        self._creds = creds
+        self._creds = self.complete_credentials()
         self._http = VendorClient("EC", transport=self.transport, sleep=self._sleep_fn(),
                                   pool_size=self.pool_size)
         try:

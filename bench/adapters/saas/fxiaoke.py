@@ -94,7 +94,7 @@ from bench.adapters.saas.http import (
     redact,
 )
 from bench.adapters.saas.quota import Quota
-from bench.errors import TargetUnreachable, UserError
+from bench.errors import UserError
 
 ENV = {
     "app_id": "FXIAOKE_APP_ID",
@@ -219,7 +219,6 @@ class FxiaokeAdapter(VendorAdapter):
         self.calls_per_window = calls_per_window
         self.daily_calls = daily_calls
         self._creds: Credentials | None = None
-        self._token: TokenBox | None = None
         self._token_http: VendorClient | None = None
         self._corp_id: str | None = None
         self._maps: dict[str, IdMap] = {}
@@ -262,10 +261,7 @@ class FxiaokeAdapter(VendorAdapter):
         """Fetch a corpAccessToken; with a run id, load its id maps and how leads are filled."""
         if self._http is not None:
             return
-        creds = self.read_credentials()
-        if not creds.complete:
-            raise TargetUnreachable(f"no credentials: {creds.hint()}")
-        self._creds = creds
+        self._creds = self.complete_credentials()
         sleep = self._sleep_fn()
         # A safety net below the rate plan: per interface (limit_key), each load-generator
         # process taking its share of the quota.
@@ -295,7 +291,6 @@ class FxiaokeAdapter(VendorAdapter):
         if self._token_http is not None:
             self._token_http.close()
             self._token_http = None
-        self._token = None
 
     def platform_version(self) -> str | None:
         return "Fxiaoke open API (CRM v2)" if self._token is not None else None

@@ -137,7 +137,6 @@ class SalesforceClient(VendorAdapter):
         self.api_version = api_version
         self.usage = LimitUsage()
         self._auth: TokenSource | None = None
-        self._token: TokenBox | None = None
         self._instance: str | None = None
         self._org: dict[str, Any] | None = None
         self._maps: dict[str, IdMap] = {}
@@ -179,10 +178,6 @@ class SalesforceClient(VendorAdapter):
         except BaseException:
             self.close()
             raise
-
-    def close(self) -> None:
-        super().close()
-        self._token = None
 
     def platform_version(self) -> str | None:
         if self._org is None:

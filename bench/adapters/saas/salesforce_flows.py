@@ -30,6 +30,7 @@ import httpx
 
 from bench.adapters.saas.common import json_or_empty, tag_prefix
 from bench.probes.verdict import Verdict
+from bench.probes.workflow import largest_passing
 
 LIMITS_DOCUMENTED = (
     "Salesforce Help, General Flow Limits / Per-Transaction Flow Limits: no per-flow element "
@@ -207,15 +208,7 @@ def search(attempts: FlowAttempts, cap: int, say: Callable[[str], None]
             f"{point['run_s']} s, {'ok' if point['executed'] else point.get('error')}")
         return bool(point["executed"])
 
-    good, bad, n = 0, None, 1
-    while good < cap:
-        if not ok(n):
-            bad = n
-            break
-        good, n = n, min(n * 2, cap)
-    while bad is not None and bad - good > max(1, good // 100):
-        mid = (good + bad) // 2
-        good, bad = (mid, bad) if ok(mid) else (good, mid)
+    good, bad = largest_passing(ok, cap)
     return curve, good, bad
 
 

@@ -50,7 +50,7 @@ from bench.adapters.saas.http import (
     redact,
 )
 from bench.adapters.saas.quota import Concurrency, Quota
-from bench.errors import TargetUnreachable, UserError
+from bench.errors import UserError
 
 WECOM_ENV = {"corp_id": "WECOM_CORP_ID", "secret": "WECOM_SECRET"}
 WECOM_SOURCE = "WeCom server API documentation (developer.work.weixin.qq.com)"
@@ -173,7 +173,6 @@ class WeComAdapter(VendorAdapter):
     def __init__(self, host: str, **kw: Any) -> None:
         super().__init__(host, **kw)
         self._creds: Credentials | None = None
-        self._token: TokenBox | None = None
         self._hourly: SlidingWindow | None = None
         self._maps: dict[str, IdMap] = {}
 
@@ -192,10 +191,7 @@ class WeComAdapter(VendorAdapter):
         """Fetch an access token (setup) and map harness ids onto existing external contacts."""
         if self._http is not None:
             return
-        creds = self.read_credentials()
-        if not creds.complete:
-            raise TargetUnreachable(f"no credentials: {creds.hint()}")
-        self._creds = creds
+        self._creds = self.complete_credentials()
         # Each load-generator process takes its share of the quota.
         share = LIMITER_SHARE / self.processes
         minute = SlidingWindow(max(int(PER_MINUTE * share), 1), 60.0, clock=self.clock,
@@ -212,10 +208,6 @@ class WeComAdapter(VendorAdapter):
         except BaseException:
             self.close()
             raise
-
-    def close(self) -> None:
-        super().close()
-        self._token = None
 
     def platform_version(self) -> str | None:
         return "WeCom server API (external contacts)" if self._token is not None else None
