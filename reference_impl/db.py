@@ -17,8 +17,8 @@ import re
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -227,7 +227,12 @@ class SqliteDatabase(_SqliteExecutor):
             self._read = self._write if str(self.path) == ":memory:" else self._open()
         except sqlite3.Error as exc:
             raise DatabaseError(f"cannot open SQLite database {self.path}: {exc}") from exc
-        self._conn = self._read
+        # Reads share the write connection while no transaction is open: SQLite empties a
+        # connection's page cache whenever another connection has committed, so a separate
+        # reader would start cold after every write of a mixed workload. While a
+        # transaction is open (suspended between statements), reads use their own
+        # connection and see committed data only.
+        self._conn = self._write
         if str(self.path) != ":memory:":
             self._write.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             self.checkpointer = Checkpointer(self.path)
@@ -250,26 +255,38 @@ class SqliteDatabase(_SqliteExecutor):
     async def transaction(self) -> AsyncIterator[_SqliteExecutor]:
         assert self._write is not None, "database not connected"
         async with self._lock:
-            self._write.execute("BEGIN IMMEDIATE")
-            try:
-                yield _SqliteExecutor(self._write)
-            except BaseException:
-                self._write.execute("ROLLBACK")
-                raise
-            self._write.execute("COMMIT")
+            with self._reads_apart():
+                self._write.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _SqliteExecutor(self._write)
+                except BaseException:
+                    self._write.execute("ROLLBACK")
+                    raise
+                self._write.execute("COMMIT")
+
+    @contextmanager
+    def _reads_apart(self) -> Iterator[None]:
+        """Reads go to the read connection while a transaction is open on the write one."""
+        assert self._read is not None and self._write is not None, "database not connected"
+        self._conn = self._read
+        try:
+            yield
+        finally:
+            self._conn = self._write
 
     async def bulk_insert(self, table: str, frame: pl.DataFrame) -> None:
         assert self._write is not None
         marks = ", ".join("?" * frame.width)
         sql = f"INSERT INTO {table} ({', '.join(frame.columns)}) VALUES ({marks})"
         async with self._lock:
-            self._write.execute("BEGIN")
-            try:
-                self._write.executemany(sql, frame.iter_rows())
-            except BaseException:
-                self._write.execute("ROLLBACK")
-                raise
-            self._write.execute("COMMIT")
+            with self._reads_apart():
+                self._write.execute("BEGIN")
+                try:
+                    self._write.executemany(sql, frame.iter_rows())
+                except BaseException:
+                    self._write.execute("ROLLBACK")
+                    raise
+                self._write.execute("COMMIT")
 
     async def run_script(self, statements: Sequence[str]) -> None:
         async with self.transaction() as tx:

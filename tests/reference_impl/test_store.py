@@ -126,7 +126,11 @@ def test_the_write_ahead_log_is_folded_in_the_background(tmp_path: Path) -> None
         await db.connect()
         try:
             assert isinstance(db, dbmod.SqliteDatabase) and db.checkpointer is not None
-            assert await db.fetch_val("PRAGMA wal_autocheckpoint") == 1000  # reader: default
+            # Reads outside a transaction share the writer (and its backstop); the reader
+            # connection keeps SQLite's default.
+            assert await db.fetch_val("PRAGMA wal_autocheckpoint") == dbmod.BACKSTOP_PAGES
+            assert db._read is not None
+            assert db._read.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
             async with db.transaction() as tx:
                 assert await tx.fetch_val("PRAGMA wal_autocheckpoint") == dbmod.BACKSTOP_PAGES
                 await tx.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, body TEXT)")
@@ -146,6 +150,43 @@ def test_the_write_ahead_log_is_folded_in_the_background(tmp_path: Path) -> None
         assert not checkpointer.is_alive()
         # The last connection to close folded and removed the log.
         assert not (tmp_path / "wal.sqlite3-wal").exists()
+
+    run(scenario())
+
+
+def test_reads_during_an_open_transaction_see_committed_data_only(tmp_path: Path) -> None:
+    """Reads share the write connection, except while a transaction is open on it: a
+    transaction suspended between statements must not show its changes to other requests."""
+
+    async def scenario() -> None:
+        db = open_database(f"sqlite:///{tmp_path / 'iso.sqlite3'}")
+        await db.connect()
+        try:
+            assert isinstance(db, dbmod.SqliteDatabase)
+            await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+            await db.execute("INSERT INTO t (v) VALUES ('committed')")
+            inside, outside = asyncio.Event(), asyncio.Event()
+
+            async def writer() -> None:
+                async with db.transaction() as tx:
+                    await tx.execute("UPDATE t SET v = 'pending' WHERE id = 1")
+                    inside.set()
+                    await outside.wait()  # suspended mid-transaction
+                    raise RuntimeError("rolled back")
+
+            task = asyncio.create_task(writer())
+            await inside.wait()
+            assert await db.fetch_val("SELECT v FROM t WHERE id = 1") == "committed"
+            outside.set()
+            with pytest.raises(RuntimeError):
+                await task
+            assert await db.fetch_val("SELECT v FROM t WHERE id = 1") == "committed"
+            async with db.transaction() as tx:
+                await tx.execute("UPDATE t SET v = 'done' WHERE id = 1")
+            assert await db.fetch_val("SELECT v FROM t WHERE id = 1") == "done"
+            assert db._conn is db._write  # reads are back on the writer
+        finally:
+            await db.close()
 
     run(scenario())
 
