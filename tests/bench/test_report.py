@@ -18,7 +18,7 @@ from bench.errors import UserError
 from bench.measure.hdr import LatencyHistogram
 from bench.report.build import assemble
 from bench.results.collect import Run, load_runs
-from tests.bench.test_compare import cli, example_result, scale_histogram, scaled
+from tests.bench.test_compare import EXAMPLE, cli, example_result, scale_histogram, scaled
 
 CLAIMED_PLATFORMS = ("salesforce", "fxiaoke", "ec", "dabei")
 NO_CREDENTIALS = "no credentials: set SALESFORCE_CLIENT_ID and SALESFORCE_CLIENT_SECRET"
@@ -209,7 +209,8 @@ def test_capability_report_covers_every_id(report_dir: Path) -> None:
 def test_results_json_is_machine_readable(report_dir: Path) -> None:
     data = json.loads((report_dir / "results.json").read_text())
     assert data["platforms"] == ["reference", *CLAIMED_PLATFORMS]
-    assert {r["run_id"] for r in data["runs"]} == {"dd97e5be43b0", "probed", "vendor"}
+    example = json.loads(EXAMPLE.read_text())["run_id"]
+    assert {r["run_id"] for r in data["runs"]} == {example, "probed", "vendor"}
     assert [r["problem"] for r in data["runs"]][2] == f"incomplete: {NO_CREDENTIALS}"
     overall = next(o for o in data["operations"] if o["operation"] == "overall")
     assert overall["runs"] == 2 and overall["count"] == 240_000
@@ -324,7 +325,6 @@ def test_probe_only_runs_show_no_load() -> None:
 
 def test_the_committed_example_result_reads_as_the_typed_model() -> None:
     from bench.results.model import decode_result, to_builtins
-    from tests.bench.test_compare import EXAMPLE
 
     raw = EXAMPLE.read_bytes()
     typed = decode_result(raw)
