@@ -104,8 +104,9 @@ TABLES: tuple[Table, ...] = (
         ),
         # Name-prefix search pages by id: within one two-letter prefix this index is in id
         # order already, so a page reads as many entries as it returns, not every match.
-        indexes=(("name_key",), (NAME_KEY_PREFIX, "id", "name_key"), ("region_id", "tier"),
-                 ("tier",), ("owner_rep_id",)),
+        # Filters page by id too: equal keys then id, so a page stops after LIMIT entries.
+        indexes=(("name_key",), (NAME_KEY_PREFIX, "id", "name_key"),
+                 ("region_id", "tier", "id"), ("tier",), ("owner_rep_id",)),
     ),
     Table(
         "customer_tags",
@@ -173,7 +174,8 @@ TABLES: tuple[Table, ...] = (
             _c("owner_rep_id", "int", nullable=True, ref="reps"),
             _c("product_interest", "json"), _c("created_at", "ts"), _c("updated_at", "ts"),
         ),
-        indexes=(("status",), ("customer_id",), ("owner_rep_id",)),
+        # A rep's leads of one status page by id straight off the last index.
+        indexes=(("status",), ("customer_id",), ("owner_rep_id", "status", "id")),
     ),
     Table(
         "activities",

@@ -212,3 +212,28 @@ def test_an_unknown_sqlite_durability_is_refused(tmp_path: Path) -> None:
         open_database(f"sqlite:///{tmp_path / 'd.sqlite3'}?synchronous=off")
     with pytest.raises(UserError, match="unknown option"):
         open_database(f"sqlite:///{tmp_path / 'd.sqlite3'}?journal=delete")
+
+
+@pytest.mark.postgres
+def test_pooled_postgresql_connections_are_given_back_without_a_reset(postgres_url: str) -> None:
+    """A release sends nothing: asyncpg's default reset is a statement per query."""
+    async def scenario() -> str:
+        import asyncpg
+
+        db = open_database(postgres_url, pool_size=1)
+        await db.connect()
+        try:
+            pid = await db.fetch_val("SELECT pg_backend_pid()")
+            await db.execute("CREATE TABLE pooled (x int)")
+            assert await db.fetch_val("SELECT pg_backend_pid()") == pid
+            watcher = await asyncpg.connect(postgres_url)
+            try:
+                last: str = await watcher.fetchval(
+                    "SELECT query FROM pg_stat_activity WHERE pid = $1", pid)
+            finally:
+                await watcher.close()
+            return last
+        finally:
+            await db.close()
+
+    assert run(scenario()) == "SELECT pg_backend_pid()"
