@@ -61,7 +61,9 @@ class OneWriteProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         cycle = self.cycle
         # The cycle's task has been created, not run: it writes through the writer only.
-        if cycle is not None and cycle.transport is self.transport:
+        # A HEAD response writes no body after its head, so its head is never held.
+        if (cycle is not None and cycle.transport is self.transport
+                and self.scope["method"] != "HEAD"):
             if self._writer is None:
                 self._writer = OneWrite(self.transport)
             cycle.transport = self._writer  # type: ignore[assignment]

@@ -80,6 +80,13 @@ def test_keep_alive_responses_each_leave_in_one_write() -> None:
     assert all(w.endswith(b'\r\n\r\n{"ok":true}') for w in transport.writes)
 
 
+def test_a_head_request_gets_its_head_at_once() -> None:
+    transport = asyncio.run(_exchange(_fixed, b"HEAD /x HTTP/1.1\r\nhost: a\r\n\r\n"))
+    assert len(transport.writes) == 1
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.writes[0].endswith(b"\r\n\r\n")
+
+
 def test_a_streamed_response_is_not_held() -> None:
     async def run() -> Transport:
         return await asyncio.wait_for(
