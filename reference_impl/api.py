@@ -188,6 +188,26 @@ class CrmApp(Starlette):
                 return hmac.compare_digest(value, self.expected)
         return False
 
+    def eager_handler(self, scope: Scope) -> Handler | None:
+        """The handler of a hot route with good credentials (reference_impl.http1 calls it
+        with an HTTP scope), else None: the request then goes through ``__call__``."""
+        handler = self._route(scope)
+        if handler is None or not self._authorized(scope):
+            return None
+        scope["app"] = self
+        return handler
+
+    async def respond(self, handler: Handler, request: Request) -> Response:
+        """``handler``'s response, or the error response of what it raised."""
+        try:
+            return await handler(request)
+        except (ApiError, StoreError) as exc:
+            return api_error_response(exc)
+        except HTTPException as exc:
+            return http_error_response(exc)
+        except Exception as exc:
+            return crash_response(exc)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self._route(scope) if scope["type"] == "http" else None
         if handler is None or not self._authorized(scope):

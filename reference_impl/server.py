@@ -83,13 +83,21 @@ def _env_int(name: str, default: int) -> int:
 
 def make_server(
     app: Any, host: str, port: int, *, log_level: str = "warning", loop: str = "uvloop",
-    asgi: Any = None,
+    slowdown: Slowdown | None = None,
 ) -> uvicorn.Server:
-    """A uvicorn server for ``build_app``'s app (or ``asgi`` wrapping it) that ends open
-    change streams on shutdown; each response of known length leaves in one write."""
+    """A uvicorn server for ``build_app``'s app that ends open change streams on shutdown.
+
+    Each response of known length leaves in one write, and the hot routes are answered
+    without an ASGI cycle (reference_impl.http1); ``slowdown`` slows both paths alike.
+    """
     import uvicorn
 
-    from reference_impl.http1 import OneWriteProtocol
+    from reference_impl.http1 import OneWriteProtocol, eager_protocol
+    from reference_impl.slowdown import slowed, slowed_eager
+
+    asgi, eager = app, app
+    if slowdown is not None:
+        asgi, eager = slowed(app, slowdown), slowed_eager(app, slowdown)
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -98,8 +106,9 @@ def make_server(
             await super().shutdown(sockets)
 
     config = uvicorn.Config(
-        app if asgi is None else asgi, host=host, port=port, log_level=log_level,
-        access_log=False, loop=loop, http=OneWriteProtocol, lifespan="on",
+        asgi, host=host, port=port, log_level=log_level,
+        access_log=False, loop=loop, lifespan="on",
+        http=eager_protocol(eager) if hasattr(eager, "eager_handler") else OneWriteProtocol,
         timeout_graceful_shutdown=10,
         # Nothing reads the client's address or scheme: no X-Forwarded-* rewriting per request.
         proxy_headers=False,
@@ -151,7 +160,6 @@ def _serve_one(
     """Serve until stopped; False when the application failed to start."""
     from reference_impl.agents import load_scorer
     from reference_impl.api import build_app
-    from reference_impl.slowdown import slowed
     from reference_impl.stream import DEFAULT_RETENTION
 
     scorer_path = os.environ.get("CRMBENCH_AGENT_SCORER", "").strip()
@@ -167,8 +175,7 @@ def _serve_one(
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    asgi = slowed(app, slowdown) if slowdown is not None else None
-    server = make_server(app, host, port, log_level=log_level, asgi=asgi)
+    server = make_server(app, host, port, log_level=log_level, slowdown=slowdown)
     server.run(sockets=[sock] if sock is not None else None)
     return bool(server.started)
 

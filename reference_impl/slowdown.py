@@ -4,7 +4,8 @@ The power check of ``crmbench ab`` and ``crmbench gate`` needs a build that is k
 slower. ``ms`` and ``pct`` burn CPU, as slower code would: a fixed time per request and/or
 a share of the request's own handling time; ``delay_ms`` waits without using CPU, as a
 slower downstream call would (a CPU slowdown of 1 ms at 1,000 req/s would need a core of
-its own). All are spent just before the response starts. They are served only when
+its own). All are spent just before the response starts, on the ASGI path (``slowed``) and on the
+hot routes' direct path alike (``slowed_eager``). They are served only when
 ``CRMBENCH_TEST_MODE=1`` is set, never on a real deployment.
 """
 
@@ -93,3 +94,30 @@ def slowed(app: ASGIApp, slowdown: Slowdown) -> ASGIApp:
         await app(scope, receive, send_late)
 
     return wrapped
+
+
+class SlowedEager:
+    """The direct path of the hot routes (reference_impl.http1's ``EagerApp``) with the
+    slowdown spent before each response, as ``slowed`` spends it on the ASGI path."""
+
+    def __init__(self, app: Any, slowdown: Slowdown) -> None:
+        self.app = app
+        self.fixed_ns = int(slowdown.ms * 1_000_000)
+        self.share = slowdown.pct / 100.0
+        self.delay_s = slowdown.delay_ms / 1000.0
+
+    def eager_handler(self, scope: Scope) -> Any:
+        return self.app.eager_handler(scope)
+
+    async def respond(self, handler: Any, request: Any) -> Any:
+        start = time.perf_counter_ns()
+        response = await self.app.respond(handler, request)
+        _burn(self.fixed_ns + int((time.perf_counter_ns() - start) * self.share))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return response
+
+
+def slowed_eager(app: Any, slowdown: Slowdown) -> Any:
+    """``app``'s direct path with the slowdown; ``app`` itself when there is none."""
+    return SlowedEager(app, slowdown) if slowdown.active else app

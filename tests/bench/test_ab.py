@@ -139,6 +139,34 @@ def test_slowdown_burns_before_the_response_starts(monkeypatch: pytest.MonkeyPat
     assert slow.slowed(inner, slow.Slowdown()) is inner
 
 
+def test_slowdown_slows_the_direct_path_of_the_hot_routes_alike(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    burnt: list[int] = []
+    events: list[str] = []
+    monkeypatch.setattr(slow, "_burn", lambda ns: (burnt.append(ns), events.append("burn")))
+
+    class App:
+        def eager_handler(self, scope: Any) -> Any:
+            return "handler" if scope["path"] == "/hot" else None
+
+        async def respond(self, handler: Any, request: Any) -> Any:
+            events.append(f"respond {handler} {request}")
+            return "response"
+
+    async def wait(seconds: float) -> None:
+        events.append(f"wait {seconds}")
+
+    monkeypatch.setattr(slow.asyncio, "sleep", wait)
+    app = App()
+    wrapped = slow.slowed_eager(app, slow.Slowdown(ms=2.0, pct=0.0, delay_ms=1.5))
+    assert wrapped.eager_handler({"path": "/hot"}) == "handler"
+    assert wrapped.eager_handler({"path": "/cold"}) is None
+    assert asyncio.run(wrapped.respond("handler", "request")) == "response"
+    assert events == ["respond handler request", "burn", "wait 0.0015"]
+    assert burnt == [2_000_000]
+    assert slow.slowed_eager(app, slow.Slowdown()) is app
+
+
 def test_embedded_source_build_gets_its_own_cache(small_fixtures: Path, tmp_path: Path) -> None:
     fixtures = tmp_path / "fx"
     fixtures.mkdir()
