@@ -89,6 +89,10 @@ def build_app(
     app = CrmApp(
         fast=fast,
         token=token,
+        # SQLite calls never wait: those handlers run to the end at once. A PostgreSQL
+        # handler waits on its first query, and what it reaches may need a task of its own
+        # (asyncpg connects under asyncio.timeout): it takes the ASGI path.
+        eager=db.dialect == "sqlite",
         routes=all_routes,
         middleware=[Middleware(BearerAuth, token=token, named=tokens, guarded=guarded)]
         if token else [],
@@ -159,9 +163,11 @@ class CrmApp(Starlette):
     one whose token is wrong, goes through Starlette as before.
     """
 
-    def __init__(self, *, fast: dict[FastKey, Handler], token: str | None, **kwargs: Any) -> None:
+    def __init__(self, *, fast: dict[FastKey, Handler], token: str | None, eager: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.fast = fast
+        self.eager = eager
         self.expected = f"Bearer {token}".encode() if token else None
 
     def _route(self, scope: Scope) -> Handler | None:
@@ -190,7 +196,10 @@ class CrmApp(Starlette):
 
     def eager_handler(self, scope: Scope) -> Handler | None:
         """The handler of a hot route with good credentials (reference_impl.http1 calls it
-        with an HTTP scope), else None: the request then goes through ``__call__``."""
+        with an HTTP scope), else None: the request then goes through ``__call__``. None
+        for every request unless the handlers never wait (``eager``)."""
+        if not self.eager:
+            return None
         handler = self._route(scope)
         if handler is None or not self._authorized(scope):
             return None

@@ -12,8 +12,9 @@ goes out at once.
 ``EagerProtocol`` goes further for the routes the application dispatches directly (its
 ``eager_handler``): once such a request is complete, its handler runs at once, inside the
 ``data_received`` that brought it, and the response is written when it returns; no ASGI
-cycle, no task and no extra turn of the event loop. On SQLite a handler never waits, so the
-whole request is answered there; a handler that does wait (PostgreSQL) goes on in a task.
+cycle, no task and no extra turn of the event loop. The application offers only handlers
+that do not wait (SQLite's): code that needs a current task (``asyncio.timeout``) must not
+be reached from here. Should one wait all the same (on a lock), it goes on in a task.
 Anything else (other routes, ``Expect: 100-continue``, a body over 64 KiB or of unknown
 length, a request pipelined behind one still running, an upgrade) takes uvicorn's path.
 """

@@ -176,6 +176,68 @@ def _c360_head_sql(dialect: Dialect) -> str:
     )
 
 
+def _c360_pg_sql() -> str:
+    """customer_360 in one PostgreSQL statement ($1 the customer id, $2 the number of recent
+    orders, $3 of recent activities): the head row of ``_c360_head_sql`` plus each list
+    as a JSON array of whole rows, in the order and limits of the statements it replaces."""
+    head = _c360_head_sql("postgresql").replace("FROM orders WHERE customer_id = ?",
+                                                "FROM orders WHERE customer_id = $1")
+    head = head.replace("WHERE c.id = ?", "WHERE c.id = $1")
+    recent = ("SELECT * FROM orders WHERE customer_id = $1 "
+              "ORDER BY ordered_at DESC, id DESC LIMIT $2")
+    stages = ", ".join(f"'{stage}'" for stage in OPEN_STAGES)
+    lists = {
+        "contacts__": "SELECT * FROM contacts WHERE customer_id = $1 ORDER BY id LIMIT 100",
+        "orders__": recent,
+        "lines__": ("SELECT l.*, p.name AS product_name, p.sku FROM order_lines l "
+                    "JOIN products p ON p.id = l.product_id "
+                    f"WHERE l.order_id IN (SELECT id FROM ({recent}) o)"),
+        "opportunities__": (f"SELECT * FROM opportunities WHERE customer_id = $1 "
+                            f"AND stage IN ({stages}) ORDER BY id"),
+        "activities__": ("SELECT * FROM activities WHERE customer_id = $1 "
+                         "ORDER BY occurred_at DESC, id DESC LIMIT $3"),
+    }
+    # json_agg keeps the order of its own ORDER BY only: each repeats its list's order.
+    order = {
+        "contacts__": "x.id", "orders__": "x.ordered_at DESC, x.id DESC",
+        "lines__": "x.order_id, x.line_no", "opportunities__": "x.id",
+        "activities__": "x.occurred_at DESC, x.id DESC",
+    }
+    extra = ", ".join(f"(SELECT json_agg(x ORDER BY {order[key]}) FROM ({sql}) x) AS {key}"
+                      for key, sql in lists.items())
+    select, _, rest = head.partition(" FROM customers c ")
+    sql = f"{select}, {extra} FROM customers c {rest}"
+    assert "?" not in sql, "numbered parameters only: the executor numbers each ? anew"
+    return sql
+
+
+def _floats(table: str) -> tuple[str, ...]:
+    return tuple(c.name for c in TABLES_BY_NAME[table].columns if c.kind == "float")
+
+
+# The lists of the 360 view, as JSON arrays in the one-statement form (PostgreSQL).
+_C360_LISTS = ("contacts__", "orders__", "lines__", "opportunities__", "activities__")
+# JSON writes a whole double without its point (5899.0 as 5899): these turn back to float.
+_C360_FLOATS = {
+    "contacts__": _floats("contacts"), "orders__": _floats("orders"),
+    "lines__": _floats("order_lines"), "opportunities__": _floats("opportunities"),
+    "activities__": _floats("activities"),
+}
+
+
+def _json_rows(raw: str | None, floats: tuple[str, ...]) -> list[Row]:
+    if raw is None:
+        return []
+    rows: list[Row] = msgspec.json.decode(raw)
+    if floats:
+        for row in rows:
+            for col in floats:
+                value = row[col]
+                if type(value) is int:
+                    row[col] = float(value)
+    return rows
+
+
 @dataclass(frozen=True)
 class Page:
     items: list[Row]
@@ -210,6 +272,7 @@ class Store:
         self.hooks: list[WriteHook] = []
         self._customer_sql = _customer_sql(db.dialect)
         self._c360_sql = _c360_head_sql(db.dialect)
+        self._c360_pg_sql = _c360_pg_sql() if db.dialect == "postgresql" else None
 
     async def _run_hooks(self, tx: Executor, change: Change) -> list[AfterCommit]:
         done: list[AfterCommit] = []
@@ -473,9 +536,12 @@ class Store:
         return self._page(entity, rows, limit)
 
     async def customer_360(self, id_: int, orders: int = 10, activities: int = 10) -> Row:
-        db = self.db
-        # The customer, its tags, region, owner and order totals come in one row.
-        head = await db.fetch_one(self._c360_sql, (id_, id_))
+        if self._c360_pg_sql is not None:
+            return await self._customer_360_pg(id_, orders, activities)
+        return await self._customer_360_parts(id_, orders, activities)
+
+    def _c360_head(self, id_: int, head: Row | None) -> tuple[Row, dict[str, Any]]:
+        """The customer in its API shape, and its region, owner and order totals."""
         if head is None:
             raise NotFound("customer", id_)
         region = {c: head.pop(f"region__{c}") for c in _REGION_COLS}
@@ -484,6 +550,41 @@ class Store:
         tags = head.pop(_TAGS)
         customer = present(ENTITIES["customers"], head)
         customer["tags"] = _tag_list(tags)
+        return customer, {
+            "region": region if region["id"] is not None else None,
+            "owner": owner if owner["id"] is not None else None,
+            "order_stats": stats,
+        }
+
+    async def _customer_360_pg(self, id_: int, orders: int, activities: int) -> Row:
+        """The 360 view in one statement: each list comes as a JSON array built by
+        PostgreSQL, one round trip instead of six."""
+        assert self._c360_pg_sql is not None
+        head = await self.db.fetch_one(self._c360_pg_sql, (id_, orders, activities))
+        lists = ({key: _json_rows(head.pop(key), _C360_FLOATS[key]) for key in _C360_LISTS}
+                 if head is not None else {})
+        customer, parts = self._c360_head(id_, head)
+        recent = lists["orders__"]
+        by_order: dict[int, list[Row]] = {}
+        for line in lists["lines__"]:
+            by_order.setdefault(int(line["order_id"]), []).append(line)
+        for order in recent:
+            order["lines"] = by_order.get(int(order["id"]), [])
+        return {
+            "customer": customer,
+            "region": parts["region"],
+            "owner": parts["owner"],
+            "contacts": lists["contacts__"],
+            "recent_orders": recent,
+            "order_stats": parts["order_stats"],
+            "open_opportunities": lists["opportunities__"],
+            "recent_activities": lists["activities__"],
+        }
+
+    async def _customer_360_parts(self, id_: int, orders: int, activities: int) -> Row:
+        db = self.db
+        # The customer, its tags, region, owner and order totals come in one row.
+        customer, parts = self._c360_head(id_, await db.fetch_one(self._c360_sql, (id_, id_)))
         contacts = await db.fetch_all(
             "SELECT * FROM contacts WHERE customer_id = ? ORDER BY id LIMIT 100", (id_,)
         )
@@ -518,11 +619,11 @@ class Store:
         )
         return {
             "customer": customer,
-            "region": region if region["id"] is not None else None,
-            "owner": owner if owner["id"] is not None else None,
+            "region": parts["region"],
+            "owner": parts["owner"],
             "contacts": contacts,
             "recent_orders": recent,
-            "order_stats": stats,
+            "order_stats": parts["order_stats"],
             "open_opportunities": opps,
             "recent_activities": acts,
         }

@@ -270,3 +270,20 @@ def test_a_connection_lost_while_the_handler_waits_gets_nothing_written() -> Non
         return transport
 
     assert asyncio.run(run()).writes == []
+
+
+def test_only_handlers_that_never_wait_take_the_direct_path(tmp_path: Any) -> None:
+    from reference_impl.api import build_app
+    from reference_impl.db import open_database
+
+    def scope() -> dict[str, Any]:
+        return {"type": "http", "method": "GET", "path": "/customers/1", "root_path": "",
+                "headers": [(b"authorization", b"Bearer t")], "query_string": b""}
+
+    sqlite = build_app(open_database(f"sqlite:///{tmp_path / 'crm.sqlite3'}"), token="t")
+    assert sqlite.eager_handler(scope()) is not None  # type: ignore[attr-defined]
+    wrong = scope() | {"headers": [(b"authorization", b"Bearer x")]}
+    assert sqlite.eager_handler(wrong) is None  # type: ignore[attr-defined]
+    # PostgreSQL handlers wait, and asyncpg may need a task (a connect under a timeout).
+    postgres = build_app(open_database("postgresql://postgres@127.0.0.1:1/none"), token="t")
+    assert postgres.eager_handler(scope()) is None  # type: ignore[attr-defined]

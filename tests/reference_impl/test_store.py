@@ -13,7 +13,7 @@ from reference_impl import db as dbmod
 from reference_impl import models as m
 from reference_impl.db import _pg_sql, _redact, open_database
 from reference_impl.loader import prepare
-from reference_impl.store import Store
+from reference_impl.store import NotFound, Store
 
 
 def run(coro: Any) -> Any:
@@ -237,3 +237,34 @@ def test_pooled_postgresql_connections_are_given_back_without_a_reset(postgres_u
             await db.close()
 
     assert run(scenario()) == "SELECT pg_backend_pid()"
+
+
+@pytest.mark.postgres
+def test_postgresql_360_view_in_one_statement_equals_the_six_statements(
+        postgres_url: str, small_fixtures: Path) -> None:
+    async def scenario() -> None:
+        db = open_database(postgres_url)
+        await db.connect()
+        try:
+            await prepare(db, small_fixtures)
+            store = Store(db)
+            # A whole double (an amount of 5899.0) must stay a float through JSON.
+            await db.execute("UPDATE orders SET total_amount = 5899 WHERE customer_id = 3")
+            await db.execute("UPDATE opportunities SET amount = 4102 WHERE customer_id = 3")
+            compared = 0
+            for cid in [*range(1, 120), 1000]:
+                one = await store.customer_360(cid)
+                six = await store._customer_360_parts(cid, 10, 10)
+                assert one == six, cid
+                assert [type(v) for o in one["recent_orders"] for v in o.values()] == [
+                    type(v) for o in six["recent_orders"] for v in o.values()]
+                compared += bool(one["recent_orders"] and one["recent_activities"])
+            assert compared > 10
+            view = await store.customer_360(3)
+            assert all(type(o["total_amount"]) is float for o in view["recent_orders"])
+            with pytest.raises(NotFound, match="customer 1001 does not exist"):
+                await store.customer_360(1001)
+        finally:
+            await db.close()
+
+    run(scenario())
