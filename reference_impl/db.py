@@ -124,8 +124,12 @@ class _SqliteExecutor:
     # Rows come back as plain tuples and become dicts here: cheaper than building a
     # sqlite3.Row for every row only to copy it into a dict.
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
-        cur = self._conn.execute(sql, params)
-        row = cur.fetchone()
+        # INSERT/UPDATE ... RETURNING come here too: a refused write is an IntegrityViolation.
+        try:
+            cur = self._conn.execute(sql, params)
+            row = cur.fetchone()
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityViolation(str(exc)) from exc
         return dict(zip(_names(cur), row, strict=True)) if row is not None else None
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
@@ -308,7 +312,13 @@ class _PgExecutor:
         self._conn = conn
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
-        row = await self._conn.fetchrow(_pg_sql(sql), *params)
+        import asyncpg
+
+        # INSERT/UPDATE ... RETURNING come here too: a refused write is an IntegrityViolation.
+        try:
+            row = await self._conn.fetchrow(_pg_sql(sql), *params)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise IntegrityViolation(str(exc)) from exc
         return dict(row) if row is not None else None
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:

@@ -285,24 +285,33 @@ class Store:
     async def _check_refs(
         self, tx: Executor, entity: Entity, values: dict[str, Any]
     ) -> None:
-        for fld, table in entity.references.items():
-            ref = values.get(fld)
-            if ref is None:
-                continue
-            if await tx.fetch_val(f"SELECT 1 FROM {table} WHERE id = ?", (ref,)) is None:
+        """Refuse the first reference (in the entity's order) to a row that does not exist;
+        all of them are looked up in one statement."""
+        given = [(fld, table, values[fld]) for fld, table in entity.references.items()
+                 if values.get(fld) is not None]
+        if not given:
+            return
+        probes = ", ".join(f"(SELECT 1 FROM {table} WHERE id = ?) AS r{i}"
+                           for i, (_, table, _) in enumerate(given))
+        found = await tx.fetch_one(f"SELECT {probes}", [ref for _, _, ref in given])
+        assert found is not None
+        for (fld, table, ref), hit in zip(given, found.values(), strict=True):
+            if hit is None:
                 raise StoreError(
                     422, "unknown_reference", f"{fld} {ref} does not exist in {table}", fld
                 )
 
-    async def _insert(self, tx: Executor, table: str, values: dict[str, Any]) -> int:
+    async def _insert(self, tx: Executor, table: str, values: dict[str, Any]) -> Row:
+        """Insert one row; the row as stored comes back (RETURNING *)."""
         kinds = {c.name: c.kind for c in TABLES_BY_NAME[table].columns}
         cols = list(values)
         sql = (
             f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
-            "RETURNING id"
+            "RETURNING *"
         )
-        new_id = await tx.fetch_val(sql, [_to_db(kinds[c], values[c]) for c in cols])
-        return int(new_id)
+        row = await tx.fetch_one(sql, [_to_db(kinds[c], values[c]) for c in cols])
+        assert row is not None
+        return row
 
     async def _get(self, ex: Executor, entity: Entity, id_: int) -> Row:
         row = await ex.fetch_one(f"SELECT * FROM {entity.table} WHERE id = ?", (id_,))
@@ -346,7 +355,8 @@ class Store:
                 await self._check_refs(tx, entity, values)
                 if name == "activities" and values.get("contact_id") is not None:
                     await self._check_contact_owner(tx, values["contact_id"], values["customer_id"])
-                new_id = await self._insert(tx, entity.table, values)
+                stored = await self._insert(tx, entity.table, values)
+                new_id = int(stored["id"])
                 for tag in tags:
                     await tx.execute(
                         "INSERT INTO customer_tags (customer_id, tag) VALUES (?, ?)", (new_id, tag)
@@ -357,7 +367,7 @@ class Store:
                     await self._insert(tx, "contacts", cvals)
                 if name == "opportunities":
                     await self._record_stage(tx, new_id, None, values["stage"], ts)
-                row = present(entity, await self._get(tx, entity, new_id))
+                row = present(entity, stored)
                 if name == "customers":
                     row["tags"] = tags
                 stage = (None, str(values["stage"])) if name == "opportunities" else None
@@ -404,13 +414,16 @@ class Store:
                     )
                 if "updated_at" in kinds and (values or tags is not None):
                     values["updated_at"] = ts
+                stored = current
                 if values:
                     cols = list(values)
-                    await tx.execute(
+                    updated = await tx.fetch_one(
                         f"UPDATE {entity.table} SET {', '.join(f'{c} = ?' for c in cols)} "
-                        "WHERE id = ?",
+                        "WHERE id = ? RETURNING *",
                         [*(_to_db(kinds[c], values[c]) for c in cols), id_],
                     )
+                    assert updated is not None  # the row is there: read above, in this tx
+                    stored = updated
                 stage: tuple[str | None, str] | None = None
                 if name == "opportunities" and values.get("stage", current["stage"]) != current[
                     "stage"
@@ -432,7 +445,7 @@ class Store:
                 if name == "customers":
                     row = await self._get_customer(tx, id_)
                 else:
-                    row = present(entity, await self._get(tx, entity, id_))
+                    row = present(entity, dict(stored))
                 done = await self._run_hooks(tx, Change(name, False, row, stage))
         except IntegrityViolation as exc:
             raise StoreError(409, "conflict", f"write refused by a constraint: {exc}") from exc

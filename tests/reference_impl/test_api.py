@@ -185,6 +185,11 @@ def test_contact_crud(client: TestClient) -> None:
          422, "validation_error", "extra"),
         (b'{"name": "a", "industry": "x", "region_id": 999999, "owner_rep_id": 1}', 422,
          "unknown_reference", "region_id"),
+        # References are looked up together; the first missing one (in field order) is named.
+        (b'{"name": "a", "industry": "x", "region_id": 1, "owner_rep_id": 999999}', 422,
+         "unknown_reference", "owner_rep_id"),
+        (b'{"name": "a", "industry": "x", "region_id": 999999, "owner_rep_id": 999999}', 422,
+         "unknown_reference", "region_id"),
         (b'{"name": "a", "industry": "x", "region_id": 1, "owner_rep_id": 1, "tier": "gold"}',
          422, "validation_error", "tier"),
         (b'{"name": "a", "industry": "x", "region_id": 1, "owner_rep_id": 1,'
