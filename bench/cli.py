@@ -239,6 +239,11 @@ class OverQuota(StrEnum):
 AllowProductionOption = Annotated[
     bool, typer.Option(help="Allow a run against a production org of a live vendor.")
 ]
+PinOption = Annotated[
+    bool,
+    typer.Option(help="Run an embedded reference CRM of one SQLite process on a core of its "
+                 "own and the load generator on the others (with two cores or more)."),
+]
 OverQuotaOption = Annotated[
     OverQuota,
     typer.Option(help="When a vendor's documented quotas allow less than the scenario's rate: "
@@ -298,6 +303,7 @@ def run(
                      "capability report) into this folder."),
     ] = None,
     label: LabelOption = None,
+    pin: PinOption = True,
 ) -> None:
     """Run a workload scenario against a target and write its result file."""
     from bench.report.progress import RunProgress
@@ -314,7 +320,7 @@ def run(
                          load_state=load_state, calibrate=calibrate,
                          allow_production=allow_production, remote_workers=remote_workers,
                          master_bind=master_bind, master_port=master_port, label=label,
-                         over_quota=over_quota.value)
+                         over_quota=over_quota.value, pin=pin)
     with RunProgress(err, resolved) as progress:
         report = run_scenario(request, say=progress.say, on_interval=progress.update)
     _print_run(report.path, report.result)
@@ -403,6 +409,7 @@ def ab(
         bool, typer.Option("--markdown", help="Print the result as Markdown on stdout.")
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print ab.json on stdout.")] = False,
+    pin: PinOption = True,
 ) -> None:
     """Interleaved A/B of two targets or builds on this machine (ABBA rounds, paired test);
     exit 1 when B is significantly worse beyond a threshold."""
@@ -422,7 +429,7 @@ def ab(
     thresholds = gate_thresholds(settings or Path(resolved.source), [], p50, p99, None, alpha,
                                  None, scope)
     request = AbRequest(resolved, a=a, b=b, thresholds=thresholds, pairs=pairs,
-                        max_pairs=max_pairs, out=out, fixtures=fixtures)
+                        max_pairs=max_pairs, out=out, fixtures=fixtures, pin=pin)
     with RunProgress(err, resolved) as progress:
         outcome = run_ab(request, say=progress.say, on_interval=progress.update)
     if outcome.comparison is not None:
@@ -471,6 +478,7 @@ def capacity(
     json_out: Annotated[bool, typer.Option("--json", help="Print the capacity on stdout.")] = (
         False
     ),
+    pin: PinOption = True,
 ) -> None:
     """Highest offered rate at which the workload holds the SLO (step up, then bisect)."""
     from bench.report.progress import RunProgress
@@ -484,7 +492,7 @@ def capacity(
     request = CapacityRequest(
         resolved, target, Slo(slo_p99, parse_percent(max_errors, "--max-errors")),
         start_rate=start, max_rate=max_rate, factor=factor, bisect_steps=bisect,
-        workers=workers, out=out, fixtures=fixtures, label=label)
+        workers=workers, out=out, fixtures=fixtures, label=label, pin=pin)
     with RunProgress(err, resolved) as progress:
         path, entry = find_capacity(request, say=progress.say, on_interval=progress.update)
     for point in entry["curve"]:

@@ -30,12 +30,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from bench.errors import DatabaseError, TargetUnreachable, UserError
+from bench.measure.cpus import spawning_on
 
 Say = Callable[[str], None]
 
@@ -191,8 +192,11 @@ class EmbeddedReference:
         keep_log: Path | None = None,
         test_clock: bool = False,
         options: EmbeddedOptions | None = None,
+        cpus: Sequence[int] | None = None,
     ) -> None:
         self.fixtures = Path(fixtures)
+        # The cores the service runs on (all of this process's when None).
+        self.cpus = tuple(cpus) if cpus else None
         self.options = options or EmbeddedOptions()
         self.db_path = db_path
         self.port = port
@@ -336,7 +340,7 @@ class EmbeddedReference:
             slow = ["--slowdown-ms", str(self.options.slowdown_ms),
                     "--slowdown-pct", str(self.options.slowdown_pct),
                     "--delay-ms", str(self.options.delay_ms)]
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "wb") as log, spawning_on(self.cpus):
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "bench", "serve", "--db", db_url,
                  "--host", "127.0.0.1", "--port", str(self.port),

@@ -356,6 +356,17 @@ def machine_of(run: Run) -> str:
     return f"{info.get('cpu_model', '?')}, {info.get('logical_cores', '?')} cores, {gib}"
 
 
+def placement_of(run: Run) -> str:
+    """Where a run's local target and load generator ran: the cores the harness pinned them
+    to, or "unpinned" (older files too)."""
+    cpus = (run.result.get("target") or {}).get("cpus")
+    if not isinstance(cpus, dict):
+        return "unpinned"
+    server = ",".join(str(c) for c in cpus.get("server", []))
+    generator = ",".join(str(c) for c in cpus.get("generator", []))
+    return f"target on core {server}, generator on {generator}"
+
+
 def _scenario_notes(base: Sequence[Run], current: Sequence[Run]) -> list[str]:
     notes = []
     for key in ("name", "profile", "users", "rate"):
@@ -394,11 +405,18 @@ def compare(
     for label, runs in ((base_label, base), (current_label, current)):
         notes.extend(f"{label}: {r.source} is {r.problem}" for r in runs if r.problem)
     machines = sorted({machine_of(r) for r in base}), sorted({machine_of(r) for r in current})
-    other_machine = machines[0] != machines[1]
-    if other_machine:
+    incomparable = machines[0] != machines[1]
+    if incomparable:
         notes.append(f"inconclusive: the runs come from other machines (base "
                      f"{' | '.join(machines[0])}; current {' | '.join(machines[1])}); "
                      "latency is only comparable on one machine")
+    placed = sorted({placement_of(r) for r in base}), sorted({placement_of(r) for r in current})
+    if placed[0] != placed[1] and not incomparable:
+        # A target sharing its cores with the generator spends more CPU per request and
+        # answers later: the difference would be the harness's, not the build's.
+        incomparable = True
+        notes.append(f"inconclusive: the runs placed target and load generator differently "
+                     f"(base {' | '.join(placed[0])}; current {' | '.join(placed[1])})")
     b = Side(evidence(base, base_label, notes))
     c = Side(evidence(current, current_label, notes))
     changes: list[Change] = []
@@ -419,8 +437,9 @@ def compare(
                                     thresholds=thresholds, rng=rng, dimension=True)
             if b.per_run(dim, m, True) or c.per_run(dim, m, True):
                 changes.append(change)
-    if other_machine:
-        changes = [replace(ch, verdict="inconclusive", note="inconclusive: other machines")
+    if incomparable:
+        changes = [replace(ch, verdict="inconclusive",
+                           note="inconclusive: other machines or core placement")
                    if ch.change is not None else ch for ch in changes]
     if not b.runs or not c.runs:
         notes.append("inconclusive: every run of a side is noisy")

@@ -70,6 +70,9 @@ class Target(msgspec.Struct, omit_defaults=True):
     cleanup: dict[str, Any] | None = None
     # The server configuration named by `crmbench run --label` (e.g. "workers=2").
     label: str | None = None
+    # The cores of a target the harness started and of the load generator, when pinned:
+    # {"server": [1], "generator": [0]}.
+    cpus: dict[str, list[int]] | None = None
 
 
 class Fixtures(msgspec.Struct, omit_defaults=True):

@@ -26,6 +26,7 @@ from bench.results.store import write_result
 from bench.results.thresholds import Thresholds
 from bench.scenarios.config import Scenario
 from bench.scenarios.runner import DEFAULT_FIXTURES, RunRequest, calibrate, run
+from bench.scenarios.session import cpu_plan
 from bench.scenarios.supervise import Listener
 
 Say = Callable[[str], None]
@@ -54,6 +55,8 @@ class AbRequest:
     out: Path = Path("reports/ab")
     fixtures: Path = DEFAULT_FIXTURES
     calibrate: bool = True
+    # Whether embedded targets are pinned to a core of their own (``RunRequest.pin``).
+    pin: bool = True
 
     def __post_init__(self) -> None:
         if self.pairs < self.thresholds.min_runs:
@@ -94,6 +97,9 @@ def run_ab(req: AbRequest, say: Say, on_interval: Listener | None = None) -> AbO
     outcome = AbOutcome(folder / "ab.json")
     targets = {"A": req.a, "B": req.b}
     overhead: dict[str, Any] = {}
+    # The generator's cores in the rounds (the same for both sides), for its calibration too.
+    split = cpu_plan(req.a) if req.pin else None
+    cpus = split.generator if split is not None else None
     head = {
         "crmbench_ab": 1, "started_at": stamp, "machine_info": machine_info(),
         "commit_info": commit_info(), "scenario": req.scenario.to_dict(),
@@ -112,7 +118,7 @@ def run_ab(req: AbRequest, say: Say, on_interval: Listener | None = None) -> AbO
         write_result(outcome.path, body)
 
     if req.calibrate and req.scenario.phases.calibration_s > 0:
-        overhead["before"] = calibrate(req.scenario, folder / "calibration.log", say)
+        overhead["before"] = calibrate(req.scenario, folder / "calibration.log", say, cpus)
     pair = 0
     assert req.max_pairs is not None
     while len(usable) < req.pairs and pair < req.max_pairs:
@@ -120,7 +126,7 @@ def run_ab(req: AbRequest, say: Say, on_interval: Listener | None = None) -> AbO
             say(f"pair {pair + 1} (usable {len(usable)} of {req.pairs}): round {side} "
                 f"against {redact_url(targets[side])}")
             report = run(RunRequest(req.scenario, target=targets[side], out=folder / side,
-                                    fixtures=req.fixtures, calibrate=False),
+                                    fixtures=req.fixtures, calibrate=False, pin=req.pin),
                          say=say, on_interval=on_interval)
             found = Run(str(report.path), report.result)
             finished.setdefault(pair, {})[side] = found
@@ -139,7 +145,7 @@ def run_ab(req: AbRequest, say: Say, on_interval: Listener | None = None) -> AbO
             usable.append((a, b))
         pair += 1
     if req.calibrate and req.scenario.phases.calibration_s > 0:
-        overhead["after"] = calibrate(req.scenario, folder / "calibration.log", say)
+        overhead["after"] = calibrate(req.scenario, folder / "calibration.log", say, cpus)
     notes = [f"{len(usable)} usable pair(s) of {pair} run; A = {redact_url(req.a)}, "
              f"B = {redact_url(req.b)}"]
     notes += [f"pair {r['pair'] + 1} round {r['side']} set aside: {r['reason']}"

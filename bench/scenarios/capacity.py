@@ -50,6 +50,8 @@ class CapacityRequest:
     fixtures: Path = DEFAULT_FIXTURES
     # The server configuration of the target (``crmbench run --label``), kept per step.
     label: str | None = None
+    # Whether an embedded target is pinned to a core of its own (``RunRequest.pin``).
+    pin: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.start_rate <= self.max_rate:
@@ -119,7 +121,7 @@ def find_capacity(
         say(f"capacity: offering {rate:,.0f} req/s ({users} users)")
         report = run(RunRequest(scenario, target=req.target, out=req.out / "steps",
                                 fixtures=req.fixtures, calibrate=False, workers=req.workers,
-                                label=req.label),
+                                label=req.label, pin=req.pin),
                      say=say, on_interval=on_interval)
         last = report.result
         holds, why, gen = judge_step(report.result, req.slo)

@@ -13,7 +13,7 @@ import datetime as dt
 import shutil
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -115,6 +115,9 @@ class RunRequest:
     label: str | None = None
     # A vendor whose quotas allow less than the scenario's rate: "scale" or "refuse".
     over_quota: str = "scale"
+    # An embedded reference CRM of one SQLite process on a core of its own, the load
+    # generator on the others (bench.measure.cpus).
+    pin: bool = True
 
 
 @dataclass
@@ -127,8 +130,10 @@ class RunReport:
     model: RunResult
 
 
-def calibrate(scenario: Scenario, log_path: Path, say: Say) -> Overhead | None:
-    """Measure what the harness adds: the same users and rate against a no-op target."""
+def calibrate(scenario: Scenario, log_path: Path, say: Say,
+              cpus: Sequence[int] | None = None) -> Overhead | None:
+    """Measure what the harness adds: the same users and rate against a no-op target, with
+    the load generator on ``cpus`` as in the run it goes with."""
     seconds = scenario.phases.calibration_s
     if seconds <= 0:
         return None
@@ -137,7 +142,7 @@ def calibrate(scenario: Scenario, log_path: Path, say: Say) -> Overhead | None:
         scenario, NOOP_CALIBRATION_URL, None, 1,
         phases={"warmup_s": 1.0, "measure_s": seconds, "cooldown_s": 0.0}, probes={},
     )
-    outcome = drive(config, log_path)
+    outcome = drive(config, log_path, cpus=cpus)
     if not outcome.done:
         return Overhead(target=NOOP_CALIBRATION_URL, latency_ms=None,
                         error=outcome.abort_reason)
@@ -253,8 +258,9 @@ def _load(req: RunRequest, record: RunRecord, found: Preflight, resolved: Resolv
     if not scenario.workload:
         return Outcome(Accumulator(_phases(scenario)), done=True)
     log_path = path.with_suffix(".log")
+    cpus = resolved.cpus.generator if resolved.cpus is not None else None
     if req.calibrate and scheme_of(req.target) != "noop":
-        record.overhead = calibrate(scenario, log_path, say)
+        record.overhead = calibrate(scenario, log_path, say, cpus)
     config = _generator_config(req, record, found, resolved.url, say)
     say(f"running {scenario.name} ({scenario.profile}): {scenario.users} users, "
         f"{scenario.rate:g} req/s for {config['total_s']:g} s against "
@@ -264,9 +270,9 @@ def _load(req: RunRequest, record: RunRecord, found: Preflight, resolved: Resolv
 
     hooks = Hooks(on_interval=on_interval, target_alive=resolved.alive,
                   checkpoint=checkpoint, sampler=record.sampler)
-    outcome = drive(config, log_path, hooks, env=resolved.env)
+    outcome = drive(config, log_path, hooks, env=resolved.env, cpus=cpus)
     if record.overhead is not None and outcome.done and not outcome.interrupted:
-        record.overhead = with_drift(record.overhead, calibrate(scenario, log_path, say))
+        record.overhead = with_drift(record.overhead, calibrate(scenario, log_path, say, cpus))
     return outcome
 
 
@@ -360,8 +366,10 @@ def _run_target(req: RunRequest, record: RunRecord, path: Path, say: Say,
     scenario = req.scenario
     # SLA probes move the embedded CRM's clock instead of waiting hours.
     with resolve_target(req.target, req.fixtures, say, path.with_suffix(".server.log"),
-                        test_clock=bool(scenario.engines.get("sla"))) as resolved:
+                        test_clock=bool(scenario.engines.get("sla")), pin=req.pin) as resolved:
         _watch_server(record, req, resolved)
+        if resolved.cpus is not None:
+            record.target.cpus = resolved.cpus.to_json()
         session = TargetSession(resolved, record.provenance.run_id, say)
         try:
             found = _preflight(session, record, req)

@@ -20,6 +20,7 @@ from bench.adapters.embedded import EMBEDDED_URL, parse_embedded
 from bench.adapters.load import DEFAULT_STATE_DIR, ensure_loaded, loaded_record
 from bench.adapters.registry import create_adapter, load_adapter, scheme_of
 from bench.errors import UserError
+from bench.measure.cpus import CpuSplit, split_cpus
 from bench.probes.registry import Findings, Probe, ProbeContext, gate, run_probe
 from bench.probes.verdict import Verdict
 from reference_impl.fixtures import MANIFEST_NAME
@@ -37,6 +38,8 @@ class ResolvedTarget:
     alive: Callable[[], bool] | None = None
     fixture_hash: str | None = None
     server_pid: int | None = None
+    # The cores of a target the harness started and of the load generator (None: unpinned).
+    cpus: CpuSplit | None = None
 
     @property
     def adapter_env(self) -> Mapping[str, str] | None:
@@ -46,9 +49,12 @@ class ResolvedTarget:
 @contextmanager
 def resolve_target(
     url: str, fixtures: Path, say: Say, server_log: Path | None = None,
-    *, test_clock: bool = False,
+    *, test_clock: bool = False, pin: bool = False,
 ) -> Iterator[ResolvedTarget]:
-    """Start an embedded target if ``url`` asks for one; yield how to reach it."""
+    """Start an embedded target if ``url`` asks for one; yield how to reach it.
+
+    ``pin`` runs an embedded reference CRM of one SQLite process on a core of its own and
+    names the others for the load generator (``cpu_plan``)."""
     if scheme_of(url) == "tryton":
         from bench.adapters.tryton_embedded import EmbeddedTryton, parse_tryton_embedded
 
@@ -60,16 +66,38 @@ def resolve_target(
         from bench.adapters.embedded import EmbeddedReference
         from reference_impl.fixtures import manifest_hash
 
+        split = cpu_plan(url) if pin else None
+        if split is not None:
+            say(f"the reference CRM runs on core {_cores(split.server)}, the load generator "
+                f"on {_cores(split.generator)}")
         with EmbeddedReference(
-            fixtures, say=say, keep_log=server_log, test_clock=test_clock, options=options
+            fixtures, say=say, keep_log=server_log, test_clock=test_clock, options=options,
+            cpus=split.server if split is not None else None,
         ) as ref:
             yield ResolvedTarget(ref.url, {"CRMBENCH_API_TOKEN": ref.token}, ref.alive,
-                                 manifest_hash(fixtures), ref.pid)
+                                 manifest_hash(fixtures), ref.pid, split)
         return
     if scheme_of(url) == "reference":
         raise UserError(f"reference:// supports only {EMBEDDED_URL}[?options]; "
                         "use reference+http://HOST:PORT for a running reference CRM")
     yield ResolvedTarget(url)
+
+
+def cpu_plan(url: str) -> CpuSplit | None:
+    """The cores of ``url``'s server and of the load generator when the harness pins them.
+
+    Only an embedded reference CRM serving from one SQLite process is pinned: it is the whole
+    system under test and cannot use a second core. A PostgreSQL-backed one shares the
+    machine with the database's own processes, which the harness does not place.
+    """
+    options = parse_embedded(url)
+    if options is None or options.db is not None or options.workers != 1:
+        return None
+    return split_cpus()
+
+
+def _cores(cpus: Sequence[int]) -> str:
+    return ", ".join(str(c) for c in cpus)
 
 
 def check_target_url(url: str) -> None:

@@ -16,12 +16,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from bench.errors import TargetUnreachable, stop_reason
+from bench.measure.cpus import spawning_on
 from bench.measure.noise import SystemSampler
 from bench.scenarios.accumulate import Accumulator
 
@@ -93,14 +94,23 @@ class _Generator:
     """The load-generator subprocess, its stdout reader and its log."""
 
     def __init__(self, config: dict[str, Any], log_path: Path,
-                 env: Mapping[str, str] | None) -> None:
+                 env: Mapping[str, str] | None, cpus: Sequence[int] | None = None) -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
             json.dump(config, fh)
             self.config_path = Path(fh.name)
         role = "master" if config["workers"] > 1 or config.get("expect_remote") else "local"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = log_path.open("ab")
-        self.proc = subprocess.Popen(
+        # Its local workers inherit the cores it starts on.
+        with spawning_on(cpus):
+            self.proc = self._spawn(role, env)
+        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.reader = threading.Thread(target=_reader, args=(self.proc.stdout, self.lines),
+                                       daemon=True)
+        self.reader.start()
+
+    def _spawn(self, role: str, env: Mapping[str, str] | None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
             [sys.executable, "-m", "bench.scenarios.driver", "--role", role,
              "--config", str(self.config_path)],
             stdout=subprocess.PIPE, stderr=self.log, stdin=subprocess.DEVNULL, text=True,
@@ -108,10 +118,6 @@ class _Generator:
             # Its own process group: Ctrl-C reaches the harness, which stops it in order.
             start_new_session=True,
         )
-        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.reader = threading.Thread(target=_reader, args=(self.proc.stdout, self.lines),
-                                       daemon=True)
-        self.reader.start()
 
     def next(self) -> dict[str, Any] | None:
         """The next message; a ``tick`` after a quiet second; None at end of output."""
@@ -193,11 +199,12 @@ def _supervise(gen: _Generator, outcome: Outcome, hooks: Hooks, deadline: float)
 
 
 def drive(config: dict[str, Any], log_path: Path, hooks: Hooks | None = None, *,
-          env: Mapping[str, str] | None = None) -> Outcome:
-    """Run the load generator with ``config`` and merge what it reports."""
+          env: Mapping[str, str] | None = None, cpus: Sequence[int] | None = None) -> Outcome:
+    """Run the load generator with ``config`` and merge what it reports; ``cpus`` are the
+    cores it runs on (any when None)."""
     outcome = Outcome(Accumulator(config["phases"]))
     deadline = time.monotonic() + config["total_s"] + float(config.get("worker_wait_s", 60)) + 30
-    gen = _Generator(config, log_path, env)
+    gen = _Generator(config, log_path, env, cpus)
     try:
         _supervise(gen, outcome, hooks or Hooks(), deadline)
     except KeyboardInterrupt as exc:

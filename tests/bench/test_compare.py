@@ -227,6 +227,26 @@ def test_runs_from_another_machine_are_inconclusive(base: dict[str, Any]) -> Non
     assert any("other machines" in n for n in outcome.comparison.notes)
 
 
+def test_runs_placed_on_other_cores_are_inconclusive(base: dict[str, Any]) -> None:
+    pinned = repeated(base, 1.0, "p")
+    for run in pinned:
+        run["target"] = {**run["target"], "cpus": {"server": [1], "generator": [0]}}
+    # A slower current side whose target shared its cores with the generator: not a regression.
+    unpinned = repeated(base, 1.5, "u")
+    for run in unpinned:
+        run["target"].pop("cpus", None)
+    outcome = gate(runs_of(*pinned), runs_of(*unpinned), Thresholds())
+    assert outcome.exit_code == 0
+    assert outcome.comparison is not None and outcome.comparison.inconclusive
+    assert any("placed target and load generator differently (base target on core 1, "
+               "generator on 0; current unpinned)" in n for n in outcome.comparison.notes)
+    # Placed alike on both sides, the same slowdown is a regression.
+    same = repeated(base, 1.5, "s")
+    for run in same:
+        run["target"] = {**run["target"], "cpus": {"server": [1], "generator": [0]}}
+    assert gate(runs_of(*pinned), runs_of(*same), Thresholds()).exit_code == 1
+
+
 def test_absolute_threshold_ignores_sub_millisecond_moves(base: dict[str, Any]) -> None:
     # p50 1.5 ms -> 1.95 ms is +30% but under 1 ms: with "10% and 1ms" it does not count.
     t = Thresholds(p50=parse_threshold("10% and 1ms", "p50"),
