@@ -49,6 +49,9 @@ class Sample:
     own_cpu_s: float
     server_cpu: dict[int, float] | None
     mhz: float | None
+    # CPU seconds of the local target's processes outside the harness's own tree (a
+    # database's backends): part of the system under test, not of "other processes".
+    outside_cpu_s: float = 0.0
 
 
 def read_proc_stat(path: Path = PROC_STAT) -> tuple[int, int, int] | None:
@@ -117,6 +120,7 @@ class SystemSampler:
     _own: psutil.Process = field(default_factory=psutil.Process)
     _seen: dict[int, float] = field(default_factory=dict)
     _own_acc: float = 0.0
+    _outside_acc: float = 0.0
 
     def _server_cpu(self) -> dict[int, float] | None:
         if not self.server_pids:
@@ -135,11 +139,17 @@ class SystemSampler:
         if stat is None:
             return
         # Per pid, so a process that exits between samples does not subtract its CPU.
-        for pid, cpu in _tree_cpu(self._own).items():
+        own = _tree_cpu(self._own)
+        for pid, cpu in own.items():
             self._own_acc += cpu - self._seen.get(pid, 0.0)
             self._seen[pid] = cpu
-        self.samples.append(Sample(t, *stat, own_cpu_s=self._own_acc,
-                                   server_cpu=self._server_cpu(), mhz=read_mhz()))
+        server = self._server_cpu()
+        for pid, cpu in (server or {}).items():
+            if pid not in own:
+                self._outside_acc += cpu - self._seen.get(pid, 0.0)
+                self._seen[pid] = cpu
+        self.samples.append(Sample(t, *stat, own_cpu_s=self._own_acc, server_cpu=server,
+                                   mhz=read_mhz(), outside_cpu_s=self._outside_acc))
 
     def window(self, start: float, end: float) -> tuple[Sample, Sample] | None:
         """The first and last samples within [start, end], if at least two."""
@@ -159,13 +169,14 @@ def summarize(
     ticks = max(b.ticks_total - a.ticks_total, 1)
     busy_cores = (ticks - (b.ticks_idle - a.ticks_idle)) / CLOCK_TICKS / seconds
     own_cores = (b.own_cpu_s - a.own_cpu_s) / seconds
+    outside_cores = (b.outside_cpu_s - a.outside_cpu_s) / seconds
     out: dict[str, Any] = {
         "samples": sum(1 for s in sampler.samples if a.t <= s.t <= b.t),
         "seconds": round(seconds, 3),
         "steal_pct": round(100.0 * (b.ticks_steal - a.ticks_steal) / ticks, 2),
         "machine_busy_cores": round(busy_cores, 3),
         "harness_cpu_pct": round(100.0 * own_cores, 1),
-        "other_cpu_pct": round(max(0.0, 100.0 * (busy_cores - own_cores)), 1),
+        "other_cpu_pct": round(max(0.0, 100.0 * (busy_cores - own_cores - outside_cores)), 1),
         "cpu_mhz": None,
         "server_cpu_pct": None,
         "server_cpu_max_process_pct": None,

@@ -581,6 +581,46 @@ def test_noise_window_figures_and_verdict() -> None:
     assert p50_cv([1.0, 2.0, 3.0]) == pytest.approx(0.5)
 
 
+def test_target_processes_outside_the_harness_are_not_other_processes() -> None:
+    from bench.measure.noise import CLOCK_TICKS, Sample, SystemSampler, summarize
+
+    sampler = SystemSampler()
+    ticks = int(CLOCK_TICKS)
+    # 10 s on 2 cores, 1.5 cores busy: the harness tree 0.6 core (the service 0.4 of it),
+    # the database's backends, outside the tree, 0.5 core; 0.4 core of other processes.
+    sampler.samples = [
+        Sample(1.0, 0, 0, 0, 0.0, {7: 0.0, 9: 0.0}, None, 0.0),
+        Sample(11.0, 20 * ticks, 5 * ticks, 0, 6.0, {7: 4.0, 9: 5.0}, None, 5.0),
+    ]
+    found = summarize(sampler, 1.0, 11.0, 2000)
+    assert found["server_cpu_pct"] == pytest.approx(90.0)
+    assert found["other_cpu_pct"] == pytest.approx(40.0)
+
+
+def test_sampler_counts_a_target_process_outside_its_tree(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from bench.measure.noise import SystemSampler
+
+    # A busy process that is not the harness's child (its parent shell exits at once).
+    pid_file = tmp_path / "pid"
+    subprocess.run(["sh", "-c", f"{sys.executable} -c 'while True: pass' & echo $! > {pid_file}"],
+                   check=True)
+    pid = int(pid_file.read_text())
+    try:
+        sampler = SystemSampler(server_pids=[pid])
+        sampler.tick(0.0)
+        time.sleep(1.0)
+        sampler.tick(1.0)
+        first, last = sampler.samples
+        assert last.outside_cpu_s - first.outside_cpu_s > 0.1
+        assert last.server_cpu is not None and pid in last.server_cpu
+    finally:
+        os.kill(pid, 9)
+
+
 def test_sampler_ticks_on_this_machine() -> None:
     from bench.measure.noise import SystemSampler
 
