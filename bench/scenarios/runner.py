@@ -366,7 +366,8 @@ def _run_target(req: RunRequest, record: RunRecord, path: Path, say: Say,
     scenario = req.scenario
     # SLA probes move the embedded CRM's clock instead of waiting hours.
     with resolve_target(req.target, req.fixtures, say, path.with_suffix(".server.log"),
-                        test_clock=bool(scenario.engines.get("sla")), pin=req.pin) as resolved:
+                        test_clock=bool(scenario.engines.get("sla")), pin=req.pin,
+                        generators=req.workers) as resolved:
         _watch_server(record, req, resolved)
         if resolved.cpus is not None:
             record.target.cpus = resolved.cpus.to_json()

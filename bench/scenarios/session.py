@@ -49,12 +49,12 @@ class ResolvedTarget:
 @contextmanager
 def resolve_target(
     url: str, fixtures: Path, say: Say, server_log: Path | None = None,
-    *, test_clock: bool = False, pin: bool = False,
+    *, test_clock: bool = False, pin: bool = False, generators: int = 1,
 ) -> Iterator[ResolvedTarget]:
     """Start an embedded target if ``url`` asks for one; yield how to reach it.
 
     ``pin`` runs an embedded reference CRM of one SQLite process on a core of its own and
-    names the others for the load generator (``cpu_plan``)."""
+    names the others for the ``generators`` load-generator processes (``cpu_plan``)."""
     if scheme_of(url) == "tryton":
         from bench.adapters.tryton_embedded import EmbeddedTryton, parse_tryton_embedded
 
@@ -66,7 +66,7 @@ def resolve_target(
         from bench.adapters.embedded import EmbeddedReference
         from reference_impl.fixtures import manifest_hash
 
-        split = cpu_plan(url) if pin else None
+        split = cpu_plan(url, generators) if pin else None
         if split is not None:
             say(f"the reference CRM runs on core {_cores(split.server)}, the load generator "
                 f"on {_cores(split.generator)}")
@@ -83,17 +83,22 @@ def resolve_target(
     yield ResolvedTarget(url)
 
 
-def cpu_plan(url: str) -> CpuSplit | None:
+def cpu_plan(url: str, generators: int = 1) -> CpuSplit | None:
     """The cores of ``url``'s server and of the load generator when the harness pins them.
 
     Only an embedded reference CRM serving from one SQLite process is pinned: it is the whole
     system under test and cannot use a second core. A PostgreSQL-backed one shares the
-    machine with the database's own processes, which the harness does not place.
+    machine with the database's own processes, which the harness does not place. Nor is
+    anything pinned when fewer cores than ``generators`` (load-generator processes on this
+    machine) would be left for the generator: they would queue behind each other.
     """
     options = parse_embedded(url)
     if options is None or options.db is not None or options.workers != 1:
         return None
-    return split_cpus()
+    split = split_cpus()
+    if split is None or len(split.generator) < generators:
+        return None
+    return split
 
 
 def _cores(cpus: Sequence[int]) -> str:

@@ -37,6 +37,10 @@ def test_only_a_single_sqlite_reference_crm_is_pinned() -> None:
     assert cpu_plan(f"reference://embedded?db={pg}&workers=2") is None
     assert cpu_plan("noop://?delay_ms=1") is None
     assert cpu_plan("reference+http://127.0.0.1:8000") is None
+    # No more generator processes than the cores left for them.
+    cores = len(usable_cpus())
+    assert cpu_plan("reference://embedded", generators=cores - 1) == expected
+    assert cpu_plan("reference://embedded", generators=cores) is None
 
 
 def test_a_child_started_inside_runs_on_the_cores_given() -> None:
