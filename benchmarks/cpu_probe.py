@@ -3,7 +3,8 @@
 
 Open-loop runs at 1,000 req/s put the load generator and the server on the same two cores,
 and their CPU per request moves by several per cent from run to run. This probe is
-steadier: it serves a copy of a loaded SQLite database with ``crmbench serve``, sends
+steadier: it serves a copy of a loaded SQLite database with ``crmbench serve`` (on a core of
+its own, the probe on the others, as ``crmbench run`` places them), sends
 ``--requests`` reads one after another on one keep-alive connection (360 view, customer,
 search and lead list in turn, ids drawn from ``/stats`` with a fixed seed) and divides the
 server process's CPU time (``/proc/PID/stat``) by the number of requests. With
@@ -31,6 +32,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from bench.measure.cpus import spawning_on, split_cpus
 
 DEFAULT_DB = Path("fixtures/data/default/reference.sqlite3")
 WARMUP = 500
@@ -92,7 +95,9 @@ def probe(source: Path, db: Path, requests: int) -> dict[str, Any]:
         copy = Path(tmp) / "crm.sqlite3"
         shutil.copyfile(db, copy)
         log = Path(tmp) / "server.log"
-        with log.open("wb") as err_out:
+        # The server on a core of its own, as crmbench run places it (bench.measure.cpus).
+        split = split_cpus()
+        with log.open("wb") as err_out, spawning_on(split.server if split else None):
             server = subprocess.Popen(
                 [sys.executable, "-m", "bench", "serve", "--db", f"sqlite:///{copy}",
                  "--host", "127.0.0.1", "--port", str(port)],
@@ -147,6 +152,10 @@ def main() -> None:
     for source in sources:
         if not (source / "bench" / "__main__.py").is_file():
             raise SystemExit(f"{source} is not a crmbench checkout (no bench/__main__.py)")
+    split = split_cpus()
+    if split is not None:
+        # This process is the client: on the other cores.
+        os.sched_setaffinity(0, split.generator)
     rounds: list[dict[str, Any]] = []
     for i in range(args.rounds):
         for source in sources:
